@@ -1,0 +1,39 @@
+"""mtasklite_like: turn a slow ``for`` loop into a parallel one, on threads or processes.
+
+Workers are fed through bounded queues, results come back lazily (in input order or as they
+finish), stateful workers are built inside each worker with ``@delayed_init``, and the
+``processes.pqdm`` / ``threads.pqdm`` wrappers add a progress bar. The API is a drop-in for the
+``mtasklite`` package.
+"""
+
+from ._delayed import DelayedObject, delayed_init
+from ._errors import (
+    DeferredExceptions,
+    MtaskliteLikeError,
+    RemoteTraceback,
+    TaskPicklingError,
+    WorkerDiedError,
+    WorkerInitError,
+)
+from ._pool import Pool
+from ._run import ResultIterator
+from ._version import __version__
+from .constants import ArgumentPassing, ExceptionBehaviour
+from .utils import is_exception
+
+__all__ = [
+    "ArgumentPassing",
+    "DeferredExceptions",
+    "DelayedObject",
+    "ExceptionBehaviour",
+    "MtaskliteLikeError",
+    "Pool",
+    "RemoteTraceback",
+    "ResultIterator",
+    "TaskPicklingError",
+    "WorkerDiedError",
+    "WorkerInitError",
+    "__version__",
+    "delayed_init",
+    "is_exception",
+]

@@ -1,0 +1,61 @@
+"""The in-caller backend (``n_jobs=1``): items run in the caller's thread, one at a time.
+
+Nothing is pickled, no thread or process exists, and a debugger or a profiler sees the task's
+frames directly. Results and exceptions go through the same front as the other backends, so the
+exception modes, ordering and laziness behave exactly as with real workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .._worker import WorkerSpec, build_worker_callable, run_batch
+from .base import Backend, BatchDone, Event, WorkerInitFailed
+
+__all__ = ["InlineBackend"]
+
+
+class InlineBackend(Backend):
+    batches = False
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        super().__init__(1)
+        self._spec = spec
+        self._call: Callable[[Any], Any] | None = None
+        self._queue: deque[tuple[int, list[Any]]] = deque()
+        self._init_error: BaseException | None = None
+        self._alive = False
+
+    def start(self) -> None:
+        self._alive = True
+        try:
+            self._call = build_worker_callable(self._spec, own_process=False)
+        except Exception as exc:
+            self._init_error = exc
+
+    def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
+        self._queue.append((batch_id, items))
+
+    def recv(self, timeout: float | None) -> list[Event]:
+        if self._init_error is not None:
+            error, self._init_error = self._init_error, None
+            return [WorkerInitFailed(0, error)]
+        if not self._queue or self._call is None:
+            return []
+        batch_id, items = self._queue.popleft()
+        t0 = time.perf_counter()
+        results, failures = run_batch(self._call, items)
+        return [BatchDone(0, batch_id, results, failures, time.perf_counter() - t0)]
+
+    def stop(self, grace: float) -> None:
+        self._alive = False
+        self._queue.clear()
+        # Break a reference to the user's object so its resources are released with the pool.
+        self._call = None
+
+    @property
+    def alive(self) -> bool:
+        return self._alive

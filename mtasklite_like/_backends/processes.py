@@ -1,0 +1,363 @@
+"""The process backend: each worker is a ``multiprocess`` process with two pipes of its own.
+
+Transport
+    The parent writes batches into a worker's task pipe and reads its results from the worker's
+    result pipe. Messages are pickled by the standard pickler, with dill as the fallback (see
+    ``_serialize``); the worker's function or object is sent once, when the worker starts.
+
+Why a reader thread in the worker
+    A pipe holds ~64 KiB. If the parent blocked writing a large batch while the worker blocked
+    writing a large result, each would wait for the other forever. A thread in the worker keeps
+    draining the task pipe into a local queue, so the parent's writes always complete; the number
+    of batches a worker holds is bounded by the front, so the local queue stays small.
+
+Death
+    ``connection.wait`` watches the result pipes and the process sentinels together; when a
+    sentinel fires, whatever the worker sent before dying is read first, then the death is
+    reported, so no finished result is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+import traceback
+from typing import Any
+
+import multiprocess
+from multiprocess.connection import wait
+
+from .._errors import RemoteTraceback, TaskPicklingError
+from .._serialize import dumps, loads
+from .._worker import WorkerSpec, build_worker_callable, run_batch
+from .base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed
+
+__all__ = ["ProcessBackend", "describe_exitcode"]
+
+# Message tags, worker -> parent.
+_DONE = 0
+_INIT_ERROR = 1
+# The parent asks a worker to finish with this message.
+_STOP_BYTES = pickle.dumps(None)
+# How often a worker's reader thread checks that its parent is still there.
+_PARENT_CHECK_SECONDS = 1.0
+
+
+class _Unsendable:
+    """Stands in a batch for an item that could not be pickled; the worker fails that item."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def describe_exitcode(exitcode: int | None) -> str:
+    """Human wording of a process exit code (negative codes are signals)."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"killed by {name}"
+    return f"exit code {exitcode}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+# ---------------------------------------------------------------------------------------------
+
+
+def _pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]:
+    """Return an exception and its traceback text, both safe to pickle back to the parent."""
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        # A round trip catches exception classes whose constructor needs other arguments than
+        # ``args``: they pickle fine but fail to unpickle in the parent, which must never happen.
+        loads(dumps(exc))
+    except Exception as cause:
+        exc = TaskPicklingError(
+            f"{where} raised {type(exc).__name__}: {exc}; the exception could not be pickled "
+            f"back to the caller ({type(cause).__name__}: {cause}). Its traceback follows."
+        )
+    return exc, tb_text
+
+
+def _encode_done(batch_id: int, first_index: int, results: list[Any],
+                 failures: list[tuple[int, Any]], elapsed: float) -> bytes:
+    packed = [(pos, *_pack_exception(exc, f"item #{first_index + pos}")) for pos, exc in failures]
+    try:
+        return dumps((_DONE, batch_id, results, packed, elapsed))
+    except Exception:
+        pass
+    # Some result cannot be pickled: find which, and fail those items alone.
+    failed_positions = {pos for pos, _, _ in packed}
+    for pos, value in enumerate(results):
+        if pos in failed_positions:
+            continue
+        try:
+            dumps(value)
+        except Exception as cause:
+            err = TaskPicklingError(
+                f"the result of item #{first_index + pos} ({type(value).__name__}) could not be "
+                f"pickled to send it back to the caller: {type(cause).__name__}: {cause}"
+            )
+            results[pos] = None
+            packed.append((pos, err, ""))
+    packed.sort(key=lambda f: f[0])
+    return dumps((_DONE, batch_id, results, packed, elapsed))
+
+
+def _reader(conn: Any, inbox: queue.SimpleQueue, parent_pid: int) -> None:
+    """Drain the task pipe into ``inbox``; end the process if the parent disappears."""
+    try:
+        while True:
+            if not conn.poll(_PARENT_CHECK_SECONDS):
+                if os.getppid() != parent_pid:
+                    # Orphaned (the parent was killed): nobody will read our results.
+                    os._exit(1)
+                continue
+            data = conn.recv_bytes()
+            try:
+                inbox.put(loads(data))
+            except Exception as exc:
+                # A batch that cannot be unpickled here (a class the worker cannot import, say):
+                # end the worker, so the parent reports its death against the items it held.
+                os.write(2, f"mtasklite_like worker: cannot unpickle a batch: {exc!r}\n".encode())
+                os._exit(70)
+    except (EOFError, OSError):
+        # The parent closed the pipe: finish after the batches already received.
+        inbox.put(None)
+
+
+def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, parent_pid: int) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
+    # workers, so workers must not each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
+    try:
+        call = build_worker_callable(spec, own_process=True)
+    except BaseException as exc:
+        result_conn.send_bytes(dumps((_INIT_ERROR, *_pack_exception(exc, f"worker {spec.index}"))))
+        return
+    del spec
+
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
+    try:
+        _serve(call, inbox, result_conn.send_bytes)
+    except (BrokenPipeError, EOFError, ConnectionError):
+        # The parent is gone or closed our pipe while stopping us: nothing to report to.
+        os._exit(0)
+
+
+def _serve(call: Any, inbox: queue.SimpleQueue, send: Any) -> None:
+    """The worker loop: run each batch from ``inbox`` and send back its results."""
+    while True:
+        msg = inbox.get()
+        if msg is None:
+            return
+        batch_id, first_index, items, has_unsendable = msg
+        t0 = time.perf_counter()
+        if has_unsendable:
+            results, failures = run_batch(_failing_unsendable(call), items)
+        else:
+            results, failures = run_batch(call, items)
+        elapsed = time.perf_counter() - t0
+        if not failures:
+            # The common case: one pickling pass, no per-item work.
+            try:
+                send(dumps((_DONE, batch_id, results, (), elapsed)))
+                continue
+            except Exception:
+                pass
+        send(_encode_done(batch_id, first_index, results, failures, elapsed))
+
+
+def _failing_unsendable(call: Any) -> Any:
+    def checked(item: Any) -> Any:
+        if type(item) is _Unsendable:
+            raise TaskPicklingError(item.message)
+        return call(item)
+
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side
+# ---------------------------------------------------------------------------------------------
+
+
+class _Proc:
+    __slots__ = ("index", "process", "result_conn", "task_conn")
+
+    def __init__(self, index: int, process: Any, task_conn: Any, result_conn: Any) -> None:
+        self.index = index
+        self.process = process
+        self.task_conn = task_conn
+        self.result_conn = result_conn
+
+
+class ProcessBackend(Backend):
+    def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
+                 name: str = "mtasklite_like") -> None:
+        super().__init__(len(specs))
+        self._ctx = multiprocess.get_context(start_method)
+        self._forks = self._ctx.get_start_method() == "fork"
+        self._specs = specs
+        self._name = name
+        self._procs: list[_Proc] = []
+        self._by_waitable: dict[Any, tuple[_Proc, bool]] = {}
+        self._alive = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._alive = True
+        parent_pid = os.getpid()
+        for spec in self._specs:
+            # A forked child inherits the spec as it is; other start methods need it pickled,
+            # and dill lets lambdas, closures and __main__ code through.
+            payload = spec if self._forks else dumps(spec)
+            task_r, task_w = self._ctx.Pipe(duplex=False)
+            result_r, result_w = self._ctx.Pipe(duplex=False)
+            process = self._ctx.Process(
+                target=_process_main,
+                args=(payload, task_r, result_w, parent_pid),
+                name=f"{self._name}-worker-{spec.index}",
+                daemon=True,
+            )
+            process.start()
+            # Close our copies of the child's ends, so the child sees EOF if we go away.
+            task_r.close()
+            result_w.close()
+            proc = _Proc(spec.index, process, task_w, result_r)
+            self._procs.append(proc)
+            self._by_waitable[result_r] = (proc, True)
+            self._by_waitable[process.sentinel] = (proc, False)
+
+    def stop(self, grace: float) -> None:
+        if not self._alive:
+            return
+        self._alive = False
+        procs, self._procs = self._procs, []
+        self._by_waitable.clear()
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                # Never block here: a worker that stopped reading must not stall shutdown.
+                os.set_blocking(proc.task_conn.fileno(), False)
+                proc.task_conn.send_bytes(_STOP_BYTES)
+        deadline = time.monotonic() + max(grace, 0.0)
+        for proc in procs:
+            proc.process.join(max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            if proc.process.exitcode is None:
+                with contextlib.suppress(Exception):
+                    proc.process.terminate()
+        kill_deadline = time.monotonic() + 0.5
+        for proc in procs:
+            if proc.process.exitcode is None:
+                proc.process.join(max(0.0, kill_deadline - time.monotonic()))
+                if proc.process.exitcode is None:
+                    with contextlib.suppress(Exception):
+                        proc.process.kill()
+                    proc.process.join(1.0)
+        for proc in procs:
+            for conn in (proc.task_conn, proc.result_conn):
+                with contextlib.suppress(Exception):
+                    conn.close()
+            with contextlib.suppress(Exception):
+                proc.process.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @property
+    def pids(self) -> list[int | None]:
+        """Process ids of the current workers, in worker order."""
+        return [p.process.pid for p in self._procs]
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
+        try:
+            data = dumps((batch_id, first_index, items, False))
+        except Exception:
+            data = dumps((batch_id, first_index, _sendable_items(first_index, items), True))
+        try:
+            self._procs[worker].task_conn.send_bytes(data)
+        except OSError:
+            # The worker is gone (it failed to start, or died): its sentinel reports that in
+            # recv(), against the batches it was given, this one included.
+            pass
+
+    def recv(self, timeout: float | None) -> list[Event]:
+        events: list[Event] = []
+        for obj in wait(list(self._by_waitable), timeout):
+            entry = self._by_waitable.get(obj)
+            if entry is None:
+                continue  # this worker was already reported dead in this round
+            proc, is_conn = entry
+            if is_conn:
+                if not self._drain(proc, events):
+                    self._report_death(proc, events)
+            else:
+                self._drain(proc, events)
+                self._report_death(proc, events)
+        return events
+
+    def _drain(self, proc: _Proc, events: list[Event]) -> bool:
+        """Read every message waiting on a worker's result pipe; False once the pipe is closed."""
+        conn = proc.result_conn
+        try:
+            while conn.poll(0):
+                events.append(self._decode(proc.index, conn.recv_bytes()))
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _report_death(self, proc: _Proc, events: list[Event]) -> None:
+        self._by_waitable.pop(proc.result_conn, None)
+        self._by_waitable.pop(proc.process.sentinel, None)
+        proc.process.join(1.0)
+        code = proc.process.exitcode
+        events.append(WorkerDied(proc.index, proc.process.pid, code, describe_exitcode(code)))
+
+    @staticmethod
+    def _decode(worker: int, data: bytes) -> Event:
+        msg = loads(data)
+        if msg[0] == _DONE:
+            _, batch_id, results, packed, elapsed = msg
+            failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
+            return BatchDone(worker, batch_id, results, failures, elapsed)
+        _, exc, tb = msg
+        return WorkerInitFailed(worker, _attach_traceback(exc, tb))
+
+
+def _attach_traceback(exc: BaseException, tb: str) -> BaseException:
+    if tb:
+        exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+def _sendable_items(first_index: int, items: list[Any]) -> list[Any]:
+    out = []
+    for pos, item in enumerate(items):
+        try:
+            dumps(item)
+            out.append(item)
+        except Exception as cause:
+            out.append(_Unsendable(
+                f"input item #{first_index + pos} ({type(item).__name__}) could not be pickled to "
+                f"send it to a worker process: {type(cause).__name__}: {cause}. Use threads "
+                f"(use_threads=True) for items that cannot be pickled."
+            ))
+    return out

@@ -1,0 +1,103 @@
+"""The package's exception types.
+
+Every error the pool raises on its own account derives from :class:`MtaskliteLikeError`, so callers
+can tell the pool's complaints from the exceptions their own tasks raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "DeferredExceptions",
+    "MtaskliteLikeError",
+    "RemoteTraceback",
+    "TaskPicklingError",
+    "WorkerDiedError",
+    "WorkerInitError",
+]
+
+
+class MtaskliteLikeError(Exception):
+    """Base class of the errors raised by the pool itself."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of an exception raised in another process.
+
+    It is attached as ``__cause__`` of the re-raised exception, so the worker's traceback is printed
+    above the caller's one ("The above exception was the direct cause of ...").
+    """
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class WorkerInitError(MtaskliteLikeError):
+    """A worker failed to start: its ``@delayed_init`` object, initializer or environment raised.
+
+    ``__cause__`` is the original exception (for process workers, with the worker's traceback as its
+    own ``__cause__``). Raised from the result iterator whatever the exception behaviour, because no
+    item can be processed by a worker that does not exist.
+    """
+
+    def __init__(self, message: str, worker_index: int | None = None) -> None:
+        super().__init__(message)
+        self.worker_index = worker_index
+
+
+class WorkerDiedError(MtaskliteLikeError):
+    """A worker process ended while it held items (a crash, ``os._exit``, a signal, the OOM killer).
+
+    Attributes say which worker, its pid, how it ended, and the input indices and items it held.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker_index: int | None = None,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        indices: Sequence[int] = (),
+        items: Sequence[Any] = (),
+    ) -> None:
+        super().__init__(message)
+        self.worker_index = worker_index
+        self.pid = pid
+        self.exitcode = exitcode
+        self.indices = list(indices)
+        self.items = list(items)
+
+
+class TaskPicklingError(MtaskliteLikeError):
+    """An item, a result or an exception could not be pickled to cross between processes.
+
+    Only the item concerned gets this error; the rest of the run is unaffected.
+    """
+
+
+class DeferredExceptions(MtaskliteLikeError):
+    """Raised at the end of a run in ``'deferred'`` mode when tasks failed.
+
+    ``.args`` holds the task exceptions in input order (so code written for ``Exception(*excs)``
+    keeps working) and ``.exceptions`` is the same list.
+    """
+
+    def __init__(self, *exceptions: BaseException) -> None:
+        super().__init__(*exceptions)
+
+    @property
+    def exceptions(self) -> list[BaseException]:
+        return list(self.args)
+
+    def __str__(self) -> str:
+        n = len(self.args)
+        kinds = sorted({type(e).__name__ for e in self.args})
+        first = f"; first: {self.args[0]!r}" if self.args else ""
+        return f"{n} task(s) failed ({', '.join(kinds)}){first}"

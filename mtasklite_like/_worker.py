@@ -1,0 +1,120 @@
+"""What every worker does, whatever it runs on: build its callable once, then run batches.
+
+The backends only move batches and results around; this module holds the behaviour they share,
+so a thread, a process and the caller itself (``n_jobs=1``) run items identically.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ._delayed import materialize
+from .constants import ArgumentPassing
+
+__all__ = ["WorkerSpec", "build_worker_callable", "make_caller", "run_batch", "temporary_env"]
+
+
+class WorkerSpec:
+    """Everything one worker needs to start: its callable or shell, environment and initializer."""
+
+    __slots__ = ("argument_type", "env", "index", "initargs", "initializer", "worker")
+
+    def __init__(
+        self,
+        index: int,
+        worker: Any,
+        argument_type: str,
+        env: Mapping[str, str] | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Sequence[Any] = (),
+    ) -> None:
+        self.index = index
+        self.worker = worker
+        self.argument_type = argument_type
+        self.env = dict(env) if env else {}
+        self.initializer = initializer
+        self.initargs = tuple(initargs)
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
+
+def make_caller(fn: Callable[..., Any], argument_type: str) -> Callable[[Any], Any]:
+    """Adapt ``fn`` to take one item, so the hot loop has no branch on the argument type."""
+    if argument_type == ArgumentPassing.AS_SINGLE_ARG:
+        return fn
+    if argument_type == ArgumentPassing.AS_ARGS:
+        return lambda item: fn(*item)
+    if argument_type == ArgumentPassing.AS_KWARGS:
+        return lambda item: fn(**item)
+    raise ValueError(f"unknown argument_type {argument_type!r}")
+
+
+# os.environ is one per process: threads that build their objects under different environments
+# take turns, and each sees its own values while its object is being built.
+_ENV_LOCK = threading.RLock()
+
+
+@contextmanager
+def temporary_env(env: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    """Set environment variables for the duration of the block, then restore the old values."""
+    if not env:
+        yield
+        return
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def build_worker_callable(spec: WorkerSpec, *, own_process: bool) -> Callable[[Any], Any]:
+    """Run the initializer and build the worker's object; return the per-item callable.
+
+    In a process of its own the environment is set for good (``CUDA_VISIBLE_DEVICES`` must stay
+    set for the life of the worker); in a thread or in the caller it is set only while the object
+    is built, because the environment is shared with everything else in the process.
+    """
+    if own_process:
+        os.environ.update(spec.env)
+        if spec.initializer is not None:
+            spec.initializer(*spec.initargs)
+        fn = materialize(spec.worker)
+    else:
+        with temporary_env(spec.env):
+            if spec.initializer is not None:
+                spec.initializer(*spec.initargs)
+            fn = materialize(spec.worker)
+    return make_caller(fn, spec.argument_type)
+
+
+def run_batch(call: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], list[tuple[int, Exception]]]:
+    """Run ``call`` on each item; return the results and the ``(position, exception)`` failures.
+
+    A failed item holds ``None`` in the results. Only ``Exception`` is caught: ``SystemExit`` and
+    ``KeyboardInterrupt`` raised by a task end the worker, and the backend reports its death.
+    """
+    results: list[Any] = []
+    append = results.append
+    failures: list[tuple[int, Exception]] = []
+    for item in items:
+        try:
+            append(call(item))
+        except Exception as exc:
+            failures.append((len(results), exc))
+            append(None)
+    return results, failures
