@@ -80,6 +80,7 @@ class _Run:
         self._next_release = 0
         self._outstanding = 0  # pulled, not yet released into ``ready``
         # errors
+        self.failure_count = 0  # task failures released so far (for progress displays)
         self._deferred: list[BaseException] = []
         self._pending_error: BaseException | None = None
 
@@ -95,6 +96,10 @@ class _Run:
                 raise error
             if self.finished:
                 raise StopIteration
+            if not self._started:
+                # Outside the try below: a refused start (the pool is busy with another run)
+                # leaves this run untouched, so it can start once the other one is done.
+                self._start()
             try:
                 self._step()
             except BaseException:
@@ -141,8 +146,6 @@ class _Run:
         return window * _ORDERED_SLACK if self._ordered and self._backend.batches else window  # type: ignore[union-attr]
 
     def _step(self) -> None:
-        if not self._started:
-            self._start()
         self._fill()
         if not self._in_flight:
             if self._input_done:
@@ -233,6 +236,7 @@ class _Run:
         """Move a finished batch into the ready queue, applying the exception behaviour."""
         self._outstanding -= len(results)
         if failures:
+            self.failure_count += len(failures)
             if self._mode == ExceptionBehaviour.IMMEDIATE:
                 pos, exc = failures[0]
                 self.ready.extend(results[:pos])
@@ -303,10 +307,12 @@ class ResultIterator(Generic[R]):
         return self
 
     def __next__(self) -> R:
-        try:
-            return self._ready.popleft()
-        except IndexError:
-            return self._run.next_slow()
+        # Not a try/except IndexError: an exception raised by next_slow() inside the handler
+        # would carry the IndexError as its __context__ and print it above the real traceback.
+        ready = self._ready
+        if ready:
+            return ready.popleft()
+        return self._run.next_slow()
 
     def __len__(self) -> int:
         if self._run.total is None:

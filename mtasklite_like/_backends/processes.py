@@ -116,7 +116,13 @@ def _encode_done(batch_id: int, first_index: int, results: list[Any],
 
 
 def _reader(conn: Any, inbox: queue.SimpleQueue, parent_pid: int) -> None:
-    """Drain the task pipe into ``inbox``; end the process if the parent disappears."""
+    """Drain the task pipe into ``inbox``; end the process if its parent disappears.
+
+    ``parent_pid`` is this process's parent when it started: the pool's process under ``fork`` and
+    ``spawn``, the fork server under ``forkserver`` (which itself exits when the pool's process
+    goes). EOF on the task pipe also means the pool is gone, but is not enough on its own: under
+    ``fork`` sibling workers inherit the pool's end of it.
+    """
     try:
         while True:
             if not conn.poll(_PARENT_CHECK_SECONDS):
@@ -133,14 +139,17 @@ def _reader(conn: Any, inbox: queue.SimpleQueue, parent_pid: int) -> None:
                 os.write(2, f"mtasklite_like worker: cannot unpickle a batch: {exc!r}\n".encode())
                 os._exit(70)
     except (EOFError, OSError):
-        # The parent closed the pipe: finish after the batches already received.
-        inbox.put(None)
+        # The pool closes its end only after this process has ended, so EOF means the pool's
+        # process is gone: nobody will read what we compute, and the current task may run for
+        # hours. End now.
+        os._exit(1)
 
 
-def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, parent_pid: int) -> None:
+def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent_pid = os.getppid()
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
     try:
         call = build_worker_callable(spec, own_process=True)
@@ -221,7 +230,6 @@ class ProcessBackend(Backend):
 
     def start(self) -> None:
         self._alive = True
-        parent_pid = os.getpid()
         for spec in self._specs:
             # A forked child inherits the spec as it is; other start methods need it pickled,
             # and dill lets lambdas, closures and __main__ code through.
@@ -230,7 +238,7 @@ class ProcessBackend(Backend):
             result_r, result_w = self._ctx.Pipe(duplex=False)
             process = self._ctx.Process(
                 target=_process_main,
-                args=(payload, task_r, result_w, parent_pid),
+                args=(payload, task_r, result_w),
                 name=f"{self._name}-worker-{spec.index}",
                 daemon=True,
             )

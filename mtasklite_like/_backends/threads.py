@@ -23,7 +23,9 @@ __all__ = ["ThreadBackend"]
 _STOP = None
 
 
-def _thread_main(spec: WorkerSpec, inbox: queue.SimpleQueue, outbox: queue.SimpleQueue) -> None:
+def _thread_main(
+    spec: WorkerSpec, inbox: queue.SimpleQueue, outbox: queue.SimpleQueue, stopping: threading.Event
+) -> None:
     index = spec.index
     try:
         call = build_worker_callable(spec, own_process=False)
@@ -34,7 +36,9 @@ def _thread_main(spec: WorkerSpec, inbox: queue.SimpleQueue, outbox: queue.Simpl
     del spec
     while True:
         msg = inbox.get()
-        if msg is _STOP:
+        # The stop marker queues behind batches already given to this thread; when the run is
+        # abandoned those batches must not start, since nobody will read their results.
+        if msg is _STOP or stopping.is_set():
             return
         batch_id, items = msg
         t0 = time.perf_counter()
@@ -55,6 +59,7 @@ class ThreadBackend(Backend):
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._inboxes: list[queue.SimpleQueue] = []
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
         self._alive = False
 
     def start(self) -> None:
@@ -63,7 +68,7 @@ class ThreadBackend(Backend):
             inbox: queue.SimpleQueue = queue.SimpleQueue()
             t = threading.Thread(
                 target=_thread_main,
-                args=(spec, inbox, self._outbox),
+                args=(spec, inbox, self._outbox, self._stopping),
                 name=f"{self._name}-worker-{spec.index}",
                 daemon=True,
             )
@@ -90,6 +95,7 @@ class ThreadBackend(Backend):
         if not self._alive:
             return
         self._alive = False
+        self._stopping.set()
         for inbox in self._inboxes:
             inbox.put(_STOP)
         deadline = time.monotonic() + max(grace, 0.0)

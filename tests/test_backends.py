@@ -1,0 +1,81 @@
+"""Backend-specific guarantees: threads never pickle; processes pickle with a dill fallback."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from mtasklite_like import Pool
+from tests.helpers import square
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Unpicklable:
+    """Refuses every pickler, so any pickling attempt fails loudly."""
+
+    def __init__(self, value):
+        self.value = value
+        self.lock = threading.Lock()
+
+    def __reduce__(self):
+        raise TypeError("Unpicklable was pickled")
+
+
+def test_threads_never_pickle_items_results_or_workers():
+    def task(item):
+        return Unpicklable(item.value * 2)
+
+    class Worker:
+        def __reduce__(self):
+            raise TypeError("the worker was pickled")
+
+        def __call__(self, item):
+            return task(item)
+
+    items = [Unpicklable(i) for i in range(50)]
+    for worker in (task, Worker()):
+        results = list(Pool(worker, 3, use_threads=True)(items))
+        assert [r.value for r in results] == [2 * i for i in range(50)]
+    # identity is preserved: items are handed over, not copied
+    assert list(Pool(lambda x: x, 2, use_threads=True)(items))[7] is items[7]
+
+
+def test_processes_run_lambdas_and_closures():
+    k = 5
+    assert list(Pool(lambda x: x + k, 2)(range(5))) == [5, 6, 7, 8, 9]
+
+
+def test_process_workers_are_other_processes():
+    pids = set(Pool(lambda _: os.getpid(), 2, chunk_size=1)(range(40)))
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+def test_exited_flag_follows_the_with_block(backend):
+    with Pool(square, 2, **backend) as pool:
+        assert list(pool(range(3))) == [0, 1, 4]
+        assert pool.exited is False
+    assert pool.exited is True
+    # a closed pool can be called again: workers start afresh
+    assert list(pool(range(3))) == [0, 1, 4]
+
+
+def test_with_on_the_result_iterator_closes_an_unmanaged_pool(backend):
+    pool = Pool(square, 2, **backend)
+    with pool(range(10)) as results:
+        assert next(results) == 0
+    assert pool.exited is True
+
+
+def test_start_method_validation():
+    with pytest.raises(ValueError, match="unknown start_method 'threads'"):
+        Pool(square, 2, start_method="threads")
+    with pytest.raises(ValueError, match="applies to process workers"):
+        Pool(square, 2, use_threads=True, start_method="spawn")
+
+
+def test_task_timeout_is_not_silently_ignored():
+    with pytest.warns(RuntimeWarning, match="not enforced"):
+        Pool(square, 2, task_timeout=5)

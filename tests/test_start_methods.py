@@ -1,0 +1,372 @@
+"""Process workers under each start method: ``fork``, ``spawn`` and ``forkserver``.
+
+``spawn`` and ``forkserver`` re-import ``__main__`` in each worker, so every case is a small script
+run in a fresh interpreter: what the worker receives (a lambda, a closure, a ``__main__`` function,
+a ``@delayed_init`` class of ``__main__``) must survive that trip. Each script prints one line
+``RESULT <json>`` that the test checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mtasklite_like import Pool
+
+METHODS = ["fork", "spawn", "forkserver"]
+
+# Shared by every script: imports, and the ``emit`` helper that prints the result line.
+_HEADER = """\
+import json
+import os
+import sys
+import time
+
+from mtasklite_like import Pool, delayed_init
+
+
+def emit(**data):
+    data["parent_pid"] = os.getpid()
+    print("RESULT " + json.dumps(data), flush=True)
+"""
+
+
+def _run_script(
+    tmp_path: Path, body: str, method: str, prelude: str = "", timeout: float = 40
+) -> dict[str, Any]:
+    """Write header, ``prelude`` and ``body`` to a script, run it under ``method``, parse RESULT."""
+    script = tmp_path / f"case_{method}.py"
+    source = "\n".join([_HEADER, f"METHOD = {method!r}", textwrap.dedent(prelude), textwrap.dedent(body)])
+    script.write_text(source)
+    env = {k: v for k, v in os.environ.items() if k != "MY_GPU"}
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert len(lines) == 1, f"expected one RESULT line:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[0][len("RESULT "):])
+
+
+def _assert_ran_elsewhere(pids: list[int], parent_pid: int) -> None:
+    assert parent_pid not in pids, "items ran in the parent process, not in worker processes"
+    assert len(set(pids)) == 2, f"expected both worker processes to run items, got pids {sorted(set(pids))}"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_lambda_worker(tmp_path: Path, method: str) -> None:
+    body = """
+    if __name__ == "__main__":
+        pool = Pool(lambda x: (x * 3, os.getpid()), n_jobs=2, chunk_size=1, start_method=METHOD)
+        out = list(pool(range(12)))
+        emit(values=[v for v, _ in out], pids=[p for _, p in out])
+    """
+    res = _run_script(tmp_path, body, method)
+    assert res["values"] == [x * 3 for x in range(12)]
+    _assert_ran_elsewhere(res["pids"], res["parent_pid"])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_closure_over_local_variable(tmp_path: Path, method: str) -> None:
+    # The captured value comes from the command line, so it exists only in the parent's frame.
+    body = """
+    def main():
+        offset = int(len(sys.argv) + 1000)
+        words = {"a": 1, "b": 2}
+
+        def shift(x):
+            return (x + offset + words["b"], os.getpid())
+
+        out = list(Pool(shift, n_jobs=2, chunk_size=1, start_method=METHOD)(range(10)))
+        emit(values=[v for v, _ in out], pids=[p for _, p in out])
+
+
+    if __name__ == "__main__":
+        main()
+    """
+    res = _run_script(tmp_path, body, method)
+    assert res["values"] == [x + 1001 + 2 for x in range(10)]
+    _assert_ran_elsewhere(res["pids"], res["parent_pid"])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_function_defined_in_main(tmp_path: Path, method: str) -> None:
+    body = """
+    TABLE = {i: chr(ord("a") + i) for i in range(26)}
+
+
+    def letter_of(x):
+        return (TABLE[x % 26] * 2, os.getpid(), __name__)
+
+
+    if __name__ == "__main__":
+        out = list(Pool(letter_of, n_jobs=2, chunk_size=1, start_method=METHOD)(range(30)))
+        emit(values=[v for v, _, _ in out], pids=[p for _, p, _ in out], names=[n for _, _, n in out])
+    """
+    res = _run_script(tmp_path, body, method)
+    assert res["values"] == [chr(ord("a") + x % 26) * 2 for x in range(30)]
+    _assert_ran_elsewhere(res["pids"], res["parent_pid"])
+    if method != "fork":
+        # The worker imported the script anew (as __mp_main__), it did not inherit it.
+        assert set(res["names"]) == {"__mp_main__"}
+
+
+# A @delayed_init class of __main__: it counts how many objects each worker process built.
+_MODEL = """
+@delayed_init
+class Model:
+    built = 0
+
+    def __init__(self, arg):
+        type(self).built += 1
+        self.arg = arg
+        self.calls = 0
+        self.init_pid = os.getpid()
+        self.gpu = os.environ.get("MY_GPU")
+
+    def __call__(self, x):
+        self.calls += 1
+        time.sleep(0.002)
+        return {"x": x, "arg": self.arg, "pid": os.getpid(), "calls": self.calls,
+                "built": type(self).built, "init_pid": self.init_pid, "gpu": self.gpu}
+"""
+
+
+def _check_per_worker_objects(res: dict[str, Any], n_items: int) -> None:
+    out = res["out"]
+    assert [r["x"] for r in out] == list(range(n_items))
+    by_arg: dict[int, list[dict[str, Any]]] = {}
+    for r in out:
+        by_arg.setdefault(r["arg"], []).append(r)
+    assert sorted(by_arg) == [0, 1], "each worker must get its own constructor argument"
+    pids = {}
+    for arg, rows in by_arg.items():
+        # One object per worker: its call counter runs 1, 2, 3, ... without a restart.
+        assert sorted(r["calls"] for r in rows) == list(range(1, len(rows) + 1)), f"worker {arg}"
+        assert {r["built"] for r in rows} == {1}, f"worker {arg} built its object more than once"
+        assert len({r["pid"] for r in rows}) == 1
+        assert {r["init_pid"] for r in rows} == {rows[0]["pid"]}, "object built outside its worker"
+        pids[arg] = rows[0]["pid"]
+    assert pids[0] != pids[1]
+    assert res["parent_pid"] not in pids.values()
+    assert res["parent_built"] == 0, "the parent built a @delayed_init object"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_delayed_init_class_in_main_per_worker_args(tmp_path: Path, method: str) -> None:
+    body = """
+
+    if __name__ == "__main__":
+        # Two calls in one `with`: the workers and their objects are kept between them.
+        with Pool([Model(i) for i in range(2)], chunk_size=1, start_method=METHOD) as pool:
+            out = list(pool(range(8)))
+            out += list(pool(range(8, 16)))
+        emit(out=out, parent_built=Model.built)
+    """
+    res = _run_script(tmp_path, body, method, prelude=_MODEL)
+    _check_per_worker_objects(res, 16)
+    assert {r["gpu"] for r in res["out"]} == {None}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_env_seen_in_init(tmp_path: Path, method: str) -> None:
+    body = """
+
+    if __name__ == "__main__":
+        pool = Pool([Model(i) for i in range(2)], chunk_size=1, start_method=METHOD,
+                    worker_env=[{"MY_GPU": "0"}, {"MY_GPU": "1"}])
+        out = list(pool(range(10)))
+        emit(out=out, parent_built=Model.built, parent_env=os.environ.get("MY_GPU"))
+    """
+    res = _run_script(tmp_path, body, method, prelude=_MODEL)
+    _check_per_worker_objects(res, 10)
+    for r in res["out"]:
+        assert r["gpu"] == str(r["arg"]), r
+    assert res["parent_env"] is None, "worker_env leaked into the parent's environment"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_worker_exception_carries_remote_traceback(tmp_path: Path, method: str) -> None:
+    body = """
+    def reject_item_in_worker(x):
+        if x == 5:
+            raise ValueError(f"item {x} is not acceptable")
+        return x
+
+
+    if __name__ == "__main__":
+        got = []
+        try:
+            for r in Pool(reject_item_in_worker, n_jobs=2, chunk_size=1, start_method=METHOD)(range(10)):
+                got.append(r)
+        except ValueError as exc:
+            emit(got=got, kind=type(exc).__name__, message=str(exc), cause=str(exc.__cause__),
+                 cause_kind=type(exc.__cause__).__name__)
+        else:
+            emit(got=got, kind=None)
+    """
+    res = _run_script(tmp_path, body, method)
+    assert res["kind"] == "ValueError"
+    assert res["message"] == "item 5 is not acceptable"
+    # 'immediate' raises as soon as the failure arrives, possibly before earlier results: a prefix.
+    assert res["got"] == list(range(len(res["got"]))) and len(res["got"]) <= 5
+    assert res["cause_kind"] == "RemoteTraceback"
+    cause = res["cause"]
+    # The worker's own traceback: the function that raised, the raising line, the message.
+    assert "reject_item_in_worker" in cause
+    assert 'raise ValueError(f"item {x} is not acceptable")' in cause
+    assert "ValueError: item 5 is not acceptable" in cause
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_longer_than_a_second(tmp_path: Path, method: str) -> None:
+    """Regression: a worker's orphan check compared os.getppid() with the pool's pid, but under
+    forkserver the parent is the fork server, so workers os._exit(1)-ed mid-task after ~1 s."""
+    body = """
+    def slow(x):
+        time.sleep(1.3)
+        return x * 10
+
+
+    if __name__ == "__main__":
+        try:
+            out = list(Pool(slow, n_jobs=2, chunk_size=1, start_method=METHOD)(range(2)))
+        except Exception as exc:
+            emit(out=None, error=f"{type(exc).__name__}: {exc}")
+        else:
+            emit(out=out, error=None)
+    """
+    res = _run_script(tmp_path, body, method)
+    assert res["error"] is None
+    assert res["out"] == [0, 10]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_kept_workers_survive_an_idle_pause(tmp_path: Path, method: str) -> None:
+    """Workers kept by ``with Pool`` survive an idle pause between calls (the same forkserver
+    regression: they used to kill themselves after ~1 s idle, failing the next call)."""
+    body = """
+    if __name__ == "__main__":
+        with Pool(lambda x: (x + 1, os.getpid()), n_jobs=2, chunk_size=1, start_method=METHOD) as pool:
+            first = list(pool(range(6)))
+            time.sleep(1.3)
+            try:
+                second = list(pool(range(6)))
+            except Exception as exc:
+                emit(error=f"{type(exc).__name__}: {exc}")
+            else:
+                emit(error=None, first=first, second=second)
+    """
+    res = _run_script(tmp_path, body, method)
+    assert res["error"] is None
+    assert [v for v, _ in res["second"]] == list(range(1, 7))
+    assert {p for _, p in res["first"]} == {p for _, p in res["second"]}, "workers were not kept"
+
+
+def _pid_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return [ln.split()[1] for ln in f if ln.startswith("State:")] != ["Z"]
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "method",
+    ["fork", "spawn", "forkserver"],
+)
+def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> None:
+    # SIGKILL leaves no chance to clean up: the orphaned workers must notice and end by themselves.
+    script = tmp_path / f"orphan_{method}.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, sys, time
+        from mtasklite_like import Pool
+
+        def block(x):
+            if x:
+                time.sleep(60)
+            return x
+
+        if __name__ == "__main__":
+            pool = Pool(block, n_jobs=2, chunk_size=1, start_method={method!r})
+            it = pool([0, 1, 1, 1])
+            next(it)
+            print("PIDS " + json.dumps(pool._slot.backend.pids), flush=True)
+            next(it)
+    """))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    pids: list[int] = []
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PIDS "), line
+        pids = json.loads(line[5:])
+        assert len(pids) == 2 and all(_pid_running(p) for p in pids)
+        proc.kill()
+        proc.wait(5)
+        deadline = time.monotonic() + 2.5
+        while any(_pid_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p for p in pids if _pid_running(p)] == [], "orphaned workers kept running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the fork server, if any, and stray workers
+
+
+class _HoldsGenerator:
+    """A callable whose state no pickler can serialise (dill refuses generators too)."""
+
+    def __init__(self) -> None:
+        self.source = (i for i in range(3))
+
+    def __call__(self, x: int) -> int:
+        return x
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_unpicklable_worker_fails_at_construction(method: str) -> None:
+    with pytest.raises(TypeError, match=r"(?i)pickl") as info:
+        Pool(_HoldsGenerator(), n_jobs=2, start_method=method)
+    message = str(info.value)
+    assert method in message
+    assert "generator" in message
+    assert "worker #0" in message
+
+
+@pytest.mark.timeout(20)
+def test_unpicklable_worker_is_fine_with_fork() -> None:
+    # fork hands the object to the children as it is: no pickling, no error.
+    pool = Pool(_HoldsGenerator(), n_jobs=2, chunk_size=1, start_method="fork")
+    assert list(pool(range(5))) == list(range(5))
+
