@@ -147,6 +147,9 @@ class Pool:
             worker's object is being built.
         initializer, initargs: ``initializer(*initargs)`` runs once in each worker before its
             object is built, as in ``concurrent.futures``.
+        max_tasks_per_worker: replace a worker by a fresh one (its object rebuilt, its
+            initializer run again) after it has processed this many items; a remedy for memory
+            leaks in task code (``max_tasks_per_child`` in ``concurrent.futures``).
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class Pool:
         worker_env: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
         initializer: Callable[..., Any] | None = None,
         initargs: Iterable[Any] = (),
+        max_tasks_per_worker: int | None = None,
     ) -> None:
         # -- modes ----------------------------------------------------------------------------------
         if exception_behaviour is not None:
@@ -234,6 +238,15 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
         initargs = tuple(initargs)
+        if max_tasks_per_worker is not None and (
+            isinstance(max_tasks_per_worker, bool)
+            or not isinstance(max_tasks_per_worker, int)
+            or max_tasks_per_worker < 1
+        ):
+            raise ValueError(
+                f"max_tasks_per_worker must be a whole number >= 1, not {max_tasks_per_worker!r}"
+            )
+        self.max_tasks_per_worker = max_tasks_per_worker
 
         if worker_env is None:
             envs: list[dict[str, str]] = [{} for _ in workers]
@@ -269,6 +282,7 @@ class Pool:
         # Stop the workers when the pool is garbage-collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, self._slot.stop)
         self._active_run: weakref.ref[_Run] | None = None
+        self._quota: list[int] | None = None
         self._managed = False
 
     # -- public ---------------------------------------------------------------------------------------
@@ -326,6 +340,9 @@ class Pool:
         backend = self._slot.backend
         if backend is None or not backend.alive:
             backend = self._make_backend()
+            # Items each worker may still take before it is replaced (max_tasks_per_worker).
+            limit = self.max_tasks_per_worker
+            self._quota = None if limit is None else [limit] * backend.n_workers
             self._slot.backend = backend
             self.exited = False
             try:

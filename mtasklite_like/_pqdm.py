@@ -33,7 +33,7 @@ _POOL_OPTIONS = frozenset(
     n for n, p in inspect.signature(Pool.__init__).parameters.items() if n != "self" and n not in _EXPLICIT
 ) - {"exception_behaviour"}
 #: concurrent.futures executor options (what pqdm forwards to its executor), with their meaning kept
-_EXECUTOR_OPTIONS = frozenset({"initializer", "initargs", "mp_context", "max_workers"})
+_EXECUTOR_OPTIONS = frozenset({"initializer", "initargs", "mp_context", "max_workers", "max_tasks_per_child"})
 #: options of tqdm subclasses that take them through **kwargs
 _TQDM_EXTRAS = {"tqdm.rich": {"progress", "options"}, "tqdm.notebook": {"display"}}
 
@@ -74,6 +74,8 @@ def _split_kwargs(kwargs: dict[str, Any], tqdm_class: Any) -> tuple[dict[str, An
         if key == "mp_context":
             method = value if isinstance(value, str) or value is None else value.get_start_method()
             pool_kw["start_method"] = method
+        elif key == "max_tasks_per_child":
+            pool_kw["max_tasks_per_worker"] = value
         elif key == "max_workers":
             raise TypeError("pqdm() takes the number of workers as n_jobs, not max_workers")
         elif key in _POOL_OPTIONS or key in _EXECUTOR_OPTIONS:
@@ -81,7 +83,7 @@ def _split_kwargs(kwargs: dict[str, Any], tqdm_class: Any) -> tuple[dict[str, An
         elif bar_names is None or key in bar_names:
             bar_kw[key] = value
         else:
-            valid_pool = sorted(_POOL_OPTIONS | {"mp_context"})
+            valid_pool = sorted(_POOL_OPTIONS | {"mp_context", "max_tasks_per_child"})
             valid_bar = sorted(bar_names)
             bar_name = getattr(tqdm_class, "__name__", repr(tqdm_class))
             raise TypeError(
@@ -280,8 +282,8 @@ def pqdm_wrapper(use_threads: bool) -> Callable[..., PqdmResult]:
     (default), ``'immediate'`` or ``'deferred'`` (``exception_behavior`` is accepted too).
     Keyword arguments naming a ``Pool`` option (``chunk_size``, ``is_unordered``, ``join_timeout``,
     ``start_method``, ``worker_env``, ...) or an executor option (``initializer``, ``initargs``,
-    ``mp_context``) go to the pool; the others go to ``tqdm_class`` (``desc``, ``disable``,
-    ``position``, ``leave``, ``file``, ``unit``, ``total``, ...). Returns a :class:`PqdmResult`:
-    iterate it to stream results, or use it as the list of results.
+    ``mp_context``, ``max_tasks_per_child``) go to the pool; the others go to ``tqdm_class``
+    (``desc``, ``disable``, ``position``, ``leave``, ``file``, ``unit``, ``total``, ...).
+    Returns a :class:`PqdmResult`: iterate it to stream results, or use it as the list of results.
     """
     return pqdm

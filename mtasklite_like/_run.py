@@ -167,14 +167,21 @@ class _Run:
         sizer = self._sizer
         assert backend is not None and sizer is not None
         loads = self._loads
+        quota = self._pool._quota
         credit = self._credit()
         window = self._window(credit)
         while True:
-            worker = min(range(len(loads)), key=loads.__getitem__)
-            if loads[worker] >= credit:
+            # The least loaded worker with room for another batch (and items left in its quota).
+            worker, best = -1, credit
+            for w, load in enumerate(loads):
+                if load < best and (quota is None or quota[w] > 0):
+                    worker, best = w, load
+            if worker < 0:
                 return
             remaining = None if self.total is None else self.total - self._pulled
             size = sizer.size(remaining)
+            if quota is not None:
+                size = min(size, quota[worker])
             if window is not None:
                 room = window - self._outstanding - len(self.ready)
                 if room <= 0:
@@ -198,6 +205,8 @@ class _Run:
                 self._outstanding += len(items)
                 self._in_flight[batch_id] = _InFlight(worker, first, items)
                 loads[worker] += 1
+                if quota is not None:
+                    quota[worker] -= len(items)
                 backend.send(worker, batch_id, first, items)
             if self._input_done:
                 return
@@ -206,6 +215,11 @@ class _Run:
         if type(event) is BatchDone:
             entry = self._in_flight.pop(event.batch_id)
             self._loads[entry.worker] -= 1
+            quota = self._pool._quota
+            if quota is not None and quota[entry.worker] <= 0 and not self._loads[entry.worker]:
+                # The worker has done its share and holds nothing: replace it with a fresh one.
+                self._backend.replace_worker(entry.worker)  # type: ignore[union-attr]
+                quota[entry.worker] = self._pool.max_tasks_per_worker  # type: ignore[assignment]
             self._sizer.observe(len(entry.items), event.elapsed)  # type: ignore[union-attr]
             if not self._ordered:
                 self._release(event.results, event.failures)

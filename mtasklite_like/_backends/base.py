@@ -90,6 +90,10 @@ class Backend(ABC):
         """Wait up to ``timeout`` seconds (None: forever) and return what workers reported."""
 
     @abstractmethod
+    def replace_worker(self, worker: int) -> None:
+        """Stop an idle worker and start a fresh one from the same spec (its object is rebuilt)."""
+
+    @abstractmethod
     def stop(self, grace: float) -> None:
         """Stop every worker, allowing ``grace`` seconds to finish; force what is left.
 

@@ -50,6 +50,10 @@ class InlineBackend(Backend):
         results, failures = run_batch(self._call, items)
         return [BatchDone(0, batch_id, results, failures, time.perf_counter() - t0)]
 
+    def replace_worker(self, worker: int) -> None:
+        self._call = None
+        self.start()
+
     def stop(self, grace: float) -> None:
         self._alive = False
         self._queue.clear()

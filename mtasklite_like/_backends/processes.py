@@ -231,25 +231,35 @@ class ProcessBackend(Backend):
     def start(self) -> None:
         self._alive = True
         for spec in self._specs:
-            # A forked child inherits the spec as it is; other start methods need it pickled,
-            # and dill lets lambdas, closures and __main__ code through.
-            payload = spec if self._forks else dumps(spec)
-            task_r, task_w = self._ctx.Pipe(duplex=False)
-            result_r, result_w = self._ctx.Pipe(duplex=False)
-            process = self._ctx.Process(
-                target=_process_main,
-                args=(payload, task_r, result_w),
-                name=f"{self._name}-worker-{spec.index}",
-                daemon=True,
-            )
-            process.start()
-            # Close our copies of the child's ends, so the child sees EOF if we go away.
-            task_r.close()
-            result_w.close()
-            proc = _Proc(spec.index, process, task_w, result_r)
-            self._procs.append(proc)
-            self._by_waitable[result_r] = (proc, True)
-            self._by_waitable[process.sentinel] = (proc, False)
+            self._procs.append(self._start_one(spec))
+
+    def _start_one(self, spec: WorkerSpec) -> _Proc:
+        # A forked child inherits the spec as it is; other start methods need it pickled,
+        # and dill lets lambdas, closures and __main__ code through.
+        payload = spec if self._forks else dumps(spec)
+        task_r, task_w = self._ctx.Pipe(duplex=False)
+        result_r, result_w = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(
+            target=_process_main,
+            args=(payload, task_r, result_w),
+            name=f"{self._name}-worker-{spec.index}",
+            daemon=True,
+        )
+        process.start()
+        # Close our copies of the child's ends, so the child sees EOF if we go away.
+        task_r.close()
+        result_w.close()
+        proc = _Proc(spec.index, process, task_w, result_r)
+        self._by_waitable[result_r] = (proc, True)
+        self._by_waitable[process.sentinel] = (proc, False)
+        return proc
+
+    def replace_worker(self, worker: int) -> None:
+        old = self._procs[worker]
+        self._by_waitable.pop(old.result_conn, None)
+        self._by_waitable.pop(old.process.sentinel, None)
+        _stop_procs([old], grace=1.0)
+        self._procs[worker] = self._start_one(self._specs[worker])
 
     def stop(self, grace: float) -> None:
         if not self._alive:
@@ -257,32 +267,7 @@ class ProcessBackend(Backend):
         self._alive = False
         procs, self._procs = self._procs, []
         self._by_waitable.clear()
-        for proc in procs:
-            with contextlib.suppress(Exception):
-                # Never block here: a worker that stopped reading must not stall shutdown.
-                os.set_blocking(proc.task_conn.fileno(), False)
-                proc.task_conn.send_bytes(_STOP_BYTES)
-        deadline = time.monotonic() + max(grace, 0.0)
-        for proc in procs:
-            proc.process.join(max(0.0, deadline - time.monotonic()))
-        for proc in procs:
-            if proc.process.exitcode is None:
-                with contextlib.suppress(Exception):
-                    proc.process.terminate()
-        kill_deadline = time.monotonic() + 0.5
-        for proc in procs:
-            if proc.process.exitcode is None:
-                proc.process.join(max(0.0, kill_deadline - time.monotonic()))
-                if proc.process.exitcode is None:
-                    with contextlib.suppress(Exception):
-                        proc.process.kill()
-                    proc.process.join(1.0)
-        for proc in procs:
-            for conn in (proc.task_conn, proc.result_conn):
-                with contextlib.suppress(Exception):
-                    conn.close()
-            with contextlib.suppress(Exception):
-                proc.process.close()
+        _stop_procs(procs, grace)
 
     @property
     def alive(self) -> bool:
@@ -348,6 +333,36 @@ class ProcessBackend(Backend):
             return BatchDone(worker, batch_id, results, failures, elapsed)
         _, exc, tb = msg
         return WorkerInitFailed(worker, _attach_traceback(exc, tb))
+
+
+def _stop_procs(procs: list[_Proc], grace: float) -> None:
+    """Ask workers to finish, wait up to ``grace`` seconds, then terminate and kill what is left."""
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            # Never block here: a worker that stopped reading must not stall shutdown.
+            os.set_blocking(proc.task_conn.fileno(), False)
+            proc.task_conn.send_bytes(_STOP_BYTES)
+    deadline = time.monotonic() + max(grace, 0.0)
+    for proc in procs:
+        proc.process.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.process.exitcode is None:
+            with contextlib.suppress(Exception):
+                proc.process.terminate()
+    kill_deadline = time.monotonic() + 0.5
+    for proc in procs:
+        if proc.process.exitcode is None:
+            proc.process.join(max(0.0, kill_deadline - time.monotonic()))
+            if proc.process.exitcode is None:
+                with contextlib.suppress(Exception):
+                    proc.process.kill()
+                proc.process.join(1.0)
+    for proc in procs:
+        for conn in (proc.task_conn, proc.result_conn):
+            with contextlib.suppress(Exception):
+                conn.close()
+        with contextlib.suppress(Exception):
+            proc.process.close()
 
 
 def _attach_traceback(exc: BaseException, tb: str) -> BaseException:

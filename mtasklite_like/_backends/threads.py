@@ -65,16 +65,26 @@ class ThreadBackend(Backend):
     def start(self) -> None:
         self._alive = True
         for spec in self._specs:
-            inbox: queue.SimpleQueue = queue.SimpleQueue()
-            t = threading.Thread(
-                target=_thread_main,
-                args=(spec, inbox, self._outbox, self._stopping),
-                name=f"{self._name}-worker-{spec.index}",
-                daemon=True,
-            )
+            inbox, thread = self._start_one(spec)
             self._inboxes.append(inbox)
-            self._threads.append(t)
-            t.start()
+            self._threads.append(thread)
+
+    def _start_one(self, spec: WorkerSpec) -> tuple[queue.SimpleQueue, threading.Thread]:
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        thread = threading.Thread(
+            target=_thread_main,
+            args=(spec, inbox, self._outbox, self._stopping),
+            name=f"{self._name}-worker-{spec.index}",
+            daemon=True,
+        )
+        thread.start()
+        return inbox, thread
+
+    def replace_worker(self, worker: int) -> None:
+        # The worker is idle, so the stop marker is the next thing it reads.
+        self._inboxes[worker].put(_STOP)
+        self._threads[worker].join(1.0)
+        self._inboxes[worker], self._threads[worker] = self._start_one(self._specs[worker])
 
     def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
         self._inboxes[worker].put((batch_id, items))
