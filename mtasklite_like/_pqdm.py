@@ -10,6 +10,7 @@ and a name neither accepts fails at once.
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -101,6 +102,11 @@ class PqdmResult:
     - ``len(result)``, ``result[i]``, ``result[a:b]``, ``result == [...]``, ``repr(result)``
       collect the remaining results first (and keep them), as code written for a list expects.
 
+    With a sized input (a list, a range) the results are also kept while they stream, so the
+    object stays a full list after a ``for`` loop, as pqdm's list does; they take as much memory as
+    the input already does. With an unsized input (a generator) streamed results are not kept:
+    that is what lets a 100-million-item generator run in constant memory.
+
     ``tqdm_obj`` is the bar and ``pool_obj`` the pool's result iterator, as in ``mtasklite``.
     """
 
@@ -110,6 +116,7 @@ class PqdmResult:
         self._collected: list[Any] = []
         self._exhausted = False
         self._touched = False
+        self._streaming = False
         self._failures = 0
 
     # -- lazy -------------------------------------------------------------------------------------
@@ -118,9 +125,10 @@ class PqdmResult:
         self._touched = True
         if self._exhausted:
             return iter(self._collected)
-        return self._stream(keep=False)
+        self._streaming = True
+        return self._stream(keep=self.pool_obj._run.total is not None, emit=True)
 
-    def _stream(self, *, keep: bool) -> Iterator[Any]:
+    def _stream(self, *, keep: bool, emit: bool) -> Iterator[Any]:
         bar = self.tqdm_obj
         run = self.pool_obj._run
         ready = run.ready
@@ -156,7 +164,7 @@ class PqdmResult:
                         stride = min(stride * 2, 1 << 16)
                 if collected is not None:
                     collected.append(result)
-                else:
+                if emit:
                     yield result
         except BaseException:
             if pending:
@@ -167,9 +175,8 @@ class PqdmResult:
             self._flush(bar, run, pending)
         self._exhausted = True
         bar.refresh()
-        if collected is not None:
-            return
-        self.tqdm_obj.close()
+        if emit:
+            self.tqdm_obj.close()
 
     def _flush(self, bar: Any, run: Any, n: int) -> None:
         failures = run.failure_count
@@ -183,12 +190,19 @@ class PqdmResult:
     def _materialize(self) -> list[Any]:
         self._touched = True
         if not self._exhausted:
-            for _ in self._stream(keep=True):
+            for _ in self._stream(keep=True, emit=False):
                 pass
             self.tqdm_obj.close()
         return self._collected
 
     def __len__(self) -> int:
+        if self._streaming and not self._exhausted:
+            # list(result) asks for len() right after iter(): answer without draining the stream
+            # that list() is about to read.
+            total = self.pool_obj._run.total
+            if total is None:
+                raise TypeError("the length of a result streamed from an unsized input is not known yet")
+            return total
         return len(self._materialize())
 
     def __getitem__(self, index: Any) -> Any:
@@ -229,11 +243,9 @@ class PqdmResult:
         # `pqdm(items, save_file, 4)` used for its side effects, its result never looked at: with
         # pqdm that ran every item before returning, so it must run here too, as the result is
         # dropped. Anything iterated or used as a list has already run as far as it was asked to.
-        if not self._touched and not getattr(self.pool_obj._run, "_started", True):
-            import sys
-
-            if not sys.is_finalizing():
-                self._materialize()
+        run_started = getattr(self.pool_obj._run, "_started", True)
+        if not self._touched and not run_started and not sys.is_finalizing():
+            self._materialize()
 
 
 def pqdm_wrapper(use_threads: bool) -> Callable[..., PqdmResult]:
