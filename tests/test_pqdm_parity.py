@@ -401,3 +401,14 @@ def test_an_unknown_exception_behaviour_is_an_error(backend):
     ]
     with pytest.raises(ValueError, match="exception_behavior"):
         ours(items, square_or_fail, 2, exception_behaviour="raise", disable=True)
+
+
+@pytest.mark.timeout(30)
+def test_max_tasks_per_child_reaches_our_pool_where_pqdm_passes_it_to_tqdm():
+    items = list(range(N_ITEMS))
+    # keyword-only in ProcessPoolExecutor, so pqdm's argument split hands it to tqdm
+    with pytest.raises(tqdm.std.TqdmKeyError, match="max_tasks_per_child"):
+        real_processes.pqdm(items, identity, 2, max_tasks_per_child=3, file=io.StringIO())
+    result = mtasklite_like.processes.pqdm(items, identity, 2, max_tasks_per_child=3, disable=True)
+    assert result.pool_obj.parent_obj.max_tasks_per_worker == 3
+    assert [r for r in result] == items

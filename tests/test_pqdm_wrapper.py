@@ -248,14 +248,17 @@ class _CountingList(list):
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("sized", [True, False])
 def test_work_runs_as_you_iterate(pqdm, sized):
+    n_items = 1_000_000
     pulled: list[int] = []
-    items = _CountingList(10_000, pulled) if sized else _items_counting(10_000, pulled)
+    items = _CountingList(n_items, pulled) if sized else _items_counting(n_items, pulled)
     result = pqdm(items, identity, 2, disable=True)
     assert pulled == []  # nothing is read (or run) before iteration
     stream = iter(result)
     assert pulled == []
     assert next(stream) == 0
-    assert 0 < len(pulled) < 10_000  # bounded read-ahead, not the whole input
+    # Read ahead, but within the bounded window, not the whole input (while one worker starts up,
+    # the other may race through a window's worth of items).
+    assert 0 < len(pulled) <= 300_000
     assert next(stream) == 1
     result.close()
     assert result.pool_obj.parent_obj.exited
@@ -298,6 +301,25 @@ def test_list_like_use(pqdm, sized):
     assert [r for r in result] == expected  # still iterable after use as a list, same results
     with pytest.raises(TypeError):
         hash(result)
+
+
+@pytest.mark.timeout(30)
+def test_a_sized_result_is_still_the_full_list_after_a_for_loop(pqdm):
+    result = pqdm(range(12), square, 4, disable=True)
+    assert [r for r in result] == [x * x for x in range(12)]
+    assert len(result) == 12
+    assert result == [x * x for x in range(12)]
+    assert result[3] == 9
+
+
+@pytest.mark.timeout(30)
+def test_results_streamed_from_an_unsized_input_are_not_kept(pqdm):
+    result = pqdm(iter(range(12)), square, 4, disable=True)
+    stream = iter(result)
+    assert [next(stream) for _ in range(5)] == [0, 1, 4, 9, 16]
+    # list-like use now collects, and keeps, only what was not streamed yet
+    assert result == [x * x for x in range(5, 12)]
+    assert result[0] == 25
 
 
 @pytest.mark.timeout(30)
@@ -401,6 +423,13 @@ def test_pool_options_reach_the_pool(pqdm):
     assert pool.is_unordered is True
     assert pool.join_timeout == 1.5
     assert sorted(r for r in result) == [x * x for x in range(30)]
+
+
+@pytest.mark.timeout(30)
+def test_max_tasks_per_child_reaches_the_pool(pqdm):
+    result = pqdm(range(20), square, 2, max_tasks_per_child=4, disable=True)
+    assert result.pool_obj.parent_obj.max_tasks_per_worker == 4
+    assert [r for r in result] == [x * x for x in range(20)]
 
 
 @pytest.mark.timeout(30)
