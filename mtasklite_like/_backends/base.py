@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-__all__ = ["Backend", "BatchDone", "Event", "WorkerDied", "WorkerInitFailed"]
+__all__ = ["Backend", "BatchDone", "Event", "WorkerDied", "WorkerInitFailed", "WorkerReady"]
 
 
 class Event:
@@ -43,6 +43,12 @@ class BatchDone(Event):
         self.results = results
         self.failures = failures
         self.elapsed = elapsed
+
+
+class WorkerReady(Event):
+    """A worker has built its object and takes items from now on (task deadlines start here)."""
+
+    __slots__ = ()
 
 
 class WorkerInitFailed(Event):
@@ -90,8 +96,13 @@ class Backend(ABC):
         """Wait up to ``timeout`` seconds (None: forever) and return what workers reported."""
 
     @abstractmethod
-    def replace_worker(self, worker: int) -> None:
-        """Stop an idle worker and start a fresh one from the same spec (its object is rebuilt)."""
+    def replace_worker(self, worker: int, *, kill: bool = False) -> None:
+        """Start a fresh worker from the same spec in place of ``worker`` (its object is rebuilt).
+
+        Without ``kill`` the old worker is idle and is asked to finish; with ``kill`` it is dead or
+        stuck in a task: a process is killed, a thread is abandoned (it cannot be killed). Nothing
+        the old worker reports afterwards reaches ``recv``.
+        """
 
     @abstractmethod
     def stop(self, grace: float) -> None:

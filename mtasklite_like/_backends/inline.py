@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._worker import WorkerSpec, build_worker_callable, run_batch
-from .base import Backend, BatchDone, Event, WorkerInitFailed
+from .base import Backend, BatchDone, Event, WorkerInitFailed, WorkerReady
 
 __all__ = ["InlineBackend"]
 
@@ -26,7 +26,7 @@ class InlineBackend(Backend):
         self._spec = spec
         self._call: Callable[[Any], Any] | None = None
         self._queue: deque[tuple[int, list[Any]]] = deque()
-        self._init_error: BaseException | None = None
+        self._events: list[Event] = []
         self._alive = False
 
     def start(self) -> None:
@@ -34,15 +34,17 @@ class InlineBackend(Backend):
         try:
             self._call = build_worker_callable(self._spec, own_process=False)
         except Exception as exc:
-            self._init_error = exc
+            self._events.append(WorkerInitFailed(0, exc))
+        else:
+            self._events.append(WorkerReady(0))
 
     def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
         self._queue.append((batch_id, items))
 
     def recv(self, timeout: float | None) -> list[Event]:
-        if self._init_error is not None:
-            error, self._init_error = self._init_error, None
-            return [WorkerInitFailed(0, error)]
+        if self._events:
+            events, self._events = self._events, []
+            return events
         if not self._queue or self._call is None:
             return []
         batch_id, items = self._queue.popleft()
@@ -50,8 +52,9 @@ class InlineBackend(Backend):
         results, failures = run_batch(self._call, items)
         return [BatchDone(0, batch_id, results, failures, time.perf_counter() - t0)]
 
-    def replace_worker(self, worker: int) -> None:
+    def replace_worker(self, worker: int, *, kill: bool = False) -> None:
         self._call = None
+        self._queue.clear()
         self.start()
 
     def stop(self, grace: float) -> None:

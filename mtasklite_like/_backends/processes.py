@@ -35,15 +35,17 @@ from multiprocess.connection import wait
 from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, loads
 from .._worker import WorkerSpec, build_worker_callable, run_batch
-from .base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed
+from .base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
 # Message tags, worker -> parent.
 _DONE = 0
 _INIT_ERROR = 1
+_READY = 2
 # The parent asks a worker to finish with this message.
 _STOP_BYTES = pickle.dumps(None)
+_READY_BYTES = pickle.dumps((_READY,))
 # How often a worker's reader thread checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 1.0
 
@@ -157,6 +159,7 @@ def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any) -> None:
         result_conn.send_bytes(dumps((_INIT_ERROR, *_pack_exception(exc, f"worker {spec.index}"))))
         return
     del spec
+    result_conn.send_bytes(_READY_BYTES)
 
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
@@ -254,11 +257,11 @@ class ProcessBackend(Backend):
         self._by_waitable[process.sentinel] = (proc, False)
         return proc
 
-    def replace_worker(self, worker: int) -> None:
+    def replace_worker(self, worker: int, *, kill: bool = False) -> None:
         old = self._procs[worker]
         self._by_waitable.pop(old.result_conn, None)
         self._by_waitable.pop(old.process.sentinel, None)
-        _stop_procs([old], grace=1.0)
+        _stop_procs([old], grace=0.0 if kill else 1.0, kill=kill)
         self._procs[worker] = self._start_one(self._specs[worker])
 
     def stop(self, grace: float) -> None:
@@ -331,12 +334,21 @@ class ProcessBackend(Backend):
             _, batch_id, results, packed, elapsed = msg
             failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
             return BatchDone(worker, batch_id, results, failures, elapsed)
+        if msg[0] == _READY:
+            return WorkerReady(worker)
         _, exc, tb = msg
         return WorkerInitFailed(worker, _attach_traceback(exc, tb))
 
 
-def _stop_procs(procs: list[_Proc], grace: float) -> None:
-    """Ask workers to finish, wait up to ``grace`` seconds, then terminate and kill what is left."""
+def _stop_procs(procs: list[_Proc], grace: float, kill: bool = False) -> None:
+    """Ask workers to finish, wait up to ``grace`` seconds, then terminate and kill what is left.
+
+    With ``kill`` the workers are stuck in a task: SIGKILL at once, with no polite stop first.
+    """
+    if kill:
+        for proc in procs:
+            with contextlib.suppress(Exception):
+                proc.process.kill()
     for proc in procs:
         with contextlib.suppress(Exception):
             # Never block here: a worker that stopped reading must not stall shutdown.

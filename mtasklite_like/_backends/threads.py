@@ -4,8 +4,9 @@ Items and results are handed over as Python objects through in-memory queues, ne
 Each worker thread builds its own object from its spec, so a ``@delayed_init`` shell passed to
 several workers still gives one object per thread.
 
-A thread cannot be killed: when a run is abandoned, a thread busy in a long task finishes that
-task in the background and its result is dropped (it is a daemon, so it never blocks exit).
+A thread cannot be killed. When a run is abandoned, or a task overruns ``task_timeout``, the
+thread is abandoned: it finishes its current task in the background (it is a daemon, so it never
+blocks exit), starts nothing new, and whatever it reports afterwards is dropped.
 """
 
 from __future__ import annotations
@@ -16,29 +17,57 @@ import time
 from typing import Any
 
 from .._worker import WorkerSpec, build_worker_callable, run_batch
-from .base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed
+from .base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
 __all__ = ["ThreadBackend"]
 
 _STOP = None
 
 
-def _thread_main(
-    spec: WorkerSpec, inbox: queue.SimpleQueue, outbox: queue.SimpleQueue, stopping: threading.Event
-) -> None:
+class _Sink:
+    """Where an abandoned thread's reports go: nowhere."""
+
+    @staticmethod
+    def put(_event: Any) -> None:
+        pass
+
+
+_SINK = _Sink()
+
+
+class _Slot:
+    """One worker thread's line to the pool, cut when the thread is abandoned."""
+
+    __slots__ = ("abandoned", "inbox", "outbox", "thread")
+
+    def __init__(self, outbox: queue.SimpleQueue) -> None:
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.outbox: Any = outbox
+        self.abandoned = False
+        self.thread: threading.Thread | None = None
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.outbox = _SINK
+        self.inbox.put(_STOP)
+
+
+def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
     index = spec.index
     try:
         call = build_worker_callable(spec, own_process=False)
     except BaseException as exc:
-        outbox.put(WorkerInitFailed(index, exc))
+        slot.outbox.put(WorkerInitFailed(index, exc))
         return
     # Drop the spec: the shell's cached state, if any, is not this thread's to keep alive.
     del spec
+    slot.outbox.put(WorkerReady(index))
+    inbox = slot.inbox
     while True:
         msg = inbox.get()
-        # The stop marker queues behind batches already given to this thread; when the run is
-        # abandoned those batches must not start, since nobody will read their results.
-        if msg is _STOP or stopping.is_set():
+        # The stop marker queues behind batches already given to this thread; once abandoned, those
+        # batches must not start, since nobody will read their results.
+        if msg is _STOP or slot.abandoned:
             return
         batch_id, items = msg
         t0 = time.perf_counter()
@@ -46,9 +75,9 @@ def _thread_main(
             results, failures = run_batch(call, items)
         except BaseException as exc:
             # SystemExit or KeyboardInterrupt raised by a task: the thread ends, as a process would.
-            outbox.put(WorkerDied(index, None, None, f"the task raised {type(exc).__name__}: {exc}"))
+            slot.outbox.put(WorkerDied(index, None, None, f"the task raised {type(exc).__name__}: {exc}"))
             return
-        outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
+        slot.outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
 
 
 class ThreadBackend(Backend):
@@ -57,37 +86,34 @@ class ThreadBackend(Backend):
         self._specs = specs
         self._name = name
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._inboxes: list[queue.SimpleQueue] = []
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
+        self._slots: list[_Slot] = []
         self._alive = False
 
     def start(self) -> None:
         self._alive = True
-        for spec in self._specs:
-            inbox, thread = self._start_one(spec)
-            self._inboxes.append(inbox)
-            self._threads.append(thread)
+        self._slots = [self._start_one(spec) for spec in self._specs]
 
-    def _start_one(self, spec: WorkerSpec) -> tuple[queue.SimpleQueue, threading.Thread]:
-        inbox: queue.SimpleQueue = queue.SimpleQueue()
-        thread = threading.Thread(
-            target=_thread_main,
-            args=(spec, inbox, self._outbox, self._stopping),
-            name=f"{self._name}-worker-{spec.index}",
-            daemon=True,
+    def _start_one(self, spec: WorkerSpec) -> _Slot:
+        slot = _Slot(self._outbox)
+        slot.thread = threading.Thread(
+            target=_thread_main, args=(spec, slot), name=f"{self._name}-worker-{spec.index}", daemon=True
         )
-        thread.start()
-        return inbox, thread
+        slot.thread.start()
+        return slot
 
-    def replace_worker(self, worker: int) -> None:
-        # The worker is idle, so the stop marker is the next thing it reads.
-        self._inboxes[worker].put(_STOP)
-        self._threads[worker].join(1.0)
-        self._inboxes[worker], self._threads[worker] = self._start_one(self._specs[worker])
+    def replace_worker(self, worker: int, *, kill: bool = False) -> None:
+        old = self._slots[worker]
+        if kill:
+            old.abandon()
+        else:
+            # The worker is idle, so the stop marker is the next thing it reads.
+            old.inbox.put(_STOP)
+            if old.thread is not None:
+                old.thread.join(1.0)
+        self._slots[worker] = self._start_one(self._specs[worker])
 
     def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
-        self._inboxes[worker].put((batch_id, items))
+        self._slots[worker].inbox.put((batch_id, items))
 
     def recv(self, timeout: float | None) -> list[Event]:
         try:
@@ -105,18 +131,20 @@ class ThreadBackend(Backend):
         if not self._alive:
             return
         self._alive = False
-        self._stopping.set()
-        for inbox in self._inboxes:
-            inbox.put(_STOP)
+        slots, self._slots = self._slots, []
+        for slot in slots:
+            slot.abandon()
         deadline = time.monotonic() + max(grace, 0.0)
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        # Threads still running are abandoned mid-task (see the module docstring); everything
-        # they could still report goes into a queue nobody reads.
-        self._threads.clear()
-        self._inboxes.clear()
-        self._outbox = queue.SimpleQueue()
+        for slot in slots:
+            if slot.thread is not None:
+                slot.thread.join(max(0.0, deadline - time.monotonic()))
+        # Threads still running are abandoned mid-task (see the module docstring).
 
     @property
     def alive(self) -> bool:
         return self._alive
+
+    @property
+    def threads(self) -> list[threading.Thread | None]:
+        """The current worker threads, in worker order."""
+        return [s.thread for s in self._slots]
