@@ -12,6 +12,7 @@ from ._errors import (
     MtaskliteLikeError,
     RemoteTraceback,
     TaskPicklingError,
+    TaskTimeoutError,
     WorkerDiedError,
     WorkerInitError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "RemoteTraceback",
     "ResultIterator",
     "TaskPicklingError",
+    "TaskTimeoutError",
     "WorkerDiedError",
     "WorkerInitError",
     "__version__",

@@ -14,6 +14,7 @@ __all__ = [
     "MtaskliteLikeError",
     "RemoteTraceback",
     "TaskPicklingError",
+    "TaskTimeoutError",
     "WorkerDiedError",
     "WorkerInitError",
 ]
@@ -73,6 +74,11 @@ class WorkerDiedError(MtaskliteLikeError):
         self.exitcode = exitcode
         self.indices = list(indices)
         self.items = list(items)
+
+
+class TaskTimeoutError(MtaskliteLikeError, TimeoutError):
+    """An item ran longer than ``task_timeout``; its worker was killed (a thread: abandoned) and
+    replaced. Also an instance of the built-in ``TimeoutError``."""
 
 
 class TaskPicklingError(MtaskliteLikeError):

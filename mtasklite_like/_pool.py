@@ -11,7 +11,6 @@ workers, since they may be busy with items nobody will read.
 from __future__ import annotations
 
 import os
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -22,7 +21,7 @@ from ._delayed import DelayedObject, is_delayed_factory
 from ._run import ResultIterator, _Run
 from ._serialize import dumps
 from ._worker import WorkerSpec
-from .constants import ArgumentPassing, ExceptionBehaviour
+from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 
 __all__ = ["Pool"]
 
@@ -56,6 +55,14 @@ def _coerce_count(value: Any, name: str) -> int:
         return max(int(value), 1)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a whole number such as 4, not {value!r}") from None
+
+
+def _check_seconds(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a number of seconds > 0 (or None), not {value!r}")
+    return float(value)
 
 
 def _has_call(cls: type) -> bool:
@@ -135,7 +142,10 @@ class Pool:
             batches, and 1 for slow tasks, so that no item waits behind a slow one.
         is_unordered: yield results as they finish instead of in input order.
         use_threads: run workers as threads of this process instead of processes.
-        task_timeout: not enforced yet (a warning says so).
+        task_timeout: seconds an item may run. A process worker past it is killed and replaced, a
+            thread worker is abandoned (it cannot be killed) and replaced, and the item gets
+            :class:`~mtasklite_like.TaskTimeoutError` (a ``TimeoutError``). Each worker then holds
+            one item at a time. With ``n_jobs=1`` an overrun is reported when the task ends.
         join_timeout: seconds busy workers get to finish when a run is stopped early, before they
             are killed (default 0.5).
         exception_behaviour: British spelling of ``exception_behavior``.
@@ -150,6 +160,15 @@ class Pool:
         max_tasks_per_worker: replace a worker by a fresh one (its object rebuilt, its
             initializer run again) after it has processed this many items; a remedy for memory
             leaks in task code (``max_tasks_per_child`` in ``concurrent.futures``).
+        on_worker_death: ``'raise'``: a worker that dies (crash, ``os._exit``, a signal, the OOM
+            killer) raises :class:`~mtasklite_like.WorkerDiedError` naming it and the items it
+            held. ``'restart'``: the worker is replaced and each item it held gets a
+            ``WorkerDiedError`` result (or is retried). Default: ``'restart'`` under ``'ignore'``,
+            ``'raise'`` otherwise.
+        retries: run an item that failed (exception, death, timeout) again, up to this many times;
+            the final error records ``.attempts`` and ``.previous_errors``.
+        init_timeout: seconds a worker may take to start (initializer and object construction)
+            before the run fails with :class:`~mtasklite_like.WorkerInitError`.
     """
 
     def __init__(
@@ -172,6 +191,9 @@ class Pool:
         initializer: Callable[..., Any] | None = None,
         initargs: Iterable[Any] = (),
         max_tasks_per_worker: int | None = None,
+        on_worker_death: str | None = None,
+        retries: int = 0,
+        init_timeout: float | None = None,
     ) -> None:
         # -- modes ----------------------------------------------------------------------------------
         if exception_behaviour is not None:
@@ -221,12 +243,12 @@ class Pool:
             join_timeout = DEFAULT_JOIN_TIMEOUT
         elif not isinstance(join_timeout, (int, float)) or join_timeout < 0:
             raise ValueError(f"join_timeout must be a number of seconds >= 0, not {join_timeout!r}")
-        if task_timeout is not None:
-            warnings.warn(
-                "task_timeout is accepted for compatibility but not enforced yet",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        task_timeout = _check_seconds(task_timeout, "task_timeout")
+        init_timeout = _check_seconds(init_timeout, "init_timeout")
+        if on_worker_death not in (None, WorkerDeath.RAISE, WorkerDeath.RESTART):
+            raise ValueError(f"unknown on_worker_death {on_worker_death!r}; use 'raise' or 'restart'")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
         if start_method is not None:
             if use_threads:
                 raise ValueError("start_method applies to process workers; drop it or set use_threads=False")
@@ -268,6 +290,9 @@ class Pool:
         self.is_unordered = bool(is_unordered)
         self.use_threads = bool(use_threads)
         self.task_timeout = task_timeout
+        self.init_timeout = init_timeout
+        self.on_worker_death = on_worker_death
+        self.retries = retries
         self.join_timeout = float(join_timeout)
         self.start_method = start_method
         self.exited = False

@@ -12,15 +12,17 @@ only the release of later results; other workers keep taking batches while the w
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._backends.base import BatchDone, Event, WorkerDied, WorkerInitFailed
+from ._backends.base import BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from ._batching import BatchSizer
-from ._errors import DeferredExceptions, WorkerDiedError, WorkerInitError
-from .constants import ExceptionBehaviour
+from ._errors import DeferredExceptions, TaskTimeoutError, WorkerDiedError, WorkerInitError
+from .constants import ExceptionBehaviour, WorkerDeath
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -39,13 +41,38 @@ _ORDERED_SLACK = 8
 _POLL_SECONDS = 1.0
 
 
-class _InFlight:
-    __slots__ = ("first_index", "items", "worker")
+class _Batch:
+    """Consecutive input items, cut together and released together: the unit of ordering.
 
-    def __init__(self, worker: int, first_index: int, items: list[Any]) -> None:
-        self.worker = worker
-        self.first_index = first_index
+    ``pending`` counts items without a final outcome (running, or waiting for a retry); the batch
+    is complete, and can be released, when it reaches zero.
+    """
+
+    __slots__ = ("errors", "first", "history", "id", "items", "pending", "results")
+
+    def __init__(self, batch_id: int, first: int, items: list[Any]) -> None:
+        self.id = batch_id
+        self.first = first
         self.items = items
+        self.results: list[Any] | None = None
+        self.errors: dict[int, BaseException] | None = None  # final failures, by position
+        self.history: dict[int, list[BaseException]] | None = None  # failed attempts, by position
+        self.pending = len(items)
+
+
+class _Msg:
+    """What one worker holds: a whole batch, or single items of a batch being retried."""
+
+    __slots__ = ("batch", "positions", "sent_at", "worker")
+
+    def __init__(self, worker: int, batch: _Batch, positions: list[int] | None, sent_at: float) -> None:
+        self.worker = worker
+        self.batch = batch
+        self.positions = positions  # None: the whole batch
+        self.sent_at = sent_at
+
+    def item_positions(self) -> Iterable[int]:
+        return range(len(self.batch.items)) if self.positions is None else self.positions
 
 
 class _Run:
@@ -63,6 +90,14 @@ class _Run:
         self._ordered = not pool.is_unordered
         self._mode = pool.exception_behavior
         self._bounded = pool.bounded
+        self._retries = pool.retries
+        self._task_timeout = pool.task_timeout
+        self._init_timeout = pool.init_timeout
+        death = pool.on_worker_death
+        if death is None:
+            # Under 'ignore' a death is one more per-item error; elsewhere it stops the run.
+            death = WorkerDeath.RESTART if self._mode == ExceptionBehaviour.IGNORE else WorkerDeath.RAISE
+        self._restart_on_death = death == WorkerDeath.RESTART
         self._started = False
         self.finished = False
         self._backend: Backend | None = None
@@ -74,11 +109,17 @@ class _Run:
         self._input_error: BaseException | None = None
         # in flight and waiting for release
         self._next_batch = 0
-        self._in_flight: dict[int, _InFlight] = {}
+        self._next_msg = 0
+        self._in_flight: dict[int, _Msg] = {}
+        self._retry: deque[tuple[_Batch, int]] = deque()
         self._loads: list[int] = []
-        self._done: dict[int, tuple[list[Any], list[tuple[int, BaseException]]]] = {}
+        self._waiting: dict[int, _Batch] = {}  # complete, ordered, behind an earlier batch
         self._next_release = 0
         self._outstanding = 0  # pulled, not yet released into ``ready``
+        # worker health
+        self._started_at: list[float] = []
+        self._ready_at: list[float | None] = []
+        self._deaths_in_a_row = 0
         # errors
         self.failure_count = 0  # task failures released so far (for progress displays)
         self._deferred: list[BaseException] = []
@@ -121,12 +162,19 @@ class _Run:
         self._started = True
         n = backend.n_workers
         self._loads = [0] * n
-        if backend.batches:
-            self._fixed_credit = pool.chunk_prefill_ratio
-            self._sizer = BatchSizer(n, max_size=pool.chunk_size, total=self.total)
-        else:
+        self._started_at = [time.monotonic()] * n
+        self._ready_at = [None] * n
+        if not backend.batches:
             self._fixed_credit = 1
             self._sizer = BatchSizer(1, max_size=1, adaptive=False)
+        elif self._task_timeout is not None:
+            # A deadline is per item, and runs from when a worker starts the item: so each worker
+            # holds exactly one item, and the parent knows when it started.
+            self._fixed_credit = 1
+            self._sizer = BatchSizer(n, max_size=1, adaptive=False)
+        else:
+            self._fixed_credit = pool.chunk_prefill_ratio
+            self._sizer = BatchSizer(n, max_size=pool.chunk_size, total=self.total)
 
     def _credit(self) -> int:
         """How many batches one worker may hold: one running, possibly one waiting behind it.
@@ -147,25 +195,41 @@ class _Run:
 
     def _step(self) -> None:
         self._fill()
-        if not self._in_flight:
+        if not self._in_flight and not self._retry:
             if self._input_done:
                 self._complete()
                 return
             raise RuntimeError("mtasklite_like internal error: nothing in flight and input not done")
         assert self._backend is not None
-        for event in self._backend.recv(_POLL_SECONDS):
+        for event in self._backend.recv(self._wait_seconds()):
             self._handle(event)
             if self.finished:
                 return
+        if self._task_timeout is not None or self._init_timeout is not None:
+            self._check_deadlines()
         self._fill()
 
+    def _wait_seconds(self) -> float:
+        """How long to wait for reports: until the nearest deadline, at most _POLL_SECONDS."""
+        wait = _POLL_SECONDS
+        now = time.monotonic()
+        if self._task_timeout is not None and self._backend.batches:  # type: ignore[union-attr]
+            for msg in self._in_flight.values():
+                ready = self._ready_at[msg.worker]
+                if ready is not None:
+                    wait = min(wait, max(msg.sent_at, ready) + self._task_timeout - now)
+        if self._init_timeout is not None:
+            for w, ready in enumerate(self._ready_at):
+                if ready is None:
+                    wait = min(wait, self._started_at[w] + self._init_timeout - now)
+        return max(wait, 0.0)
+
     def _fill(self) -> None:
-        """Send batches to workers with spare capacity while the window and the input allow."""
-        if self._input_done or self.finished:
+        """Send work to workers with spare capacity: retries first, then new input."""
+        if self.finished:
             return
-        backend = self._backend
         sizer = self._sizer
-        assert backend is not None and sizer is not None
+        assert sizer is not None
         loads = self._loads
         quota = self._pool._quota
         credit = self._credit()
@@ -177,6 +241,14 @@ class _Run:
                 if load < best and (quota is None or quota[w] > 0):
                     worker, best = w, load
             if worker < 0:
+                return
+            if self._retry:
+                # A retried item travels alone, so an item that kills its worker cannot take
+                # innocent neighbours down with it a second time.
+                batch, pos = self._retry.popleft()
+                self._send(worker, batch, [pos])
+                continue
+            if self._input_done:
                 return
             remaining = None if self.total is None else self.total - self._pulled
             size = sizer.size(remaining)
@@ -198,79 +270,246 @@ class _Run:
                 if len(items) < size:
                     self._input_done = True
             if items:
-                batch_id = self._next_batch
+                batch = _Batch(self._next_batch, self._pulled, items)
                 self._next_batch += 1
-                first = self._pulled
                 self._pulled += len(items)
                 self._outstanding += len(items)
-                self._in_flight[batch_id] = _InFlight(worker, first, items)
-                loads[worker] += 1
-                if quota is not None:
-                    quota[worker] -= len(items)
-                backend.send(worker, batch_id, first, items)
-            if self._input_done:
-                return
+                self._send(worker, batch, None)
+
+    def _send(self, worker: int, batch: _Batch, positions: list[int] | None) -> None:
+        if positions is None:
+            items, first = batch.items, batch.first
+        else:
+            items, first = [batch.items[p] for p in positions], batch.first + positions[0]
+        msg_id = self._next_msg
+        self._next_msg += 1
+        self._in_flight[msg_id] = _Msg(worker, batch, positions, time.monotonic())
+        self._loads[worker] += 1
+        quota = self._pool._quota
+        if quota is not None:
+            quota[worker] -= len(items)
+        self._backend.send(worker, msg_id, first, items)  # type: ignore[union-attr]
+
+    # -- reports --------------------------------------------------------------------------------------
 
     def _handle(self, event: Event) -> None:
-        if type(event) is BatchDone:
-            entry = self._in_flight.pop(event.batch_id)
-            self._loads[entry.worker] -= 1
-            quota = self._pool._quota
-            if quota is not None and quota[entry.worker] <= 0 and not self._loads[entry.worker]:
-                # The worker has done its share and holds nothing: replace it with a fresh one.
-                self._backend.replace_worker(entry.worker)  # type: ignore[union-attr]
-                quota[entry.worker] = self._pool.max_tasks_per_worker  # type: ignore[assignment]
-            self._sizer.observe(len(entry.items), event.elapsed)  # type: ignore[union-attr]
-            if not self._ordered:
-                self._release(event.results, event.failures)
-            elif event.batch_id == self._next_release:
-                self._release(event.results, event.failures)
-                self._next_release += 1
-                done = self._done
-                while self._next_release in done and not self.finished:
-                    self._release(*done.pop(self._next_release))
-                    self._next_release += 1
-            elif event.failures and self._mode == ExceptionBehaviour.IMMEDIATE:
-                # Do not wait for the earlier batches: 'immediate' means now.
-                self._outstanding -= len(event.results)
-                self._fail(event.failures[0][1])
-            else:
-                self._done[event.batch_id] = (event.results, event.failures)
-        elif type(event) is WorkerInitFailed:
+        kind = type(event)
+        if kind is BatchDone:
+            self._on_done(event)  # type: ignore[arg-type]
+        elif kind is WorkerReady:
+            self._ready_at[event.worker] = time.monotonic()
+        elif kind is WorkerInitFailed:
             error = WorkerInitError(
                 f"worker {event.worker} failed to start: {type(event.error).__name__}: {event.error}",
                 worker_index=event.worker,
             )
             error.__cause__ = event.error
             self._fail(error)
-        elif type(event) is WorkerDied:
-            self._fail(self._death_error(event))
+        elif kind is WorkerDied:
+            self._on_death(event)  # type: ignore[arg-type]
 
-    def _release(self, results: list[Any], failures: list[tuple[int, BaseException]]) -> None:
-        """Move a finished batch into the ready queue, applying the exception behaviour."""
-        self._outstanding -= len(results)
-        if failures:
+    def _on_done(self, event: BatchDone) -> None:
+        msg = self._in_flight.pop(event.batch_id, None)
+        if msg is None:
+            return  # from a worker replaced since: its items were already accounted for
+        worker = msg.worker
+        self._loads[worker] -= 1
+        self._deaths_in_a_row = 0
+        batch = msg.batch
+        results = event.results
+        self._sizer.observe(len(results), event.elapsed)  # type: ignore[union-attr]
+        failures = event.failures
+        if (
+            self._task_timeout is not None
+            and not self._backend.batches  # type: ignore[union-attr]
+            and event.elapsed > self._task_timeout
+        ):
+            # In the caller nothing can interrupt a task: an overrun is reported when it ends.
+            positions = enumerate(msg.item_positions())
+            failures = [(k, self._timeout_error(batch, pos, worker)) for k, pos in positions]
+        if msg.positions is None:
+            batch.results = results
+            batch.pending -= len(results)
+            for k, exc in failures:
+                self._item_failed(batch, k, exc)
+        else:
+            for k, pos in enumerate(msg.positions):
+                batch.results[pos] = results[k]  # type: ignore[index]
+            batch.pending -= len(results)
+            for k, exc in failures:
+                self._item_failed(batch, msg.positions[k], exc)
+        quota = self._pool._quota
+        if quota is not None and quota[worker] <= 0 and not self._loads[worker]:
+            # The worker has done its share and holds nothing: replace it with a fresh one.
+            self._replace(worker, kill=False)
+        self._settle(batch)
+
+    def _on_death(self, event: WorkerDied) -> None:
+        worker = event.worker
+        held = self._take_messages(worker)
+        if not self._restart_on_death:
+            self._fail(self._death_error(event, held))
+            return
+        self._deaths_in_a_row += 1
+        if self._deaths_in_a_row > max(3, 2 * len(self._loads)):
+            error = self._death_error(event, held)
+            error.args = (
+                f"workers keep dying ({self._deaths_in_a_row} deaths in a row, none finished a batch); "
+                f"the last: {error.args[0]}",
+            )
+            self._fail(error)
+            return
+        self._replace(worker, kill=True)
+        n_held = sum(len(list(m.item_positions())) for m in held)
+        for msg in held:
+            batch = msg.batch
+            for pos in msg.item_positions():
+                index = batch.first + pos
+                batch.pending -= 1
+                self._item_failed(batch, pos, WorkerDiedError(
+                    f"worker {worker} (pid {event.pid}) died unexpectedly ({event.cause}) while holding "
+                    f"input item #{index}" + (f" and {n_held - 1} other(s)" if n_held > 1 else ""),
+                    worker_index=worker,
+                    pid=event.pid,
+                    exitcode=event.exitcode,
+                    indices=[index],
+                    items=[batch.items[pos]],
+                ))
+        for batch in {id(m.batch): m.batch for m in held}.values():
+            self._settle(batch)
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if self._init_timeout is not None:
+            for w, ready in enumerate(self._ready_at):
+                if ready is None and now - self._started_at[w] > self._init_timeout:
+                    self._fail(WorkerInitError(
+                        f"worker {w} did not finish starting (initializer and object construction) "
+                        f"within init_timeout={self._init_timeout} s",
+                        worker_index=w,
+                    ))
+                    return
+        timeout = self._task_timeout
+        if timeout is None or not self._backend.batches:  # type: ignore[union-attr]
+            return
+        overdue = {
+            m.worker
+            for m in self._in_flight.values()
+            if self._ready_at[m.worker] is not None
+            and now - max(m.sent_at, self._ready_at[m.worker]) >= timeout  # type: ignore[type-var]
+        }
+        for worker in overdue:
+            held = self._take_messages(worker)
+            self._replace(worker, kill=True)
+            for msg in held:
+                for pos in msg.item_positions():
+                    msg.batch.pending -= 1
+                    self._item_failed(msg.batch, pos, self._timeout_error(msg.batch, pos, worker))
+            for batch in {id(m.batch): m.batch for m in held}.values():
+                self._settle(batch)
+            if self.finished:
+                return
+
+    def _timeout_error(self, batch: _Batch, pos: int, worker: int) -> TaskTimeoutError:
+        how = {True: "abandoned (a thread cannot be killed)", False: "killed"}[self._pool.use_threads]
+        if not self._backend.batches:  # type: ignore[union-attr]
+            how = "not interrupted (n_jobs=1 runs tasks in the caller)"
+        return TaskTimeoutError(
+            f"input item #{batch.first + pos} ran longer than task_timeout={self._task_timeout} s; "
+            f"worker {worker} was {how} and replaced"
+        )
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+
+    def _take_messages(self, worker: int) -> list[_Msg]:
+        """Remove and return what a (dead or stuck) worker holds."""
+        held = [m for m in self._in_flight.values() if m.worker == worker]
+        for msg_id in [i for i, m in self._in_flight.items() if m.worker == worker]:
+            del self._in_flight[msg_id]
+        self._loads[worker] = 0
+        return held
+
+    def _replace(self, worker: int, *, kill: bool) -> None:
+        self._backend.replace_worker(worker, kill=kill)  # type: ignore[union-attr]
+        self._started_at[worker] = time.monotonic()
+        self._ready_at[worker] = None
+        quota = self._pool._quota
+        if quota is not None:
+            quota[worker] = self._pool.max_tasks_per_worker  # type: ignore[assignment]
+
+    def _item_failed(self, batch: _Batch, pos: int, exc: BaseException) -> None:
+        """An item failed: queue it again while it has retries left, else record the failure."""
+        if batch.results is None:
+            batch.results = [None] * len(batch.items)
+        history = batch.history.get(pos, []) if batch.history else []
+        if len(history) < self._retries:
+            if batch.history is None:
+                batch.history = {}
+            batch.history[pos] = [*history, exc]
+            batch.pending += 1
+            self._retry.append((batch, pos))
+            return
+        if self._retries:
+            _record_attempts(exc, history)
+        if batch.errors is None:
+            batch.errors = {}
+        batch.errors[pos] = exc
+        batch.results[pos] = exc
+
+    def _settle(self, batch: _Batch) -> None:
+        """After a report about ``batch``: release it if complete; raise early in 'immediate' mode."""
+        if self.finished:
+            return
+        if batch.pending == 0:
+            self._on_complete(batch)
+        elif batch.errors and self._mode == ExceptionBehaviour.IMMEDIATE:
+            # Other items of the batch are still running or retrying: 'immediate' means now.
+            self._outstanding -= len(batch.items)
+            self._fail(batch.errors[min(batch.errors)])
+
+    def _on_complete(self, batch: _Batch) -> None:
+        if not self._ordered:
+            self._release(batch)
+        elif batch.id == self._next_release:
+            self._release(batch)
+            self._next_release += 1
+            waiting = self._waiting
+            while self._next_release in waiting and not self.finished:
+                self._release(waiting.pop(self._next_release))
+                self._next_release += 1
+        elif batch.errors and self._mode == ExceptionBehaviour.IMMEDIATE:
+            # Do not wait for the earlier batches: 'immediate' means now.
+            self._outstanding -= len(batch.items)
+            self._fail(batch.errors[min(batch.errors)])
+        else:
+            self._waiting[batch.id] = batch
+
+    def _release(self, batch: _Batch) -> None:
+        """Move a complete batch into the ready queue, applying the exception behaviour."""
+        self._outstanding -= len(batch.items)
+        results = batch.results
+        assert results is not None
+        if batch.errors:
+            failures = sorted(batch.errors.items())
             self.failure_count += len(failures)
             if self._mode == ExceptionBehaviour.IMMEDIATE:
                 pos, exc = failures[0]
                 self.ready.extend(results[:pos])
                 self._fail(exc)
                 return
-            for pos, exc in failures:
-                results[pos] = exc
             if self._mode == ExceptionBehaviour.DEFERRED:
                 self._deferred.extend(exc for _, exc in failures)
         self.ready.extend(results)
 
-    def _death_error(self, event: WorkerDied) -> WorkerDiedError:
-        held = [b for b in self._in_flight.values() if b.worker == event.worker]
-        indices = [b.first_index + i for b in held for i in range(len(b.items))]
-        items = [item for b in held for item in b.items]
+    def _death_error(self, event: WorkerDied, held: list[_Msg]) -> WorkerDiedError:
+        indices = [m.batch.first + p for m in held for p in m.item_positions()]
+        items = [m.batch.items[p] for m in held for p in m.item_positions()]
         shown = ", ".join(f"#{i}: {item!r:.60}" for i, item in zip(indices[:5], items[:5]))
         more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
         holding = f"while holding input item(s) {shown}{more}" if indices else "while idle"
         return WorkerDiedError(
-            f"worker {event.worker} (pid {event.pid}) died unexpectedly ({event.cause}) {holding}",
+            f"worker {event.worker} (pid {event.pid}) died unexpectedly ({event.cause}) {holding}. "
+            "Pass on_worker_death='restart' to replace dead workers and go on",
             worker_index=event.worker,
             pid=event.pid,
             exitcode=event.exitcode,
@@ -295,10 +534,24 @@ class _Run:
         self.finished = True
         self._input_done = True
         self._in_flight.clear()
-        self._done.clear()
+        self._waiting.clear()
+        self._retry.clear()
         if self._started:
             self._backend = None
             self._pool._release_backend(self, clean=clean)
+
+
+def _record_attempts(exc: BaseException, history: list[BaseException]) -> None:
+    """Note on the final error how many attempts failed, and keep the earlier errors."""
+    attempts = len(history) + 1
+    try:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        exc.previous_errors = history  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    if hasattr(exc, "add_note"):
+        kinds = ", ".join(type(e).__name__ for e in history)
+        exc.add_note(f"failed on all {attempts} attempts (earlier: {kinds})")
 
 
 class ResultIterator(Generic[R]):

@@ -74,8 +74,3 @@ def test_start_method_validation():
         Pool(square, 2, start_method="threads")
     with pytest.raises(ValueError, match="applies to process workers"):
         Pool(square, 2, use_threads=True, start_method="spawn")
-
-
-def test_task_timeout_is_not_silently_ignored():
-    with pytest.warns(RuntimeWarning, match="not enforced"):
-        Pool(square, 2, task_timeout=5)
