@@ -333,8 +333,10 @@ class _Run:
             for k, exc in failures:
                 self._item_failed(batch, k, exc)
         else:
+            if batch.results is None:  # no whole-batch report came back (its worker died)
+                batch.results = [None] * len(batch.items)
             for k, pos in enumerate(msg.positions):
-                batch.results[pos] = results[k]  # type: ignore[index]
+                batch.results[pos] = results[k]
             batch.pending -= len(results)
             for k, exc in failures:
                 self._item_failed(batch, msg.positions[k], exc)
@@ -360,22 +362,34 @@ class _Run:
             self._fail(error)
             return
         self._replace(worker, kill=True)
-        n_held = sum(len(list(m.item_positions())) for m in held)
-        for msg in held:
+        running_msg, running_k = event.running or (-1, -1)
+        culprit = _culprit(event, held)
+        if culprit is None:
+            # Not known which item was running (it died between items, or before reporting):
+            # every item it held is suspect, so each gets the error (or its retries).
+            running_msg = None
+        what = f"while running input item #{culprit}" if culprit is not None else "between items"
+        died = f"worker {worker} (pid {event.pid}) died unexpectedly ({event.cause}) {what}"
+        for msg_id, msg in held:
             batch = msg.batch
-            for pos in msg.item_positions():
+            for k, pos in enumerate(msg.item_positions()):
                 index = batch.first + pos
+                if running_msg is not None and not (msg_id == running_msg and k == running_k):
+                    # Not the culprit: either never started, or it ran earlier in the same batch
+                    # and its result died with the worker. Either way it goes to another worker,
+                    # free of charge (a finished result must not be lost; see fault_tolerance.md).
+                    self._retry.append((batch, pos))
+                    continue
                 batch.pending -= 1
                 self._item_failed(batch, pos, WorkerDiedError(
-                    f"worker {worker} (pid {event.pid}) died unexpectedly ({event.cause}) while holding "
-                    f"input item #{index}" + (f" and {n_held - 1} other(s)" if n_held > 1 else ""),
+                    died,
                     worker_index=worker,
                     pid=event.pid,
                     exitcode=event.exitcode,
                     indices=[index],
                     items=[batch.items[pos]],
                 ))
-        for batch in {id(m.batch): m.batch for m in held}.values():
+        for batch in {id(m.batch): m.batch for _, m in held}.values():
             self._settle(batch)
 
     def _check_deadlines(self) -> None:
@@ -401,11 +415,11 @@ class _Run:
         for worker in overdue:
             held = self._take_messages(worker)
             self._replace(worker, kill=True)
-            for msg in held:
+            for _, msg in held:
                 for pos in msg.item_positions():
                     msg.batch.pending -= 1
                     self._item_failed(msg.batch, pos, self._timeout_error(msg.batch, pos, worker))
-            for batch in {id(m.batch): m.batch for m in held}.values():
+            for batch in {id(m.batch): m.batch for _, m in held}.values():
                 self._settle(batch)
             if self.finished:
                 return
@@ -421,10 +435,10 @@ class _Run:
 
     # -- bookkeeping ------------------------------------------------------------------------------------
 
-    def _take_messages(self, worker: int) -> list[_Msg]:
-        """Remove and return what a (dead or stuck) worker holds."""
-        held = [m for m in self._in_flight.values() if m.worker == worker]
-        for msg_id in [i for i, m in self._in_flight.items() if m.worker == worker]:
+    def _take_messages(self, worker: int) -> list[tuple[int, _Msg]]:
+        """Remove and return ``(message id, message)`` for what a (dead or stuck) worker holds."""
+        held = [(i, m) for i, m in self._in_flight.items() if m.worker == worker]
+        for msg_id, _ in held:
             del self._in_flight[msg_id]
         self._loads[worker] = 0
         return held
@@ -501,12 +515,15 @@ class _Run:
                 self._deferred.extend(exc for _, exc in failures)
         self.ready.extend(results)
 
-    def _death_error(self, event: WorkerDied, held: list[_Msg]) -> WorkerDiedError:
-        indices = [m.batch.first + p for m in held for p in m.item_positions()]
-        items = [m.batch.items[p] for m in held for p in m.item_positions()]
+    def _death_error(self, event: WorkerDied, held: list[tuple[int, _Msg]]) -> WorkerDiedError:
+        indices = [m.batch.first + p for _, m in held for p in m.item_positions()]
+        items = [m.batch.items[p] for _, m in held for p in m.item_positions()]
         shown = ", ".join(f"#{i}: {item!r:.60}" for i, item in zip(indices[:5], items[:5]))
         more = f" and {len(indices) - 5} more" if len(indices) > 5 else ""
         holding = f"while holding input item(s) {shown}{more}" if indices else "while idle"
+        culprit = _culprit(event, held)
+        if culprit is not None:
+            holding = f"while running input item #{culprit} ({holding})"
         return WorkerDiedError(
             f"worker {event.worker} (pid {event.pid}) died unexpectedly ({event.cause}) {holding}. "
             "Pass on_worker_death='restart' to replace dead workers and go on",
@@ -539,6 +556,17 @@ class _Run:
         if self._started:
             self._backend = None
             self._pool._release_backend(self, clean=clean)
+
+
+def _culprit(event: WorkerDied, held: list[tuple[int, _Msg]]) -> int | None:
+    """Input index of the item a dead worker was running, when it is known."""
+    running_msg, running_k = event.running or (-1, -1)
+    for msg_id, msg in held:
+        if msg_id == running_msg:
+            positions = list(msg.item_positions())
+            if 0 <= running_k < len(positions):
+                return msg.batch.first + positions[running_k]
+    return None
 
 
 def _record_attempts(exc: BaseException, history: list[BaseException]) -> None:

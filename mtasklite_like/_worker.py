@@ -102,19 +102,32 @@ def build_worker_callable(spec: WorkerSpec, *, own_process: bool) -> Callable[[A
     return make_caller(fn, spec.argument_type)
 
 
-def run_batch(call: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], list[tuple[int, Exception]]]:
+def run_batch(
+    call: Callable[[Any], Any], items: list[Any], progress: Any = None
+) -> tuple[list[Any], list[tuple[int, Exception]]]:
     """Run ``call`` on each item; return the results and the ``(position, exception)`` failures.
 
     A failed item holds ``None`` in the results. Only ``Exception`` is caught: ``SystemExit`` and
     ``KeyboardInterrupt`` raised by a task end the worker, and the backend reports its death.
+    ``progress`` (two integers shared with the parent, or None) receives the position of each item
+    as it starts, so that if the worker dies the parent knows which item was running.
     """
     results: list[Any] = []
     append = results.append
     failures: list[tuple[int, Exception]] = []
-    for item in items:
+    if progress is None:
+        for item in items:
+            try:
+                append(call(item))
+            except Exception as exc:
+                failures.append((len(results), exc))
+                append(None)
+        return results, failures
+    for pos, item in enumerate(items):
+        progress[1] = pos
         try:
             append(call(item))
         except Exception as exc:
-            failures.append((len(results), exc))
+            failures.append((pos, exc))
             append(None)
     return results, failures

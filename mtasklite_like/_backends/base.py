@@ -62,15 +62,26 @@ class WorkerInitFailed(Event):
 
 
 class WorkerDied(Event):
-    """A worker ended without being asked to; everything it reported before is already delivered."""
+    """A worker ended without being asked to; everything it reported before is already delivered.
 
-    __slots__ = ("cause", "exitcode", "pid")
+    ``running`` is ``(batch_id, position)`` of the item it had started last, when known.
+    """
 
-    def __init__(self, worker: int, pid: int | None, exitcode: int | None, cause: str) -> None:
+    __slots__ = ("cause", "exitcode", "pid", "running")
+
+    def __init__(
+        self,
+        worker: int,
+        pid: int | None,
+        exitcode: int | None,
+        cause: str,
+        running: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__(worker)
         self.pid = pid
         self.exitcode = exitcode
         self.cause = cause
+        self.running = running
 
 
 class Backend(ABC):

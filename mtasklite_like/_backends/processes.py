@@ -147,7 +147,7 @@ def _reader(conn: Any, inbox: queue.SimpleQueue, parent_pid: int) -> None:
         os._exit(1)
 
 
-def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any) -> None:
+def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -164,24 +164,25 @@ def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any) -> None:
     inbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
     try:
-        _serve(call, inbox, result_conn.send_bytes)
+        _serve(call, inbox, result_conn.send_bytes, progress)
     except (BrokenPipeError, EOFError, ConnectionError):
         # The parent is gone or closed our pipe while stopping us: nothing to report to.
         os._exit(0)
 
 
-def _serve(call: Any, inbox: queue.SimpleQueue, send: Any) -> None:
+def _serve(call: Any, inbox: queue.SimpleQueue, send: Any, progress: Any) -> None:
     """The worker loop: run each batch from ``inbox`` and send back its results."""
     while True:
         msg = inbox.get()
         if msg is None:
             return
         batch_id, first_index, items, has_unsendable = msg
+        progress[0] = batch_id
         t0 = time.perf_counter()
         if has_unsendable:
-            results, failures = run_batch(_failing_unsendable(call), items)
+            results, failures = run_batch(_failing_unsendable(call), items, progress)
         else:
-            results, failures = run_batch(call, items)
+            results, failures = run_batch(call, items, progress)
         elapsed = time.perf_counter() - t0
         if not failures:
             # The common case: one pickling pass, no per-item work.
@@ -208,13 +209,14 @@ def _failing_unsendable(call: Any) -> Any:
 
 
 class _Proc:
-    __slots__ = ("index", "process", "result_conn", "task_conn")
+    __slots__ = ("index", "process", "progress", "result_conn", "task_conn")
 
-    def __init__(self, index: int, process: Any, task_conn: Any, result_conn: Any) -> None:
+    def __init__(self, index: int, process: Any, task_conn: Any, result_conn: Any, progress: Any) -> None:
         self.index = index
         self.process = process
         self.task_conn = task_conn
         self.result_conn = result_conn
+        self.progress = progress
 
 
 class ProcessBackend(Backend):
@@ -242,9 +244,12 @@ class ProcessBackend(Backend):
         payload = spec if self._forks else dumps(spec)
         task_r, task_w = self._ctx.Pipe(duplex=False)
         result_r, result_w = self._ctx.Pipe(duplex=False)
+        # Shared memory, written by the worker as it starts each item and still readable here
+        # after the worker dies: it says which item killed it.
+        progress = self._ctx.RawArray("q", [-1, -1])
         process = self._ctx.Process(
             target=_process_main,
-            args=(payload, task_r, result_w),
+            args=(payload, task_r, result_w, progress),
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
@@ -252,7 +257,7 @@ class ProcessBackend(Backend):
         # Close our copies of the child's ends, so the child sees EOF if we go away.
         task_r.close()
         result_w.close()
-        proc = _Proc(spec.index, process, task_w, result_r)
+        proc = _Proc(spec.index, process, task_w, result_r, progress)
         self._by_waitable[result_r] = (proc, True)
         self._by_waitable[process.sentinel] = (proc, False)
         return proc
@@ -325,7 +330,8 @@ class ProcessBackend(Backend):
         self._by_waitable.pop(proc.process.sentinel, None)
         proc.process.join(1.0)
         code = proc.process.exitcode
-        events.append(WorkerDied(proc.index, proc.process.pid, code, describe_exitcode(code)))
+        running = (proc.progress[0], proc.progress[1])
+        events.append(WorkerDied(proc.index, proc.process.pid, code, describe_exitcode(code), running))
 
     @staticmethod
     def _decode(worker: int, data: bytes) -> Event:

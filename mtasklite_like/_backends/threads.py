@@ -38,12 +38,13 @@ _SINK = _Sink()
 class _Slot:
     """One worker thread's line to the pool, cut when the thread is abandoned."""
 
-    __slots__ = ("abandoned", "inbox", "outbox", "thread")
+    __slots__ = ("abandoned", "inbox", "outbox", "progress", "thread")
 
     def __init__(self, outbox: queue.SimpleQueue) -> None:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.outbox: Any = outbox
         self.abandoned = False
+        self.progress = [-1, -1]  # (batch id, position) of the item running
         self.thread: threading.Thread | None = None
 
     def abandon(self) -> None:
@@ -70,12 +71,15 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         if msg is _STOP or slot.abandoned:
             return
         batch_id, items = msg
+        progress = slot.progress
+        progress[0] = batch_id
         t0 = time.perf_counter()
         try:
-            results, failures = run_batch(call, items)
+            results, failures = run_batch(call, items, progress)
         except BaseException as exc:
             # SystemExit or KeyboardInterrupt raised by a task: the thread ends, as a process would.
-            slot.outbox.put(WorkerDied(index, None, None, f"the task raised {type(exc).__name__}: {exc}"))
+            cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+            slot.outbox.put(WorkerDied(index, None, None, cause, (progress[0], progress[1])))
             return
         slot.outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
 

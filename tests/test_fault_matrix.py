@@ -1,0 +1,216 @@
+"""The fault matrix: every fault x backend x order x exception mode x sized/unsized input.
+
+One item (FAULTY) of each input misbehaves; for every combination the run must end (hard
+timeout), account for each input item exactly once or raise an error that names the faulty
+item, and leave no child process behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from mtasklite_like import (
+    DeferredExceptions,
+    Pool,
+    TaskPicklingError,
+    TaskTimeoutError,
+    WorkerDiedError,
+    is_exception,
+)
+
+N = 12
+FAULTY = 5
+TIMEOUT = 0.5
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles, but cannot be rebuilt from its args: unpickling it in the parent would fail."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+def task(fault, x):
+    if x == FAULTY:
+        if fault == "exception":
+            raise ValueError(f"item {x} failed")
+        if fault == "os_exit":
+            os._exit(1)
+        if fault == "sys_exit":
+            sys.exit(1)
+        if fault == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fault == "segfault":
+            ctypes.string_at(0)
+        if fault == "keyboard_interrupt":
+            raise KeyboardInterrupt
+        if fault == "timeout":
+            time.sleep(3)
+        if fault == "unpicklable_result":
+            return (i for i in range(3))
+        if fault == "unpicklable_exception":
+            raise NeedsTwoArgs("a", "b")
+    return 2 * x
+
+
+#: fault -> (error type the faulty item gets, backends where it applies)
+FAULTS = {
+    "exception": (ValueError, ("processes", "threads")),
+    "os_exit": (WorkerDiedError, ("processes",)),
+    "sys_exit": (WorkerDiedError, ("processes", "threads")),
+    "sigkill": (WorkerDiedError, ("processes",)),
+    "segfault": (WorkerDiedError, ("processes",)),
+    "keyboard_interrupt": (WorkerDiedError, ("processes", "threads")),
+    "timeout": (TaskTimeoutError, ("processes", "threads")),
+    "unpicklable_result": (TaskPicklingError, ("processes",)),
+    "unpicklable_argument": (TaskPicklingError, ("processes",)),
+    "unpicklable_exception": (TaskPicklingError, ("processes",)),
+}
+DEATHS = {"os_exit", "sys_exit", "sigkill", "segfault", "keyboard_interrupt"}
+
+CASES = [
+    pytest.param(fault, backend, id=f"{fault}-{backend}")
+    for fault, (_, backends) in FAULTS.items()
+    for backend in backends
+]
+
+
+def _inputs(fault, sized):
+    poison = fault == "unpicklable_argument"
+    items = [(i for i in range(2)) if (poison and x == FAULTY) else x for x in range(N)]
+    return items if sized else iter(items)
+
+
+def _names_faulty_item(err):
+    if isinstance(err, WorkerDiedError):
+        return FAULTY in err.indices
+    return f"#{FAULTY}" in str(err) or f"item {FAULTY}" in str(err)
+
+
+def _children(pid):
+    """Live (non-zombie) child processes of ``pid``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid") == str(pid) and not fields.get("State", "").startswith("Z"):
+            out.append(int(entry))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children():
+    yield
+    deadline = time.monotonic() + 5
+    while _children(os.getpid()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _children(os.getpid()) == [], "worker processes outlived the pool"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not os.path.exists("/proc"), reason="needs /proc")
+@pytest.mark.parametrize("sized", [True, False], ids=["sized", "unsized"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+@pytest.mark.parametrize("mode", ["ignore", "immediate", "deferred"])
+@pytest.mark.parametrize(("fault", "backend"), CASES)
+def test_fault(fault, backend, mode, ordered, sized):
+    error_type, _ = FAULTS[fault]
+    pool = Pool(
+        functools.partial(task, fault),
+        2,
+        exception_behavior=mode,
+        is_unordered=not ordered,
+        use_threads=backend == "threads",
+        task_timeout=TIMEOUT if fault == "timeout" else None,
+        join_timeout=0.2,
+    )
+    seen = []
+    t0 = time.monotonic()
+    try:
+        for r in pool(_inputs(fault, sized)):
+            seen.append(r)
+    except Exception as exc:
+        raised = exc
+    else:
+        raised = None
+    elapsed = time.monotonic() - t0
+
+    values = [r for r in seen if not is_exception(r)]
+    errors = [r for r in seen if is_exception(r)]
+    # Nothing twice, nothing invented.
+    assert len(values) == len(set(values))
+    assert set(values) <= {2 * x for x in range(N) if x != FAULTY}
+    if ordered:
+        assert values == sorted(values)
+
+    death_raises = fault in DEATHS and mode != "ignore"  # the default on_worker_death
+    if mode == "immediate" or death_raises:
+        # The run stops at the fault, promptly, with an error that names the item.
+        assert isinstance(raised, error_type), raised
+        assert _names_faulty_item(raised), raised
+        assert errors == []
+        assert elapsed < 10
+        return
+
+    # 'ignore' and 'deferred': every item comes out exactly once, the faulty one as its error.
+    assert len(seen) == N
+    assert len(errors) == 1 and isinstance(errors[0], error_type)
+    assert _names_faulty_item(errors[0])
+    assert sorted(values) == [2 * x for x in range(N) if x != FAULTY]
+    if ordered:
+        assert seen.index(errors[0]) == FAULTY
+    if mode == "ignore":
+        assert raised is None
+    else:
+        assert isinstance(raised, DeferredExceptions)
+        assert raised.exceptions == errors
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mode", ["immediate", "deferred"])
+@pytest.mark.parametrize("fault", sorted(DEATHS))
+def test_death_with_restart_in_raising_modes(fault, mode):
+    """With on_worker_death='restart' a death is the item's own error in every mode."""
+    pool = Pool(functools.partial(task, fault), 2, exception_behavior=mode, on_worker_death="restart")
+    seen = []
+    with pytest.raises((WorkerDiedError, DeferredExceptions)) as info:
+        for r in pool(range(N)):
+            seen.append(r)
+    if mode == "immediate":
+        assert isinstance(info.value, WorkerDiedError) and FAULTY in info.value.indices
+    else:
+        assert len(seen) == N
+        (err,) = info.value.exceptions
+        assert isinstance(err, WorkerDiedError) and err.indices == [FAULTY]
+        assert seen[FAULTY] is err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("fault", ["os_exit", "sigkill", "segfault"])
+def test_death_is_detected_within_a_second(fault):
+    def slow_then_fault(x):
+        if x == 0:
+            return task(fault, FAULTY)
+        time.sleep(60)  # the other worker is busy: nothing else could end the run
+
+    t0 = time.monotonic()
+    with pytest.raises(WorkerDiedError) as info:
+        list(Pool(slow_then_fault, 2, join_timeout=0.1)(range(2)))
+    assert time.monotonic() - t0 < 1.5
+    err = info.value
+    assert err.pid and err.worker_index in (0, 1)
+    assert err.indices == [0]
+    expected = {"os_exit": "exit code 1", "sigkill": "SIGKILL", "segfault": "SIGSEGV"}[fault]
+    assert expected in str(err)
