@@ -11,6 +11,7 @@ workers, since they may be busy with items nobody will read.
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -308,6 +309,10 @@ class Pool:
         self._finalizer = weakref.finalize(self, self._slot.stop)
         self._active_run: weakref.ref[_Run] | None = None
         self._quota: list[int] | None = None
+        # When each worker of the current backend started and when it reported itself ready.
+        # They live as long as the workers, which may serve several runs.
+        self._started_at: list[float] = []
+        self._ready_at: list[float | None] = []
         self._managed = False
 
     # -- public ---------------------------------------------------------------------------------------
@@ -368,6 +373,8 @@ class Pool:
             # Items each worker may still take before it is replaced (max_tasks_per_worker).
             limit = self.max_tasks_per_worker
             self._quota = None if limit is None else [limit] * backend.n_workers
+            self._started_at = [time.monotonic()] * backend.n_workers
+            self._ready_at = [None] * backend.n_workers
             self._slot.backend = backend
             self.exited = False
             try:

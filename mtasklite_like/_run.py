@@ -117,8 +117,6 @@ class _Run:
         self._next_release = 0
         self._outstanding = 0  # pulled, not yet released into ``ready``
         # worker health
-        self._started_at: list[float] = []
-        self._ready_at: list[float | None] = []
         self._deaths_in_a_row = 0
         # errors
         self.failure_count = 0  # task failures released so far (for progress displays)
@@ -162,8 +160,9 @@ class _Run:
         self._started = True
         n = backend.n_workers
         self._loads = [0] * n
-        self._started_at = [time.monotonic()] * n
-        self._ready_at = [None] * n
+        # shared with the pool: workers kept between runs keep their start and ready times
+        self._started_at = pool._started_at
+        self._ready_at = pool._ready_at
         if not backend.batches:
             self._fixed_credit = 1
             self._sizer = BatchSizer(1, max_size=1, adaptive=False)
@@ -297,7 +296,11 @@ class _Run:
         if kind is BatchDone:
             self._on_done(event)  # type: ignore[arg-type]
         elif kind is WorkerReady:
-            self._ready_at[event.worker] = time.monotonic()
+            now = self._ready_at[event.worker] = time.monotonic()
+            if self._init_timeout is not None and now - self._started_at[event.worker] > self._init_timeout:
+                # Ready, but late: with n_jobs=1 the object is built in the caller, where nothing
+                # can interrupt it, so the overrun is found here.
+                self._fail(self._init_timeout_error(event.worker))
         elif kind is WorkerInitFailed:
             error = WorkerInitError(
                 f"worker {event.worker} failed to start: {type(event.error).__name__}: {event.error}",
@@ -319,14 +322,11 @@ class _Run:
         results = event.results
         self._sizer.observe(len(results), event.elapsed)  # type: ignore[union-attr]
         failures = event.failures
-        if (
-            self._task_timeout is not None
-            and not self._backend.batches  # type: ignore[union-attr]
-            and event.elapsed > self._task_timeout
-        ):
-            # In the caller nothing can interrupt a task: an overrun is reported when it ends.
+        if self._task_timeout is not None and event.elapsed > self._task_timeout:
+            # The item overran but finished before its deadline was checked (the caller was busy
+            # elsewhere, or n_jobs=1 where nothing can interrupt a task): same outcome as a kill.
             positions = enumerate(msg.item_positions())
-            failures = [(k, self._timeout_error(batch, pos, worker)) for k, pos in positions]
+            failures = [(k, self._timeout_error(batch, pos, worker, event.elapsed)) for k, pos in positions]
         if msg.positions is None:
             batch.results = results
             batch.pending -= len(results)
@@ -352,18 +352,22 @@ class _Run:
         if not self._restart_on_death:
             self._fail(self._death_error(event, held))
             return
-        self._deaths_in_a_row += 1
+        culprit = _culprit(event, held)
+        # Deaths blamed on an item are bounded by its retries; deaths nobody can be blamed for
+        # (a crash while building the object, say) could repeat forever, so they are counted.
+        if culprit is None:
+            self._deaths_in_a_row += 1
         if self._deaths_in_a_row > max(3, 2 * len(self._loads)):
             error = self._death_error(event, held)
             error.args = (
-                f"workers keep dying ({self._deaths_in_a_row} deaths in a row, none finished a batch); "
+                f"workers keep dying ({self._deaths_in_a_row} deaths in a row, none while running an "
+                "item, none finished a batch); "
                 f"the last: {error.args[0]}",
             )
             self._fail(error)
             return
         self._replace(worker, kill=True)
         running_msg, running_k = event.running or (-1, -1)
-        culprit = _culprit(event, held)
         if culprit is None:
             # Not known which item was running (it died between items, or before reporting):
             # every item it held is suspect, so each gets the error (or its retries).
@@ -397,11 +401,7 @@ class _Run:
         if self._init_timeout is not None:
             for w, ready in enumerate(self._ready_at):
                 if ready is None and now - self._started_at[w] > self._init_timeout:
-                    self._fail(WorkerInitError(
-                        f"worker {w} did not finish starting (initializer and object construction) "
-                        f"within init_timeout={self._init_timeout} s",
-                        worker_index=w,
-                    ))
+                    self._fail(self._init_timeout_error(w))
                     return
         timeout = self._task_timeout
         if timeout is None or not self._backend.batches:  # type: ignore[union-attr]
@@ -424,14 +424,21 @@ class _Run:
             if self.finished:
                 return
 
-    def _timeout_error(self, batch: _Batch, pos: int, worker: int) -> TaskTimeoutError:
-        how = {True: "abandoned (a thread cannot be killed)", False: "killed"}[self._pool.use_threads]
-        if not self._backend.batches:  # type: ignore[union-attr]
-            how = "not interrupted (n_jobs=1 runs tasks in the caller)"
-        return TaskTimeoutError(
-            f"input item #{batch.first + pos} ran longer than task_timeout={self._task_timeout} s; "
-            f"worker {worker} was {how} and replaced"
+    def _init_timeout_error(self, worker: int) -> WorkerInitError:
+        return WorkerInitError(
+            f"worker {worker} did not finish starting (initializer and object construction) "
+            f"within init_timeout={self._init_timeout} s",
+            worker_index=worker,
         )
+
+    def _timeout_error(
+        self, batch: _Batch, pos: int, worker: int, elapsed: float | None = None
+    ) -> TaskTimeoutError:
+        head = f"input item #{batch.first + pos} ran longer than task_timeout={self._task_timeout} s"
+        if elapsed is not None:
+            return TaskTimeoutError(f"{head}: it finished after {elapsed:.3g} s, and its result was dropped")
+        how = "abandoned (a thread cannot be killed)" if self._pool.use_threads else "killed"
+        return TaskTimeoutError(f"{head}; worker {worker} was {how} and replaced")
 
     # -- bookkeeping ------------------------------------------------------------------------------------
 
@@ -524,9 +531,11 @@ class _Run:
         culprit = _culprit(event, held)
         if culprit is not None:
             holding = f"while running input item #{culprit} ({holding})"
+        hint = "" if self._restart_on_death else (
+            ". Pass on_worker_death='restart' to replace dead workers and go on"
+        )
         return WorkerDiedError(
-            f"worker {event.worker} (pid {event.pid}) died unexpectedly ({event.cause}) {holding}. "
-            "Pass on_worker_death='restart' to replace dead workers and go on",
+            f"worker {event.worker} (pid {event.pid}) died unexpectedly ({event.cause}) {holding}{hint}",
             worker_index=event.worker,
             pid=event.pid,
             exitcode=event.exitcode,
