@@ -620,7 +620,8 @@ def test_keyboard_interrupt_stops_everything(tmp_path: Path, backend: str) -> No
         os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole group
         out, err = proc.communicate(timeout=15)
         elapsed = time.monotonic() - t0
-        assert elapsed < 3.0, f"{elapsed:.1f}s from Ctrl-C to exit"
+        # measured ~0.55 s: the 0.5 s join_timeout, then the kill
+        assert elapsed < 1.5, f"{elapsed:.1f}s from Ctrl-C to exit"
         assert proc.returncode != 0
         assert err.count("KeyboardInterrupt") == 1, err
         assert err.count("Traceback (most recent call last)") == 1, err
