@@ -43,6 +43,8 @@ class BatchSizer:
         self.adaptive = adaptive
         self._size = 1 if adaptive else self.max_size
         self._per_item: float | None = None  # smoothed seconds per item
+        self._variance = 0.0  # smoothed variance of the seconds per item
+        self._samples = 0
 
     @property
     def per_item_seconds(self) -> float | None:
@@ -54,10 +56,31 @@ class BatchSizer:
         if not self.adaptive or n_items <= 0:
             return
         sample = max(seconds, 0.0) / n_items
+        self._samples += 1
         # An exponential moving average follows drifts in task cost without chasing noise.
-        self._per_item = sample if self._per_item is None else 0.7 * self._per_item + 0.3 * sample
+        if self._per_item is None:
+            self._per_item = sample
+        else:
+            deviation = sample - self._per_item
+            self._per_item += 0.3 * deviation
+            self._variance = 0.7 * (self._variance + 0.3 * deviation * deviation)
         ideal = self.max_size if self._per_item <= 0 else int(self.TARGET_SECONDS / self._per_item)
         self._size = max(1, min(ideal, self._size * self.GROWTH, self.max_size))
+
+    @property
+    def uniform(self) -> bool:
+        """True once tasks have shown similar durations (spread under half the mean, 8+ samples).
+
+        Only then may a slow task have another queued behind it: the wait is then about one task,
+        as it would be anyway, while with mixed durations it could be a long one.
+        """
+        mean = self._per_item
+        return self._samples >= 8 and mean is not None and mean > 0 and self._variance < (0.5 * mean) ** 2
+
+    def overdue(self, running_seconds: float) -> bool:
+        """True when a single task has run clearly longer than tasks usually take (mean + 3 sigma)."""
+        mean = self._per_item or 0.0
+        return running_seconds > mean + 3 * self._variance**0.5
 
     def size(self, remaining: int | None = None) -> int:
         """Size of the next batch; ``remaining`` is the number of input items left, when known."""

@@ -178,13 +178,16 @@ class _Run:
     def _credit(self) -> int:
         """How many batches one worker may hold: one running, possibly one waiting behind it.
 
-        A waiting batch keeps a worker busy while the caller is away, which matters for tiny
-        tasks; but it waits behind whatever runs, so when tasks are slow enough to travel one by
-        one, each worker holds a single item and no item ever waits behind a slow one.
+        A waiting batch saves the round trip to the caller between two batches, which matters for
+        tiny tasks and for uniform ones; but it waits behind whatever runs. So when tasks are slow
+        enough to travel one by one, a worker holds a second item only while task durations are
+        uniform and its current task is not overdue (see ``_fill``); with mixed durations each
+        worker holds a single item and no item waits behind a slow one.
         """
         if self._fixed_credit is not None:
             return self._fixed_credit
-        return 1 if self._sizer.size() <= 1 else 2  # type: ignore[union-attr]
+        sizer = self._sizer
+        return 2 if sizer.size() > 1 or sizer.uniform else 1  # type: ignore[union-attr]
 
     def _window(self, credit: int) -> int | None:
         if not self._bounded:
@@ -233,11 +236,17 @@ class _Run:
         quota = self._pool._quota
         credit = self._credit()
         window = self._window(credit)
+        # Single slow items: never queue one behind a task that is taking unusually long.
+        guard = credit > 1 and sizer.size() <= 1 and self._fixed_credit is None
+        busy_since = self._busy_since() if guard else None
+        now = time.monotonic()
         while True:
             # The least loaded worker with room for another batch (and items left in its quota).
             worker, best = -1, credit
             for w, load in enumerate(loads):
                 if load < best and (quota is None or quota[w] > 0):
+                    if load and busy_since is not None and sizer.overdue(now - busy_since.get(w, now)):
+                        continue
                     worker, best = w, load
             if worker < 0:
                 return
@@ -274,6 +283,16 @@ class _Run:
                 self._pulled += len(items)
                 self._outstanding += len(items)
                 self._send(worker, batch, None)
+
+    def _busy_since(self) -> dict[int, float]:
+        """For each busy worker, when it (probably) started its current task."""
+        since: dict[int, float] = {}
+        for msg in self._in_flight.values():
+            ready = self._ready_at[msg.worker] or msg.sent_at
+            start = max(msg.sent_at, ready)
+            if start < since.get(msg.worker, float("inf")):
+                since[msg.worker] = start
+        return since
 
     def _send(self, worker: int, batch: _Batch, positions: list[int] | None) -> None:
         if positions is None:

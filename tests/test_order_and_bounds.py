@@ -77,8 +77,9 @@ def test_bounded_read_ahead_with_a_stalled_consumer(backend, ordered):
         if consumed == 200:
             break
     results.close()
-    # window: 2 workers x 1 batch (slow tasks) x 1 item, with x8 slack when ordered
-    assert max_ahead <= (16 if ordered else 2)
+    # window: 2 workers x 2 items (uniform 1 ms tasks may queue a second item) x 1 item per
+    # batch (chunk_size=1), with x8 slack when ordered
+    assert max_ahead <= (32 if ordered else 4)
     assert src.pulled < 300
 
 
