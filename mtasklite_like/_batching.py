@@ -78,9 +78,13 @@ class BatchSizer:
         return self._samples >= 8 and mean is not None and mean > 0 and self._variance < (0.5 * mean) ** 2
 
     def overdue(self, running_seconds: float) -> bool:
-        """True when a single task has run clearly longer than tasks usually take (mean + 3 sigma)."""
+        """True when a single task has run clearly longer than tasks usually take.
+
+        "Clearly" is mean + 3 sigma, and at least 1.5 x the mean, since perfectly regular tasks
+        (sigma near 0) still jitter a little.
+        """
         mean = self._per_item or 0.0
-        return running_seconds > mean + 3 * self._variance**0.5
+        return running_seconds > mean + max(3 * self._variance**0.5, 0.5 * mean)
 
     def size(self, remaining: int | None = None) -> int:
         """Size of the next batch; ``remaining`` is the number of input items left, when known."""
