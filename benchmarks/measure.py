@@ -1,0 +1,290 @@
+"""The measurement loops.
+
+Every configuration is warmed up once (its first run is not counted), then the workload's
+reference ("ours") and each peer run in alternation, ``ours, peer, ours, peer, ...``, so that both
+see the same state of a noisy machine. A peer's ratio is the median of the per-pair ratios;
+figures shown are medians. Every run's results are checked against the expected list (outside
+the timed region), so a configuration that returns wrong results is reported as an error rather
+than timed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import statistics
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .workloads import Config, Workload
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    workload: str
+    label: str
+    short: str
+    reference: bool
+    items: int
+    unit: str  # of ``value``: "items/s", "s", "ms" or "MB"
+    samples: list[float] = field(default_factory=list)  # seconds, ms or MB per run
+    value: float | None = None
+    ratio: float | None = None  # ours / this, as throughputs (> 1: ours is faster)
+    measured: float | None = None  # the figure compared with the target
+    measured_unit: str = ""
+    target: str = ""
+    status: str = ""  # "PASS", "FAIL", "ERROR" or ""
+    note: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class WrongResults(AssertionError):
+    pass
+
+
+class RunTimeout(TimeoutError):
+    pass
+
+
+#: no single run here takes more than a few seconds: one that takes this long is hung
+RUN_TIMEOUT_SECONDS = 120.0
+
+
+@contextlib.contextmanager
+def _deadline(label: str) -> Iterator[None]:
+    """Raise :class:`RunTimeout` in the run if it lasts past ``RUN_TIMEOUT_SECONDS`` (a hang)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise RunTimeout(f"{label} did not finish within {RUN_TIMEOUT_SECONDS:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, RUN_TIMEOUT_SECONDS)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _error_text(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:500]
+
+
+def _items(w: Workload, cfg: Config) -> int:
+    return cfg.items or w.items
+
+
+def pairs_for(w: Workload, repeat: int) -> int:
+    return max(1, round(repeat * w.repeat_factor))
+
+
+# -- throughput and ideal-time workloads -----------------------------------------------------------
+
+
+def _time_once(w: Workload, cfg: Config, n: int) -> float:
+    assert w.make_input is not None and w.expected is not None
+    expected = w.expected(n)
+    data = w.make_input(n)
+    gc.collect()
+    with _deadline(cfg.label):
+        start = time.perf_counter()
+        out = cfg.run(w.task, data)
+        elapsed = time.perf_counter() - start
+    if out != expected:
+        got = len(out) if hasattr(out, "__len__") else "?"
+        raise WrongResults(f"{cfg.label} returned wrong results ({got} results for {n} items)")
+    return elapsed
+
+
+def _apply_target(row: Row, cfg: Config) -> None:
+    if cfg.target is None:
+        return
+    row.target = cfg.target.text
+    if row.measured is not None:
+        row.status = "PASS" if cfg.target.check(row.measured) else "FAIL"
+
+
+def run_timed(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """Throughput workloads (items/s) and ideal-time workloads (seconds, ratio to ideal)."""
+    ideal_kind = w.kind == "ideal"
+    unit = "s" if ideal_kind else "items/s"
+    ref = w.reference
+    ref_n = _items(w, ref)
+    ideal = w.ideal(ref_n) if ideal_kind and w.ideal else None
+    pairs = pairs_for(w, repeat)
+    ref_row = Row(w.name, ref.label, ref.short, True, ref_n, unit, ratio=1.0, note=ref.note)
+    rows = [ref_row]
+    ref_ok = True
+    try:
+        _time_once(w, ref, ref_n)  # warm-up
+    except Exception as exc:
+        ref_row.status, ref_row.error = "ERROR", _error_text(exc)
+        ref_ok = False
+    for cfg in w.peers:
+        n = _items(w, cfg)
+        note = cfg.note
+        if n != ref_n:
+            note = (note + "; " if note else "") + f"fewer items ({n:,}): slow peer"
+        row = Row(w.name, cfg.label, cfg.short, False, n, unit, note=note)
+        rows.append(row)
+        ref_times: list[float] = []
+        try:
+            _time_once(w, cfg, n)  # warm-up
+            for _ in range(pairs):
+                if ref_ok:
+                    try:
+                        ref_times.append(_time_once(w, ref, ref_n))
+                    except Exception as exc:
+                        ref_row.status, ref_row.error = "ERROR", _error_text(exc)
+                        ref_ok = False
+                row.samples.append(_time_once(w, cfg, n))
+        except Exception as exc:
+            row.status, row.error = "ERROR", _error_text(exc)
+        finally:
+            if cfg.cleanup is not None:
+                cfg.cleanup()
+        ref_row.samples.extend(ref_times)
+        if row.samples:
+            median = statistics.median(row.samples)
+            row.value = median if ideal_kind else n / median
+            if ideal is not None:
+                row.measured, row.measured_unit = median / ideal, "x ideal"
+        if ref_times and len(ref_times) == len(row.samples):
+            # ours/this as throughputs: (ref_n / t_ref) / (n / t_peer), paired run by run.
+            row.ratio = statistics.median((ref_n / rt) / (n / pt) for rt, pt in zip(ref_times, row.samples))
+            if not ideal_kind:
+                row.measured, row.measured_unit = row.ratio, "x"
+        if row.error != "":
+            row.target = cfg.target.text if cfg.target else ""
+        else:
+            _apply_target(row, cfg)
+        log(row)
+    if not w.peers and ref_ok:
+        for _ in range(pairs):
+            ref_row.samples.append(_time_once(w, ref, ref_n))
+    if ref_row.samples:
+        median = statistics.median(ref_row.samples)
+        ref_row.value = median if ideal_kind else ref_n / median
+        if ideal is not None:
+            ref_row.measured, ref_row.measured_unit = median / ideal, "x ideal"
+    _apply_target(ref_row, ref)
+    if ref_row.error and ref.target:
+        ref_row.target = ref.target.text
+    log(ref_row)
+    return rows
+
+
+# -- start-up ---------------------------------------------------------------------------------------
+
+
+def run_startup(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """Milliseconds to the first result; teardown is not timed."""
+    ref = w.reference
+    pairs = pairs_for(w, repeat)
+    ref_row = Row(w.name, ref.label, ref.short, True, 1, "ms", ratio=1.0, note=ref.note)
+    rows = [ref_row]
+    try:
+        ref.run()
+    except Exception as exc:
+        ref_row.status, ref_row.error = "ERROR", _error_text(exc)
+    for cfg in w.peers:
+        row = Row(w.name, cfg.label, cfg.short, False, 1, "ms", note=cfg.note)
+        rows.append(row)
+        ref_times: list[float] = []
+        try:
+            cfg.run()
+            for _ in range(pairs):
+                if not ref_row.error:
+                    try:
+                        ref_times.append(ref.run() * 1000)
+                    except Exception as exc:
+                        ref_row.status, ref_row.error = "ERROR", _error_text(exc)
+                row.samples.append(cfg.run() * 1000)
+        except Exception as exc:
+            row.status, row.error = "ERROR", _error_text(exc)
+        ref_row.samples.extend(ref_times)
+        if row.samples:
+            row.value = statistics.median(row.samples)
+        if ref_times and len(ref_times) == len(row.samples):
+            row.ratio = statistics.median(pt / rt for rt, pt in zip(ref_times, row.samples))
+        log(row)
+    if ref_row.samples:
+        ref_row.value = statistics.median(ref_row.samples)
+        ref_row.measured, ref_row.measured_unit = ref_row.value, "ms"
+    _apply_target(ref_row, ref)
+    log(ref_row)
+    return rows
+
+
+# -- memory -------------------------------------------------------------------------------------------
+
+
+def run_memory(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """Peak RSS growth of the caller, each run in a fresh child process; the largest run counts."""
+    from .memory import run_probe
+
+    runs = max(1, min(2, repeat))
+    configs = [w.reference, *w.peers]
+    rows = {
+        id(c): Row(w.name, c.label, c.short, c is w.reference, w.items, "MB", note=c.note) for c in configs
+    }
+    seconds: dict[int, list[float]] = {id(c): [] for c in configs}
+    for _ in range(runs):
+        for cfg in configs:  # alternating: ours, peer, ours, peer
+            row = rows[id(cfg)]
+            if row.error:
+                continue
+            try:
+                result = run_probe(cfg.run, w.items)
+            except Exception as exc:
+                row.status, row.error = "ERROR", _error_text(exc)
+                continue
+            row.samples.append(result["growth_mb"])
+            seconds[id(cfg)].append(result["seconds"])
+            if not result["peak_reset"]:
+                row.note = "peak could not be reset: growth includes earlier peaks"
+    for cfg in configs:
+        row = rows[id(cfg)]
+        if row.samples:
+            row.value = max(row.samples)
+            row.measured, row.measured_unit = row.value, "MB"
+            rate = w.items / statistics.median(seconds[id(cfg)])
+            how = f"largest of {len(row.samples)} runs, {rate:,.0f} items/s"
+            row.note = f"{row.note}; {how}" if row.note else how
+        if row.error and cfg.target:
+            row.target = cfg.target.text
+        else:
+            _apply_target(row, cfg)
+        log(row)
+    return list(rows.values())
+
+
+def run(w: Workload, repeat: int, log: Any) -> list[Row]:
+    if w.prepare is not None:
+        w.notes.update(w.prepare())
+    w.notes["pairs"] = max(1, min(2, repeat)) if w.kind == "memory" else pairs_for(w, repeat)
+    if hasattr(os, "getloadavg"):
+        w.notes["load_1min"] = round(os.getloadavg()[0], 2)  # how busy the machine was at the start
+    if w.kind in ("throughput", "ideal"):
+        return run_timed(w, repeat, log)
+    if w.kind == "startup":
+        return run_startup(w, repeat, log)
+    if w.kind == "memory":
+        return run_memory(w, repeat, log)
+    raise ValueError(f"unknown workload kind {w.kind!r}")

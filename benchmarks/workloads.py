@@ -1,0 +1,448 @@
+"""The task functions and the table of workloads: inputs, configurations and targets.
+
+Task functions live at module level so that every process pool (``multiprocessing``'s pickle,
+loky's cloudpickle, ``multiprocess``' dill) sends them by name.
+
+Targets come from the issue that asked for this benchmark. "ours" is ``mtasklite_like.Pool`` with
+default settings unless a label says otherwise. A workload's *reference* configuration is the
+"ours" its ratios are taken against; a target on a peer's row is a bound on
+``reference throughput / peer throughput`` (how many times faster ours is), a target on the
+reference row is a bound on its own figure (ratio to ideal, milliseconds, megabytes).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import peers
+
+# -- tasks -----------------------------------------------------------------------------------------
+
+
+def square(x: int) -> int:
+    """The trivial task: all overhead, no work."""
+    return x * x
+
+
+def sleep_for(seconds: float) -> float:
+    """An I/O-like task: waits without using a core."""
+    time.sleep(seconds)
+    return seconds
+
+
+def spin(n: int) -> int:
+    """A CPU-bound pure-Python task; ``n`` loop iterations (calibrated to about 5 ms)."""
+    total = 0
+    for i in range(n):
+        total += i * i & 0xFF
+    return total
+
+
+def calibrate_spin(seconds: float) -> int:
+    """The number of iterations of :func:`spin` that takes about ``seconds`` on this machine."""
+    n = 20_000
+    while True:
+        start = time.perf_counter()
+        spin(n)
+        took = time.perf_counter() - start
+        if took > 0.02:
+            break
+        n *= 2
+    n = max(1, int(n * seconds / took))
+    runs = []
+    for _ in range(15):
+        start = time.perf_counter()
+        spin(n)
+        runs.append(time.perf_counter() - start)
+    runs.sort()
+    measured = runs[len(runs) // 2]
+    return max(1, int(n * seconds / measured))
+
+
+# -- targets ---------------------------------------------------------------------------------------
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "<": operator.lt,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """``measured <op> limit``; ``text`` is how the table shows it."""
+
+    text: str
+    op: str
+    limit: float
+
+    def check(self, value: float) -> bool:
+        return _OPS[self.op](value, self.limit)
+
+
+def faster_than(limit: float) -> Target:
+    """On a peer's row: our throughput / its throughput >= limit."""
+    return Target(f"ours/this >= {limit:g}", ">=", limit)
+
+
+# -- configurations and workloads ----------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """One way to run a workload: a row of the table.
+
+    ``run`` is ``runner(task, data) -> list`` for throughput workloads, a zero-argument function
+    returning seconds for the start-up workload, and a probe name of ``benchmarks.memory`` for the
+    memory workload. ``items`` overrides the workload's item count (slow peers run fewer items;
+    their throughput in items/s is still comparable).
+    """
+
+    label: str
+    short: str
+    run: Any
+    items: int | None = None
+    target: Target | None = None
+    note: str = ""
+    cleanup: Callable[[], None] | None = None
+
+
+@dataclass
+class Workload:
+    name: str
+    title: str
+    kind: str  # "throughput", "ideal" (a time compared with the ideal), "startup", "memory"
+    reference: Config
+    peers: list[Config]
+    items: int = 0
+    task: Callable[[Any], Any] | None = None
+    make_input: Callable[[int], Iterable[Any]] | None = None
+    expected: Callable[[int], list[Any]] | None = None
+    ideal: Callable[[int], float] | None = None
+    #: measurement pairs, as a multiple of --repeat (slow workloads run fewer, noisy ones more)
+    repeat_factor: float = 1.0
+    prepare: Callable[[], dict[str, Any]] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=8)
+def _squares(n: int) -> list[int]:
+    return [i * i for i in range(n)]
+
+
+def _sized(n: int) -> list[int]:
+    return list(range(n))
+
+
+def _generator(n: int) -> Iterable[int]:
+    return (i for i in range(n))
+
+
+def _sleep_overshoot() -> dict[str, Any]:
+    """How long ``sleep(0.01)`` really takes here: the floor under any pool's ratio to ideal."""
+    start = time.perf_counter()
+    for _ in range(30):
+        time.sleep(0.01)
+    return {"one_sleep_10ms_takes_ms": round((time.perf_counter() - start) / 30 * 1000, 2)}
+
+
+def _mixed(n: int) -> list[float]:
+    """Every 4th task slow (200 ms), the others fast (10 ms): 16 slow and 48 fast for n = 64."""
+    return [0.2 if i % 4 == 0 else 0.01 for i in range(n)]
+
+
+def build(quick: bool) -> list[Workload]:
+    """The workloads, in the order of the issue's table. ``quick`` shrinks every input."""
+    p = functools.partial
+
+    def n(full: int, small: int) -> int:
+        return small if quick else full
+
+    slow_n = n(10_000, 1_000)  # for the ~9k items/s peers
+
+    square_processes = Workload(
+        name="square-processes",
+        title=f"{n(200_000, 20_000):,} x x*x, processes, sized list, ordered, 2 workers",
+        kind="throughput",
+        items=n(200_000, 20_000),
+        task=square,
+        make_input=_sized,
+        expected=_squares,
+        reference=Config("ours: Pool(n_jobs=2)", "ours Pool", p(peers.ours_pool, n_jobs=2)),
+        peers=[
+            Config(
+                "ours: Pool(n_jobs=2, chunk_size=1): no batching",
+                "ours chunk_size=1",
+                p(peers.ours_pool, n_jobs=2, chunk_size=1),
+                items=n(20_000, 2_000),
+                note="one item per message: what adaptive batches save",
+            ),
+            Config("serial list comprehension", "serial", peers.serial),
+            Config("multiprocessing.Pool.map (eager)", "mp.Pool.map", p(peers.mp_map, n_jobs=2)),
+            Config(
+                "multiprocessing.Pool.imap(chunksize=100)",
+                "mp.Pool.imap(100)",
+                p(peers.mp_imap, n_jobs=2, chunksize=100),
+                target=faster_than(1.0),
+            ),
+            Config(
+                "multiprocessing.Pool.imap(chunksize=1)",
+                "mp.Pool.imap(1)",
+                p(peers.mp_imap, n_jobs=2, chunksize=1),
+                items=n(20_000, 2_000),
+            ),
+            Config(
+                "ProcessPoolExecutor.map(chunksize=100)",
+                "PPE.map(100)",
+                p(peers.cf_process_map, n_jobs=2, chunksize=100),
+            ),
+            Config(
+                "joblib Parallel(2, return_as='generator')",
+                "joblib",
+                p(peers.joblib_generator, n_jobs=2),
+                items=n(100_000, 10_000),
+                cleanup=peers.shutdown_joblib,
+            ),
+            Config("mpire WorkerPool(2).imap", "mpire imap", p(peers.mpire_imap, n_jobs=2),
+                   items=n(100_000, 10_000)),
+            Config("pqdm.processes (disable=True)", "pqdm processes", p(peers.pqdm_processes, n_jobs=2),
+                   items=slow_n),
+            Config(
+                "mtasklite Pool(n_jobs=2)",
+                "mtasklite",
+                p(peers.mtasklite_pool, n_jobs=2),
+                items=slow_n,
+                target=faster_than(50.0),
+            ),
+        ],
+    )
+
+    square_generator = Workload(
+        name="square-generator",
+        title=f"{n(200_000, 20_000):,} x x*x, processes, unsized generator input, ordered, 2 workers",
+        kind="throughput",
+        items=n(200_000, 20_000),
+        task=square,
+        make_input=_generator,
+        expected=_squares,
+        reference=Config("ours: Pool(n_jobs=2), generator input", "ours, generator",
+                         p(peers.ours_pool, n_jobs=2)),
+        peers=[
+            Config(
+                "ours: Pool(n_jobs=2), sized list input",
+                "ours, sized list",
+                p(peers.ours_pool, n_jobs=2),
+                target=faster_than(0.9),
+                note="input is list(range(n)) here",
+            ),
+            Config(
+                "multiprocessing.Pool.imap(chunksize=100), generator",
+                "mp.Pool.imap(100)",
+                p(peers.mp_imap, n_jobs=2, chunksize=100),
+            ),
+        ],
+        repeat_factor=6.0,
+    )
+
+    square_threads = Workload(
+        name="square-threads",
+        title=f"{n(200_000, 20_000):,} x x*x, threads, sized list, ordered, 2 workers",
+        kind="throughput",
+        items=n(200_000, 20_000),
+        task=square,
+        make_input=_sized,
+        expected=_squares,
+        reference=Config("ours: Pool(n_jobs=2, use_threads=True)", "ours Pool threads",
+                         p(peers.ours_pool, n_jobs=2, use_threads=True)),
+        peers=[
+            Config("serial list comprehension", "serial", peers.serial),
+            Config(
+                "ThreadPool.imap(chunksize=1)",
+                "ThreadPool.imap(1)",
+                p(peers.thread_pool_imap, n_jobs=2, chunksize=1),
+                target=faster_than(1.0),
+            ),
+            Config(
+                "ThreadPoolExecutor.map",
+                "TPE.map",
+                p(peers.cf_thread_map, n_jobs=2),
+                items=n(20_000, 2_000),
+            ),
+            Config("pqdm.threads (disable=True)", "pqdm threads", p(peers.pqdm_threads, n_jobs=2),
+                   items=n(20_000, 2_000)),
+            Config("mtasklite Pool(n_jobs=2, use_threads=True)", "mtasklite threads",
+                   p(peers.mtasklite_pool, n_jobs=2, use_threads=True), items=slow_n),
+        ],
+    )
+
+    pqdm_bar = Workload(
+        name="pqdm-bar",
+        title=f"{n(200_000, 20_000):,} x x*x, processes, our pqdm wrapper: cost of the progress bar",
+        kind="throughput",
+        items=n(200_000, 20_000),
+        task=square,
+        make_input=_sized,
+        expected=_squares,
+        reference=Config("ours: processes.pqdm(n_jobs=2), bar -> io.StringIO", "ours pqdm, bar on",
+                         p(peers.ours_pqdm, n_jobs=2, bar=True)),
+        peers=[
+            Config(
+                "ours: processes.pqdm(n_jobs=2, disable=True)",
+                "ours pqdm, bar off",
+                p(peers.ours_pqdm, n_jobs=2, bar=False),
+                target=faster_than(0.95),
+                note="bar on / bar off >= 0.95: the bar costs < 5%",
+            ),
+            Config("ours: Pool(n_jobs=2), no wrapper", "ours Pool", p(peers.ours_pool, n_jobs=2)),
+        ],
+        repeat_factor=10.0,
+    )
+
+    sleep_n = n(400, 100)
+    sleep_threads = Workload(
+        name="sleep-threads",
+        title=f"{sleep_n} x sleep(10 ms), threads, 4 workers (ideal {sleep_n * 0.01 / 4:.2f} s)",
+        kind="ideal",
+        items=sleep_n,
+        task=sleep_for,
+        make_input=lambda k: [0.01] * k,
+        expected=lambda k: [0.01] * k,
+        ideal=lambda k: k * 0.01 / 4,
+        reference=Config("ours: Pool(n_jobs=4, use_threads=True)", "ours Pool threads",
+                         p(peers.ours_pool, n_jobs=4, use_threads=True),
+                         target=Target("<= 1.05 x ideal", "<=", 1.05)),
+        peers=[
+            Config("ours: Pool(4, use_threads=True, chunk_prefill_ratio=2)", "ours prefill 2",
+                   p(peers.ours_pool, n_jobs=4, use_threads=True, chunk_prefill_ratio=2),
+                   note="two items per worker instead of one"),
+            Config("ThreadPool(4).imap(chunksize=1)", "ThreadPool.imap(1)",
+                   p(peers.thread_pool_imap, n_jobs=4, chunksize=1)),
+            Config("ThreadPoolExecutor(4).map", "TPE.map", p(peers.cf_thread_map, n_jobs=4)),
+            Config("pqdm.threads(n_jobs=4, disable=True)", "pqdm threads", p(peers.pqdm_threads, n_jobs=4)),
+            Config("mtasklite Pool(n_jobs=4, use_threads=True)", "mtasklite threads",
+                   p(peers.mtasklite_pool, n_jobs=4, use_threads=True)),
+        ],
+        repeat_factor=0.6,
+        prepare=_sleep_overshoot,
+    )
+
+    mixed_n = n(64, 16)
+    mixed = Workload(
+        name="mixed",
+        title=(f"{mixed_n} tasks: every 4th 200 ms, the rest 10 ms; processes, 4 workers, ordered "
+               f"(ideal {sum(_mixed(mixed_n)) / 4:.2f} s)"),
+        kind="ideal",
+        items=mixed_n,
+        task=sleep_for,
+        make_input=_mixed,
+        expected=_mixed,
+        ideal=lambda k: sum(_mixed(k)) / 4,
+        reference=Config("ours: Pool(n_jobs=4)", "ours Pool", p(peers.ours_pool, n_jobs=4),
+                         target=Target("<= 1.15 x ideal", "<=", 1.15)),
+        peers=[
+            Config("ours: Pool(n_jobs=4, chunk_prefill_ratio=2)", "ours prefill 2",
+                   p(peers.ours_pool, n_jobs=4, chunk_prefill_ratio=2),
+                   note="two items per worker instead of one"),
+            Config("multiprocessing.Pool(4).imap(chunksize=1)", "mp.Pool.imap(1)",
+                   p(peers.mp_imap, n_jobs=4, chunksize=1)),
+            Config("multiprocessing.Pool(4).map (default chunks)", "mp.Pool.map", p(peers.mp_map, n_jobs=4)),
+            Config("ProcessPoolExecutor(4).map", "PPE.map", p(peers.cf_process_map, n_jobs=4, chunksize=1)),
+            Config("mtasklite Pool(n_jobs=4)", "mtasklite", p(peers.mtasklite_pool, n_jobs=4)),
+        ],
+        repeat_factor=0.6,
+    )
+
+    short_n = 16
+    mixed_short = Workload(
+        name="mixed-short",
+        title=(f"{short_n} tasks: every 4th 200 ms, the rest 10 ms; processes, 4 workers, ordered "
+               f"(ideal {sum(_mixed(short_n)) / 4:.2f} s): one vs two items per worker"),
+        kind="ideal",
+        items=short_n,
+        task=sleep_for,
+        make_input=_mixed,
+        expected=_mixed,
+        ideal=lambda k: sum(_mixed(k)) / 4,
+        reference=Config("ours: Pool(n_jobs=4)", "ours Pool", p(peers.ours_pool, n_jobs=4)),
+        peers=[
+            Config("ours: Pool(n_jobs=4, chunk_prefill_ratio=2)", "ours prefill 2",
+                   p(peers.ours_pool, n_jobs=4, chunk_prefill_ratio=2),
+                   note="two items per worker instead of one"),
+            Config("multiprocessing.Pool(4).imap(chunksize=1)", "mp.Pool.imap(1)",
+                   p(peers.mp_imap, n_jobs=4, chunksize=1)),
+        ],
+    )
+
+    cpu_n = n(240, 60)
+    spin_iterations: list[int] = [0]
+
+    def prepare_cpu() -> dict[str, Any]:
+        iterations = calibrate_spin(0.005)
+        spin_iterations[0] = iterations
+        start = time.perf_counter()
+        for _ in range(20):
+            spin(iterations)
+        return {"spin_iterations": iterations, "task_ms": round((time.perf_counter() - start) / 20 * 1000, 2)}
+
+    cpu_bound = Workload(
+        name="cpu-bound",
+        title=f"{cpu_n} x CPU-bound pure-Python task of ~5 ms, processes, 2 workers",
+        kind="throughput",
+        items=cpu_n,
+        task=spin,
+        make_input=lambda k: [spin_iterations[0]] * k,
+        expected=lambda k: [spin(spin_iterations[0])] * k,
+        reference=Config("ours: Pool(n_jobs=2)", "ours Pool", p(peers.ours_pool, n_jobs=2)),
+        peers=[
+            Config("serial list comprehension", "serial", peers.serial, target=faster_than(1.85),
+                   note="speed-up over serial >= 1.85"),
+            Config("multiprocessing.Pool.imap(chunksize=1)", "mp.Pool.imap(1)",
+                   p(peers.mp_imap, n_jobs=2, chunksize=1)),
+            Config("ProcessPoolExecutor.map(chunksize=1)", "PPE.map(1)",
+                   p(peers.cf_process_map, n_jobs=2, chunksize=1)),
+            Config("Pool.map(chunksize=n/2): one chunk per worker", "mp.Pool.map(n/2)",
+                   p(peers.mp_map_halves, n_jobs=2),
+                   note="two messages in all: the cost of the machine alone"),
+        ],
+        repeat_factor=2.0,
+        prepare=prepare_cpu,
+    )
+
+    memory = Workload(
+        name="memory",
+        title=f"{n(10_000_000, 1_000_000):,}-item generator of x*x through processes, 2 workers: "
+              "peak RSS growth of the caller",
+        kind="memory",
+        items=n(10_000_000, 1_000_000),
+        reference=Config("ours: Pool(n_jobs=2), bounded (default)", "ours Pool", "ours",
+                         target=Target("<= 50 MB", "<=", 50.0)),
+        peers=[
+            Config("multiprocessing.Pool.imap(chunksize=100)", "mp.Pool.imap(100)", "mp_imap"),
+            Config("ProcessPoolExecutor.map(chunksize=100)", "PPE.map(100)", "cf_map",
+                   note="submits every chunk up front"),
+        ],
+    )
+
+    startup = Workload(
+        name="startup",
+        title="start-up of a 2-worker process pool with fork: time to the first result of a 1-item input",
+        kind="startup",
+        items=1,
+        reference=Config("ours: Pool(n_jobs=2, start_method='fork')", "ours Pool", peers.startup_ours,
+                         target=Target("< 50 ms", "<", 50.0)),
+        peers=[
+            Config("multiprocessing fork Pool(2).imap", "mp.Pool", peers.startup_mp_pool),
+            Config("ProcessPoolExecutor(2, mp_context=fork).map", "PPE", peers.startup_cf_process),
+            Config("mpire WorkerPool(2, start_method='fork').imap", "mpire", peers.startup_mpire),
+            Config("mtasklite Pool(n_jobs=2)", "mtasklite", peers.startup_mtasklite),
+        ],
+        repeat_factor=3.0,
+    )
+
+    return [square_processes, square_generator, square_threads, pqdm_bar, sleep_threads, mixed, mixed_short,
+            cpu_bound, memory, startup]
