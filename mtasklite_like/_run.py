@@ -35,8 +35,10 @@ __all__ = ["ResultIterator"]
 R = TypeVar("R")
 
 #: ordered output keeps this many times the in-flight capacity as read-ahead, so workers keep
-#: going while an earlier slow item holds back the release of results
+#: going while an earlier slow item holds back the release of results. Batched (fast) items need
+#: far less slack than single slow ones, and their window is already large in items.
 _ORDERED_SLACK = 8
+_ORDERED_SLACK_BATCHED = 2
 #: how long one wait for worker reports lasts before the engine looks around again
 _POLL_SECONDS = 1.0
 
@@ -192,8 +194,11 @@ class _Run:
     def _window(self, credit: int) -> int | None:
         if not self._bounded:
             return None
-        window = len(self._loads) * credit * self._sizer.size()  # type: ignore[union-attr]
-        return window * _ORDERED_SLACK if self._ordered and self._backend.batches else window  # type: ignore[union-attr]
+        size = self._sizer.size()  # type: ignore[union-attr]
+        window = len(self._loads) * credit * size
+        if not self._ordered or not self._backend.batches:  # type: ignore[union-attr]
+            return window
+        return window * (_ORDERED_SLACK if size <= 1 else _ORDERED_SLACK_BATCHED)
 
     def _step(self) -> None:
         self._fill()
