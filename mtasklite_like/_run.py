@@ -5,9 +5,14 @@ to workers with spare capacity (as far as the read-ahead window allows), then wa
 workers report. Nothing runs in the background of the caller, so when the consumer stalls,
 workers finish what they hold and wait; the input is never read further than the window.
 
-Ordering is per batch: batches are cut from consecutive input items and numbered, finished
-batches wait in ``_done`` until every earlier batch is released. A slow item therefore delays
+Ordering is per batch: batches are cut from consecutive input items and numbered, complete
+batches wait in ``_waiting`` until every earlier batch is released. A slow item therefore delays
 only the release of later results; other workers keep taking batches while the window has room.
+
+Faults are settled per item: a batch counts its items without a final outcome, and a message (what
+one worker holds) is a whole batch or single items being retried. A death, a timeout or a task
+error settles items one by one (retried, re-sent or failed), and a batch is released once none is
+pending. See docs/fault_tolerance.md.
 """
 
 from __future__ import annotations
@@ -118,7 +123,9 @@ class _Run:
         self._waiting: dict[int, _Batch] = {}  # complete, ordered, behind an earlier batch
         self._next_release = 0
         self._outstanding = 0  # pulled, not yet released into ``ready``
-        # worker health
+        # worker health; the two lists are the pool's (see _start)
+        self._started_at: list[float] = []
+        self._ready_at: list[float | None] = []
         self._deaths_in_a_row = 0
         # errors
         self.failure_count = 0  # task failures released so far (for progress displays)
