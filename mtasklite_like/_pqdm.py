@@ -113,6 +113,8 @@ class PqdmResult:
     def __init__(self, results: ResultIterator[Any], bar: Any) -> None:
         self.pool_obj = results
         self.tqdm_obj = bar
+        # While the caller waits on slow tasks, keep the bar's clock and rate moving.
+        results._run.heartbeat = bar.refresh
         self._collected: list[Any] = []
         self._exhausted = False
         self._touched = False

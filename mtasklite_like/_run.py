@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -46,6 +46,8 @@ _ORDERED_SLACK = 8
 _ORDERED_SLACK_BATCHED = 2
 #: how long one wait for worker reports lasts before the engine looks around again
 _POLL_SECONDS = 1.0
+#: the longest wait between two calls of a run's heartbeat
+HEARTBEAT_SECONDS = 0.2
 
 
 class _Batch:
@@ -131,6 +133,10 @@ class _Run:
         self.failure_count = 0  # task failures released so far (for progress displays)
         self._deferred: list[BaseException] = []
         self._pending_error: BaseException | None = None
+        #: called at least every HEARTBEAT_SECONDS while the caller waits for results (a progress
+        #: bar refreshes its clock with it); None: nothing to call
+        self.heartbeat: Callable[[], None] | None = None
+        self._last_heartbeat = time.monotonic()
 
     # -- consumer side ----------------------------------------------------------------------------
 
@@ -215,7 +221,16 @@ class _Run:
                 return
             raise RuntimeError("mtasklite_like internal error: nothing in flight and input not done")
         assert self._backend is not None
-        for event in self._backend.recv(self._wait_seconds()):
+        wait = self._wait_seconds()
+        if self.heartbeat is not None:
+            wait = min(wait, HEARTBEAT_SECONDS)
+        events = self._backend.recv(wait)
+        if self.heartbeat is not None:
+            now = time.monotonic()
+            if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                self._last_heartbeat = now
+                self.heartbeat()
+        for event in events:
             self._handle(event)
             if self.finished:
                 return

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import multiprocessing
 import os
 import subprocess
@@ -705,3 +706,27 @@ def test_bounded_keeps_read_ahead_small_on_two_million_items():
             most_ahead = ahead
     assert consumed == n_items
     assert most_ahead <= 300_000
+
+
+class _TimedWrites(io.StringIO):
+    """A bar output that records when the bar redraws."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def write(self, s):
+        self.times.append(time.monotonic())
+        return super().write(s)
+
+
+@pytest.mark.timeout(30)
+def test_bar_refreshes_while_waiting_on_slow_tasks():
+    # Two 1.2 s tasks: no result arrives for 1.2 s, yet the bar's clock must keep moving.
+    out = _TimedWrites()
+    from mtasklite_like.threads import pqdm as threads_pqdm
+
+    assert list(threads_pqdm([1.2, 1.2], time.sleep, 2, file=out)) == [None, None]
+    gaps = [b - a for a, b in itertools.pairwise(out.times)]
+    assert out.times[-1] - out.times[0] > 1.0
+    assert max(gaps) < 0.45  # refreshed about every 0.2 s
