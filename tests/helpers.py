@@ -100,5 +100,23 @@ class NotCallable:
         pass
 
 
+def pid_running(pid):
+    """True while ``pid`` exists and is not a zombie (a zombie has finished running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return line.split()[1] != "Z"
+    except OSError:
+        return False
+    return True
+
+
 def boom_in_init_helper():
     raise RuntimeError("initializer failed")

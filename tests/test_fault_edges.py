@@ -34,6 +34,7 @@ from mtasklite_like import (
     delayed_init,
     is_exception,
 )
+from tests.helpers import pid_running
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -80,24 +81,12 @@ def _noted_pids(tmp: str) -> list[int]:
     return [int(name[4:]) for name in os.listdir(tmp) if name.startswith("pid-")]
 
 
-def _pid_running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("State:"):
-                    return line.split()[1] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return True
-
-
 def _assert_no_leftovers(pids: list[int] | set[int], within: float = GONE_WITHIN) -> None:
     """Every pid has ended and no ``multiprocess`` child is alive, within ``within`` seconds."""
     pids = [p for p in pids if p != os.getpid()]
     deadline = time.monotonic() + within
     while True:
-        alive = [p for p in pids if _pid_running(p)]
+        alive = [p for p in pids if pid_running(p)]
         children = multiprocess.active_children()
         if not alive and not children:
             return
@@ -640,7 +629,7 @@ def test_task_timeout_processes_kills_the_stuck_worker(tmp_path):
             assert len(results) == 3 and time.monotonic() - t0 < 0.3 + 1.0
             [stuck_pid] = [int(name[6:]) for name in os.listdir(tmp) if name.startswith("stuck-")]
             deadline = time.monotonic() + 1.0
-            while _pid_running(stuck_pid):
+            while pid_running(stuck_pid):
                 assert time.monotonic() < deadline, "the stuck worker was not killed at its timeout"
                 time.sleep(0.01)
             assert len(results) < len(items) - 100, "the run was not still going"

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from mtasklite_like import MtaskliteLikeError, Pool, WorkerDiedError
+from tests.helpers import pid_running
 
 BACKENDS: dict[str, dict[str, Any]] = {
     "processes": {"start_method": "fork"},
@@ -42,29 +43,11 @@ GONE_WITHIN = 2.0
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _pid_running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie has finished running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("State:"):
-                    return line.split()[1] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return True
-
-
 def _still_running(pids: list[int], within: float = GONE_WITHIN) -> list[int]:
     """Wait until every pid has ended or ``within`` seconds passed; return those still running."""
     deadline = time.monotonic() + within
     while True:
-        alive = [p for p in pids if _pid_running(p)]
+        alive = [p for p in pids if pid_running(p)]
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.02)
@@ -122,7 +105,7 @@ class _Workers:
             self.pids = [p for p in pool._slot.backend.pids if p is not None]
             assert len(self.pids) == 2
             assert os.getpid() not in self.pids
-            assert all(_pid_running(p) for p in self.pids), "workers are not running"
+            assert all(pid_running(p) for p in self.pids), "workers are not running"
         else:
             self.threads = [
                 t for t in threading.enumerate()
@@ -331,7 +314,7 @@ def test_with_pool_reuses_workers_then_stops_them(task: _Task, backend: str) -> 
         if backend == "processes":
             assert list(pool._slot.backend.pids) == kept_pids
             assert {p for _, p, _ in first} == {p for _, p, _ in second} == set(kept_pids)
-            assert all(_pid_running(p) for p in kept_pids), "workers ended between calls"
+            assert all(pid_running(p) for p in kept_pids), "workers ended between calls"
         else:
             assert len(threads_1) == 2 and threads_2 == threads_1
             assert {i for _, _, i in first} == {i for _, _, i in second}

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from mtasklite_like import Pool
+from tests.helpers import pid_running
 
 METHODS = ["fork", "spawn", "forkserver"]
 
@@ -286,15 +287,6 @@ def test_kept_workers_survive_an_idle_pause(tmp_path: Path, method: str) -> None
     assert {p for _, p in res["first"]} == {p for _, p in res["second"]}, "workers were not kept"
 
 
-def _pid_running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return [ln.split()[1] for ln in f if ln.startswith("State:")] != ["Z"]
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "method",
@@ -328,13 +320,13 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> N
         line = proc.stdout.readline()
         assert line.startswith("PIDS "), line
         pids = json.loads(line[5:])
-        assert len(pids) == 2 and all(_pid_running(p) for p in pids)
+        assert len(pids) == 2 and all(pid_running(p) for p in pids)
         proc.kill()
         proc.wait(5)
         deadline = time.monotonic() + 2.5
-        while any(_pid_running(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert [p for p in pids if _pid_running(p)] == [], "orphaned workers kept running"
+        assert [p for p in pids if pid_running(p)] == [], "orphaned workers kept running"
     finally:
         if proc.poll() is None:
             proc.kill()
