@@ -730,3 +730,25 @@ def test_bar_refreshes_while_waiting_on_slow_tasks():
     gaps = [b - a for a, b in itertools.pairwise(out.times)]
     assert out.times[-1] - out.times[0] > 1.0
     assert max(gaps) < 0.45  # refreshed about every 0.2 s
+
+
+@pytest.mark.timeout(30)
+def test_rich_progress_bar_class():
+    rich_console = pytest.importorskip("rich.console")
+    import warnings
+
+    import tqdm.rich
+
+    from mtasklite_like.threads import pqdm as threads_pqdm
+
+    console = rich_console.Console(file=io.StringIO(), force_terminal=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.rich announces itself as experimental
+        result = threads_pqdm(
+            range(50), abs, 2, tqdm_class=tqdm.rich.tqdm, desc="rich", options={"console": console}
+        )
+        assert list(result) == list(range(50))
+    assert type(result.tqdm_obj) is tqdm.rich.tqdm
+    assert (result.tqdm_obj.n, result.tqdm_obj.total) == (50, 50)
+    with pytest.raises(TypeError, match="unknown keyword argument 'colr'"):
+        threads_pqdm(range(3), abs, 2, tqdm_class=tqdm.rich.tqdm, colr=1)
