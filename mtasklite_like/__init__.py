@@ -17,9 +17,9 @@ from ._errors import (
     WorkerInitError,
 )
 from ._pool import Pool
-from ._run import ResultIterator
+from ._results import ResultIterator
 from ._version import __version__
-from .constants import ArgumentPassing, ExceptionBehaviour
+from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 from .utils import is_exception
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "ResultIterator",
     "TaskPicklingError",
     "TaskTimeoutError",
+    "WorkerDeath",
     "WorkerDiedError",
     "WorkerInitError",
     "__version__",

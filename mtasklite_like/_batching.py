@@ -46,11 +46,6 @@ class BatchSizer:
         self._variance = 0.0  # smoothed variance of the seconds per item
         self._samples = 0
 
-    @property
-    def per_item_seconds(self) -> float | None:
-        """Smoothed compute time per item, or None before the first observation."""
-        return self._per_item
-
     def observe(self, n_items: int, seconds: float) -> None:
         """Record that a batch of ``n_items`` took ``seconds`` of worker time."""
         if not self.adaptive or n_items <= 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-__all__ = ["DelayedObject", "delayed_init", "is_delayed", "materialize"]
+__all__ = ["DelayedObject", "delayed_init", "is_delayed_factory", "materialize"]
 
 T = TypeVar("T")
 
@@ -105,11 +105,6 @@ def delayed_init(cls: type[T]) -> type[T]:
     }
     factory = _DelayedFactoryMeta(cls.__name__, (), namespace)
     return factory  # type: ignore[return-value]
-
-
-def is_delayed(obj: Any) -> bool:
-    """True for a shell made by a ``@delayed_init`` class."""
-    return isinstance(obj, DelayedObject)
 
 
 def is_delayed_factory(obj: Any) -> bool:

@@ -9,21 +9,24 @@ and a name neither accepts fails at once.
 
 from __future__ import annotations
 
+import dis
 import inspect
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import FrameType, TracebackType
+from typing import Any, Generic, TypeVar
 
-from tqdm import tqdm as tqdm_type
-from tqdm.auto import tqdm as tqdm_auto
-
+from ._options import ArgumentType, ExceptionMode
 from ._pool import Pool
-from ._run import ResultIterator
-from .constants import ArgumentPassing, ExceptionBehaviour
+from ._results import ResultIterator
+from .constants import ExceptionBehaviour
 
-__all__ = ["PqdmResult", "pqdm_wrapper"]
+__all__ = ["PqdmResult", "result_discarded", "run_pqdm"]
+
+R = TypeVar("R")
 
 #: Pool options the wrapper sets itself: naming them again in **kwargs is a mistake
 _EXPLICIT = frozenset(
@@ -94,7 +97,7 @@ def _split_kwargs(kwargs: dict[str, Any], tqdm_class: Any) -> tuple[dict[str, An
     return pool_kw, bar_kw
 
 
-class PqdmResult:
+class PqdmResult(Generic[R]):
     """The results of ``pqdm(...)``: lazy when iterated, a list when used as one.
 
     - ``for r in result`` streams results as they come, updating one progress bar;
@@ -110,12 +113,13 @@ class PqdmResult:
     ``tqdm_obj`` is the bar and ``pool_obj`` the pool's result iterator, as in ``mtasklite``.
     """
 
-    def __init__(self, results: ResultIterator[Any], bar: Any) -> None:
+    def __init__(self, results: ResultIterator[R], bar: Any) -> None:
         self.pool_obj = results
         self.tqdm_obj = bar
         # While the caller waits on slow tasks, keep the bar's clock and rate moving.
-        results._run.heartbeat = bar.refresh
-        self._collected: list[Any] = []
+        results.heartbeat = bar.refresh
+        self._buffer: deque[R] = deque()  # results taken from the pool, not yet streamed
+        self._collected: list[R] = []
         self._exhausted = False
         self._touched = False
         self._streaming = False
@@ -123,18 +127,19 @@ class PqdmResult:
 
     # -- lazy -------------------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[R]:
         self._touched = True
         if self._exhausted:
             return iter(self._collected)
         self._streaming = True
-        return self._stream(keep=self.pool_obj._run.total is not None, emit=True)
+        return self._stream(keep=self.pool_obj.total is not None, emit=True)
 
-    def _stream(self, *, keep: bool, emit: bool) -> Iterator[Any]:
+    def _stream(self, *, keep: bool, emit: bool) -> Iterator[R]:
         bar = self.tqdm_obj
-        run = self.pool_obj._run
-        ready = run.ready
-        nxt = self.pool_obj.__next__
+        results = self.pool_obj
+        ready = self._buffer
+        take = results.take_ready
+        nxt = results.__next__
         collected = self._collected if keep else None
         pending = 0
         # Check the clock once per `stride` items, and resize the stride so checks happen about
@@ -143,11 +148,13 @@ class PqdmResult:
         last = time.monotonic()
         try:
             while True:
+                if not ready:
+                    ready.extend(take())
                 if ready:
                     result = ready.popleft()
                 else:
                     if pending:
-                        self._flush(bar, run, pending)
+                        self._flush(bar, results, pending)
                         pending = 0
                     try:
                         result = nxt()
@@ -158,7 +165,7 @@ class PqdmResult:
                     now = time.monotonic()
                     elapsed = now - last
                     if elapsed >= _BAR_INTERVAL:
-                        self._flush(bar, run, pending)
+                        self._flush(bar, results, pending)
                         pending = 0
                         last = now
                         stride = max(1, stride // 2)
@@ -170,18 +177,18 @@ class PqdmResult:
                     yield result
         except BaseException:
             if pending:
-                self._flush(bar, run, pending)
+                self._flush(bar, results, pending)
             bar.close()
             raise
         if pending:
-            self._flush(bar, run, pending)
+            self._flush(bar, results, pending)
         self._exhausted = True
         bar.refresh()
         if emit:
             self.tqdm_obj.close()
 
-    def _flush(self, bar: Any, run: Any, n: int) -> None:
-        failures = run.failure_count
+    def _flush(self, bar: Any, results: ResultIterator[R], n: int) -> None:
+        failures = results.failure_count
         if failures != self._failures:
             self._failures = failures
             bar.set_postfix(failed=failures, refresh=False)
@@ -189,7 +196,7 @@ class PqdmResult:
 
     # -- list-like ----------------------------------------------------------------------------------
 
-    def _materialize(self) -> list[Any]:
+    def _materialize(self) -> list[R]:
         self._touched = True
         if not self._exhausted:
             for _ in self._stream(keep=True, emit=False):
@@ -201,7 +208,7 @@ class PqdmResult:
         if self._streaming and not self._exhausted:
             # list(result) asks for len() right after iter(): answer without draining the stream
             # that list() is about to read.
-            total = self.pool_obj._run.total
+            total = self.pool_obj.total
             if total is None:
                 raise TypeError("the length of a result streamed from an unsized input is not known yet")
             return total
@@ -225,7 +232,7 @@ class PqdmResult:
 
     # -- context manager ------------------------------------------------------------------------------
 
-    def __enter__(self) -> PqdmResult:
+    def __enter__(self) -> PqdmResult[R]:
         self._touched = True
         return self
 
@@ -242,62 +249,103 @@ class PqdmResult:
         self.tqdm_obj.close()
 
     def __del__(self) -> None:
-        # `pqdm(items, save_file, 4)` used for its side effects, its result never looked at: with
-        # pqdm that ran every item before returning, so it must run here too, as the result is
-        # dropped. Anything iterated or used as a list has already run as far as it was asked to.
-        run_started = getattr(self.pool_obj._run, "_started", True)
-        if not self._touched and not run_started and not sys.is_finalizing():
+        # `_ = pqdm(items, save_file, 4)`, its result never looked at: with pqdm that ran every
+        # item before returning, so it runs here, as the result is dropped. (A bare `pqdm(...)`
+        # statement runs at once instead: see run_pqdm.) An error can only be reported as a
+        # warning here, since nothing can catch an exception raised by __del__.
+        if self._touched or self.pool_obj.started or sys.is_finalizing():
+            return
+        try:
             self._materialize()
+        except Exception as exc:
+            warnings.warn(
+                f"a pqdm() result that was never used failed while running its remaining items: "
+                f"{type(exc).__name__}: {exc}. Use the result (e.g. list(result)) to have the error raised "
+                "where it can be handled",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
-def pqdm_wrapper(use_threads: bool) -> Callable[..., PqdmResult]:
-    """Make the ``pqdm`` function of the ``processes`` or ``threads`` module."""
+#: (code, instruction offset) -> whether the call there discards its value
+_DISCARDS: dict[tuple[Any, int], bool] = {}
 
-    def pqdm(
-        input_iterable: Iterable[Any],
-        worker_or_worker_arr: Any,
-        n_jobs: int | None = None,
-        argument_type: str | None = ArgumentPassing.AS_SINGLE_ARG,
-        bounded: bool = True,
-        exception_behaviour: str = ExceptionBehaviour.IGNORE,
-        tqdm_class: type[tqdm_type] = tqdm_auto,
-        **kwargs: Any,
-    ) -> PqdmResult:
-        # The American spelling is accepted too, as Pool accepts the British one.
-        american = kwargs.pop("exception_behavior", None)
-        if american is not None:
-            if exception_behaviour not in (ExceptionBehaviour.IGNORE, american):
-                raise ValueError(
-                    f"exception_behaviour={exception_behaviour!r} and exception_behavior={american!r} "
-                    "disagree; pass only one of the two spellings"
-                )
-            exception_behaviour = american
-        pool_kw, bar_kw = _split_kwargs(kwargs, tqdm_class)
-        pool = Pool(
-            worker_or_worker_arr,
-            n_jobs,
-            argument_type=argument_type,
-            exception_behavior=exception_behaviour,
-            bounded=bounded,
-            use_threads=use_threads,
-            **pool_kw,
-        )
-        results = pool(input_iterable)
-        if "total" not in bar_kw:
-            bar_kw["total"] = results._run.total
-        bar = tqdm_class(**bar_kw)
-        return PqdmResult(results, bar)
 
-    pqdm.__doc__ = f"""Run ``worker_or_worker_arr`` over ``input_iterable`` on {"threads" if use_threads else
-        "processes"}, with a progress bar.
+def result_discarded(frame: FrameType | None) -> bool:
+    """True when the call running in ``frame`` is a bare statement whose value is thrown away.
 
-    The signature is that of ``pqdm`` and ``mtasklite``: ``argument_type`` is ``'single_arg'`` (also
-    ``None`` or ``'direct'``), ``'args'`` or ``'kwargs'``; ``exception_behaviour`` is ``'ignore'``
-    (default), ``'immediate'`` or ``'deferred'`` (``exception_behavior`` is accepted too).
-    Keyword arguments naming a ``Pool`` option (``chunk_size``, ``is_unordered``, ``join_timeout``,
-    ``start_method``, ``worker_env``, ...) or an executor option (``initializer``, ``initargs``,
-    ``mp_context``, ``max_tasks_per_child``) go to the pool; the others go to ``tqdm_class``
-    (``desc``, ``disable``, ``position``, ``leave``, ``file``, ``unit``, ``total``, ...).
-    Returns a :class:`PqdmResult`: iterate it to stream results, or use it as the list of results.
+    Such a ``pqdm(...)`` statement is run at once, so that its exceptions reach the caller as they
+    do with pqdm, instead of surfacing in ``__del__`` where they cannot be caught. Found from the
+    caller's bytecode: the instruction after the call pops its value.
     """
-    return pqdm
+    if frame is None:
+        return False
+    key = (frame.f_code, frame.f_lasti)
+    found = _DISCARDS.get(key)
+    if found is None:
+        found = False
+        for ins in dis.get_instructions(frame.f_code):
+            if ins.offset > frame.f_lasti:
+                found = ins.opname == "POP_TOP"
+                break
+        _DISCARDS[key] = found
+    return found
+
+
+def run_pqdm(
+    input_iterable: Iterable[Any],
+    worker_or_worker_arr: Callable[..., R] | Sequence[Callable[..., R]],
+    n_jobs: int | None,
+    argument_type: ArgumentType | str | None,
+    bounded: bool,
+    exception_behaviour: ExceptionMode,
+    tqdm_class: Any,
+    kwargs: dict[str, Any],
+    *,
+    use_threads: bool,
+    caller: FrameType | None,
+) -> PqdmResult[R]:
+    """The body of ``processes.pqdm`` and ``threads.pqdm``; ``caller`` is the calling frame."""
+    # The American spelling is accepted too, as Pool accepts the British one.
+    american = kwargs.pop("exception_behavior", None)
+    if american is not None:
+        if exception_behaviour not in (ExceptionBehaviour.IGNORE, american):
+            raise ValueError(
+                f"exception_behaviour={exception_behaviour!r} and exception_behavior={american!r} "
+                "disagree; pass only one of the two spellings"
+            )
+        exception_behaviour = american
+    pool_kw, bar_kw = _split_kwargs(kwargs, tqdm_class)
+    pool: Pool[R] = Pool(
+        worker_or_worker_arr,
+        n_jobs,
+        argument_type=argument_type,  # type: ignore[arg-type]  # checked by Pool
+        exception_behavior=exception_behaviour,
+        bounded=bounded,
+        use_threads=use_threads,
+        **pool_kw,
+    )
+    results = pool(input_iterable)
+    if "total" not in bar_kw:
+        bar_kw["total"] = results.total
+    result = PqdmResult(results, tqdm_class(**bar_kw))
+    if result_discarded(caller):
+        result._materialize()
+    return result
+
+
+DOC = """Run ``worker_or_worker_arr`` over ``input_iterable`` on {kind}, with a progress bar.
+
+    A drop-in for ``pqdm`` and ``mtasklite``'s ``pqdm``, with their signature: ``argument_type``
+    is ``'single_arg'`` (also ``None`` or ``'direct'``), ``'args'`` or ``'kwargs'``;
+    ``exception_behaviour`` is ``'ignore'`` (default), ``'immediate'`` or ``'deferred'``
+    (``exception_behavior`` is accepted too). Keyword arguments naming a ``Pool`` option
+    (``chunk_size``, ``is_unordered``, ``join_timeout``, ``start_method``, ``worker_env``, ...) or an
+    executor option (``initializer``, ``initargs``, ``mp_context``, ``max_tasks_per_child``) go to the
+    pool; the others go to ``tqdm_class`` (``desc``, ``disable``, ``position``, ``leave``, ``file``,
+    ``unit``, ``total``, ...); an unknown name fails at once, listing the valid ones.
+
+    Returns a :class:`PqdmResult`: iterate it to stream results, or use it as the list of results.
+    A bare ``pqdm(...)`` statement, whose result is discarded, runs every item before returning,
+    so that an ``'immediate'`` failure is raised there, as with pqdm.
+    """

@@ -5,7 +5,7 @@ iterator, ``with pool(items)``, ``close()``), worker reuse between calls and the
 rule. Scenarios that end the interpreter (end of script, ``sys.exit``, an unhandled exception,
 Ctrl-C) run as scripts in a subprocess.
 
-Worker pids come from ``pool._slot.backend.pids`` (processes); thread workers are found by name.
+Worker pids come from ``pool.worker_pids`` (processes); thread workers are found by name.
 Tasks given a negative item block for up to 60 s, so a worker still alive after the pool should
 have stopped it is caught by the deadline of :func:`_still_running`.
 """
@@ -101,8 +101,8 @@ class _Workers:
 
     def capture(self, pool: Pool) -> None:
         if self.backend == "processes":
-            assert pool._slot.backend is not None, "no backend while a run is going"
-            self.pids = [p for p in pool._slot.backend.pids if p is not None]
+            assert pool.workers_alive, "no workers while a run is going"
+            self.pids = [p for p in pool.worker_pids if p is not None]
             assert len(self.pids) == 2
             assert os.getpid() not in self.pids
             assert all(pid_running(p) for p in self.pids), "workers are not running"
@@ -193,7 +193,7 @@ def test_dropping_half_consumed_iterator_stops_workers(task: _Task, backend: str
     del it
     if backend == "processes":
         workers.assert_gone(task)
-        assert pool._slot.backend is None
+        assert not pool.workers_alive
     assert time.monotonic() - t0 < 3.0
     workers.assert_gone(task)
 
@@ -305,14 +305,14 @@ def test_with_pool_reuses_workers_then_stops_them(task: _Task, backend: str) -> 
     before = set(threading.enumerate())
     with _pool(task, backend) as pool:
         first = list(pool(range(20)))
-        kept_pids = list(pool._slot.backend.pids) if backend == "processes" else []
+        kept_pids = list(pool.worker_pids) if backend == "processes" else []
         threads_1 = {t for t in task.threads if t not in before}
         second = list(pool(range(20, 40)))
         threads_2 = {t for t in task.threads if t not in before}
         assert [v for v, _, _ in first] == [2 * x for x in range(20)]
         assert [v for v, _, _ in second] == [2 * x for x in range(20, 40)]
         if backend == "processes":
-            assert list(pool._slot.backend.pids) == kept_pids
+            assert list(pool.worker_pids) == kept_pids
             assert {p for _, p, _ in first} == {p for _, p, _ in second} == set(kept_pids)
             assert all(pid_running(p) for p in kept_pids), "workers ended between calls"
         else:
@@ -335,7 +335,7 @@ def test_pool_without_with_stops_workers_after_each_run(task: _Task, backend: st
         before = set(task.threads)
         out = list(pool(range(start, start + 20)))
         assert [v for v, _, _ in out] == [2 * x for x in range(start, start + 20)]
-        assert pool._slot.backend is None, "the pool kept a backend after an unmanaged run"
+        assert not pool.workers_alive, "the pool kept its workers after an unmanaged run"
         if backend == "processes":
             pids = {p for _, p, _ in out}
             assert os.getpid() not in pids
@@ -488,7 +488,7 @@ def show_workers(pool):
         names = [t.name for t in threading.enumerate() if t.name.startswith("mtasklite_like-worker")]
         assert len(names) == 2, names
     else:
-        WORKERS[:] = pool._slot.backend.pids
+        WORKERS[:] = pool.worker_pids
     print("PIDS " + json.dumps(WORKERS), flush=True)
 
 

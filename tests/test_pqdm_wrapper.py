@@ -283,7 +283,7 @@ def test_leaving_the_with_block_early_stops_the_workers(pqdm):
             if r == 25:
                 break
     assert pbar.pool_obj.parent_obj.exited
-    assert pbar.pool_obj._run.finished
+    assert pbar.pool_obj.finished
 
 
 @pytest.mark.timeout(30)

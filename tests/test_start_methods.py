@@ -308,7 +308,7 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> N
             pool = Pool(block, n_jobs=2, chunk_size=1, start_method={method!r})
             it = pool([0, 1, 1, 1])
             next(it)
-            print("PIDS " + json.dumps(pool._slot.backend.pids), flush=True)
+            print("PIDS " + json.dumps(pool.worker_pids), flush=True)
             next(it)
     """))
     proc = subprocess.Popen(

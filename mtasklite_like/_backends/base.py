@@ -1,19 +1,54 @@
-"""The interface between the pool front and the machinery that runs workers.
+"""The interface between the run engine and the machinery that runs workers.
 
 A backend starts ``n_workers`` workers from their specs, sends a batch of items to a named worker,
 hands back what workers report as events, and stops. It knows nothing of input order, windows or
-exception modes; the front (``_run.py``) knows nothing of threads, processes or pipes.
+exception modes; the engine knows nothing of threads, processes or pipes, only a backend's
+:class:`Capabilities`.
 
-Every batch is addressed to one worker, so the front always knows which items each worker holds:
+Every batch is addressed to one worker, so the engine always knows which items each worker holds:
 that is what lets a worker's death be reported against its items.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-__all__ = ["Backend", "BatchDone", "Event", "WorkerDied", "WorkerInitFailed", "WorkerReady"]
+__all__ = [
+    "Backend",
+    "BatchDone",
+    "Capabilities",
+    "Event",
+    "WorkerDied",
+    "WorkerInitFailed",
+    "WorkerReady",
+]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the engine adapts to these flags and to nothing else.
+
+    Attributes:
+        batches: items may travel several to a message. False for the in-caller backend, which has
+            no transport to amortise and must stay strictly lazy (one item at a time).
+        interrupts_tasks: ``replace_worker(kill=True)`` frees the run from a task that is still
+            running, so a ``task_timeout`` can be enforced while the task runs. False when tasks run
+            in the caller.
+        kills_tasks: the interrupted task really stops (a process is killed); False when it is only
+            abandoned and finishes in the background (a thread cannot be killed).
+        names_running_item: ``WorkerDied.running`` says which item a dead worker was running.
+        has_pids: workers are operating-system processes with pids (``WorkerDied.pid``, ``pids``).
+    """
+
+    batches: bool = True
+    interrupts_tasks: bool = True
+    kills_tasks: bool = True
+    names_running_item: bool = True
+    has_pids: bool = False
 
 
 class Event:
@@ -26,9 +61,10 @@ class Event:
 
 
 class BatchDone(Event):
-    """A batch finished: its results in item order, the failed positions, and the compute time."""
+    """A batch finished: its results in item order, the failed positions, the compute time, and the
+    size in bytes of the message that carried it (0 when nothing was serialised)."""
 
-    __slots__ = ("batch_id", "elapsed", "failures", "results")
+    __slots__ = ("batch_id", "elapsed", "failures", "nbytes", "results")
 
     def __init__(
         self,
@@ -37,12 +73,14 @@ class BatchDone(Event):
         results: list[Any],
         failures: list[tuple[int, BaseException]],
         elapsed: float,
+        nbytes: int = 0,
     ) -> None:
         super().__init__(worker)
         self.batch_id = batch_id
         self.results = results
         self.failures = failures
         self.elapsed = elapsed
+        self.nbytes = nbytes
 
 
 class WorkerReady(Event):
@@ -64,7 +102,9 @@ class WorkerInitFailed(Event):
 class WorkerDied(Event):
     """A worker ended without being asked to; everything it reported before is already delivered.
 
-    ``running`` is ``(batch_id, position)`` of the item it had started last, when known.
+    ``cause`` says how, in words (``"killed by SIGKILL"``, ``"the task raised SystemExit"``).
+    ``pid`` and ``exitcode`` are set by backends whose workers are processes. ``running`` is
+    ``(batch_id, position)`` of the item it had started last, when the backend knows it.
     """
 
     __slots__ = ("cause", "exitcode", "pid", "running")
@@ -72,24 +112,26 @@ class WorkerDied(Event):
     def __init__(
         self,
         worker: int,
-        pid: int | None,
-        exitcode: int | None,
         cause: str,
+        *,
+        pid: int | None = None,
+        exitcode: int | None = None,
         running: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(worker)
+        self.cause = cause
         self.pid = pid
         self.exitcode = exitcode
-        self.cause = cause
         self.running = running
 
 
 class Backend(ABC):
     """Runs workers. One instance serves one pool until ``stop``; it is not reused after that."""
 
-    #: whether the front should batch items (False for the in-caller backend, which has no
-    #: transport to amortise and must stay strictly lazy)
-    batches: bool = True
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    #: the clock the engine measures deadlines with; a simulated backend brings its own
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, n_workers: int) -> None:
         self.n_workers = n_workers
@@ -99,8 +141,11 @@ class Backend(ABC):
         """Start every worker. Their objects are built in the workers, not here."""
 
     @abstractmethod
-    def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
-        """Give a batch to one worker. ``first_index`` is the input index of ``items[0]``."""
+    def send(self, worker: int, batch_id: int, indices: list[int], items: list[Any]) -> int:
+        """Give a batch to one worker; ``indices`` are the input positions of ``items``.
+
+        Returns the number of bytes the batch was serialised to (0 when nothing was serialised).
+        """
 
     @abstractmethod
     def recv(self, timeout: float | None) -> list[Event]:
@@ -126,3 +171,8 @@ class Backend(ABC):
     @abstractmethod
     def alive(self) -> bool:
         """True between ``start`` and ``stop``."""
+
+    @property
+    def pids(self) -> list[int | None]:
+        """Process ids of the current workers, in worker order (empty when workers have none)."""
+        return []

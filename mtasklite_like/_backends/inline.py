@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from .._worker import WorkerSpec, build_worker_callable, run_batch
-from .base import Backend, BatchDone, Event, WorkerInitFailed, WorkerReady
+from .base import Backend, BatchDone, Capabilities, Event, WorkerInitFailed, WorkerReady
 
 __all__ = ["InlineBackend"]
 
 
 class InlineBackend(Backend):
-    batches = False
+    # Tasks run in the caller: one at a time, and nothing can interrupt them.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        batches=False, interrupts_tasks=False, kills_tasks=False
+    )
 
     def __init__(self, spec: WorkerSpec) -> None:
         super().__init__(1)
@@ -38,8 +41,9 @@ class InlineBackend(Backend):
         else:
             self._events.append(WorkerReady(0))
 
-    def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
+    def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         self._queue.append((batch_id, items))
+        return 0
 
     def recv(self, timeout: float | None) -> list[Event]:
         if self._events:

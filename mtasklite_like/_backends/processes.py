@@ -27,7 +27,8 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import multiprocess
 from multiprocess.connection import wait
@@ -35,7 +36,7 @@ from multiprocess.connection import wait
 from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, loads
 from .._worker import WorkerSpec, build_worker_callable, run_batch
-from .base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
@@ -92,9 +93,9 @@ def _pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]
     return exc, tb_text
 
 
-def _encode_done(batch_id: int, first_index: int, results: list[Any],
+def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
                  failures: list[tuple[int, Any]], elapsed: float) -> bytes:
-    packed = [(pos, *_pack_exception(exc, f"item #{first_index + pos}")) for pos, exc in failures]
+    packed = [(pos, *_pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
     try:
         return dumps((_DONE, batch_id, results, packed, elapsed))
     except Exception:
@@ -108,7 +109,7 @@ def _encode_done(batch_id: int, first_index: int, results: list[Any],
             dumps(value)
         except Exception as cause:
             err = TaskPicklingError(
-                f"the result of item #{first_index + pos} ({type(value).__name__}) could not be "
+                f"the result of item #{indices[pos]} ({type(value).__name__}) could not be "
                 f"pickled to send it back to the caller: {type(cause).__name__}: {cause}"
             )
             results[pos] = None
@@ -176,7 +177,10 @@ def _serve(call: Any, inbox: queue.SimpleQueue, send: Any, progress: Any) -> Non
         msg = inbox.get()
         if msg is None:
             return
-        batch_id, first_index, items, has_unsendable = msg
+        batch_id, indices, items, has_unsendable = msg
+        # Reset the position first: a death between the two writes must not pair this batch with
+        # the position of an item of the previous one.
+        progress[1] = -1
         progress[0] = batch_id
         t0 = time.perf_counter()
         if has_unsendable:
@@ -191,7 +195,7 @@ def _serve(call: Any, inbox: queue.SimpleQueue, send: Any, progress: Any) -> Non
                 continue
             except Exception:
                 pass
-        send(_encode_done(batch_id, first_index, results, failures, elapsed))
+        send(_encode_done(batch_id, indices, results, failures, elapsed))
 
 
 def _failing_unsendable(call: Any) -> Any:
@@ -220,6 +224,8 @@ class _Proc:
 
 
 class ProcessBackend(Backend):
+    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True)
+
     def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
                  name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
@@ -288,17 +294,18 @@ class ProcessBackend(Backend):
 
     # -- transport ------------------------------------------------------------------------------
 
-    def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
+    def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         try:
-            data = dumps((batch_id, first_index, items, False))
+            data = dumps((batch_id, indices, items, False))
         except Exception:
-            data = dumps((batch_id, first_index, _sendable_items(first_index, items), True))
+            data = dumps((batch_id, indices, _sendable_items(indices, items), True))
         try:
             self._procs[worker].task_conn.send_bytes(data)
         except OSError:
             # The worker is gone (it failed to start, or died): its sentinel reports that in
             # recv(), against the batches it was given, this one included.
             pass
+        return len(data)
 
     def recv(self, timeout: float | None) -> list[Event]:
         events: list[Event] = []
@@ -331,7 +338,9 @@ class ProcessBackend(Backend):
         proc.process.join(1.0)
         code = proc.process.exitcode
         running = (proc.progress[0], proc.progress[1])
-        events.append(WorkerDied(proc.index, proc.process.pid, code, describe_exitcode(code), running))
+        events.append(WorkerDied(
+            proc.index, describe_exitcode(code), pid=proc.process.pid, exitcode=code, running=running
+        ))
 
     @staticmethod
     def _decode(worker: int, data: bytes) -> Event:
@@ -339,7 +348,7 @@ class ProcessBackend(Backend):
         if msg[0] == _DONE:
             _, batch_id, results, packed, elapsed = msg
             failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
-            return BatchDone(worker, batch_id, results, failures, elapsed)
+            return BatchDone(worker, batch_id, results, failures, elapsed, len(data))
         if msg[0] == _READY:
             return WorkerReady(worker)
         _, exc, tb = msg
@@ -389,7 +398,7 @@ def _attach_traceback(exc: BaseException, tb: str) -> BaseException:
     return exc
 
 
-def _sendable_items(first_index: int, items: list[Any]) -> list[Any]:
+def _sendable_items(indices: Sequence[int], items: list[Any]) -> list[Any]:
     out = []
     for pos, item in enumerate(items):
         try:
@@ -397,7 +406,7 @@ def _sendable_items(first_index: int, items: list[Any]) -> list[Any]:
             out.append(item)
         except Exception as cause:
             out.append(_Unsendable(
-                f"input item #{first_index + pos} ({type(item).__name__}) could not be pickled to "
+                f"input item #{indices[pos]} ({type(item).__name__}) could not be pickled to "
                 f"send it to a worker process: {type(cause).__name__}: {cause}. Use threads "
                 f"(use_threads=True) for items that cannot be pickled."
             ))

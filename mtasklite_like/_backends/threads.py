@@ -14,10 +14,11 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from .._worker import WorkerSpec, build_worker_callable, run_batch
-from .base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
 __all__ = ["ThreadBackend"]
 
@@ -72,6 +73,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
             return
         batch_id, items = msg
         progress = slot.progress
+        progress[1] = -1  # first, so a death never pairs this batch with an old position
         progress[0] = batch_id
         t0 = time.perf_counter()
         try:
@@ -79,12 +81,15 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         except BaseException as exc:
             # SystemExit or KeyboardInterrupt raised by a task: the thread ends, as a process would.
             cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
-            slot.outbox.put(WorkerDied(index, None, None, cause, (progress[0], progress[1])))
+            slot.outbox.put(WorkerDied(index, cause, running=(progress[0], progress[1])))
             return
         slot.outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
 
 
 class ThreadBackend(Backend):
+    # A stuck thread can be abandoned (the run goes on) but not killed.
+    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False)
+
     def __init__(self, specs: list[WorkerSpec], name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
         self._specs = specs
@@ -116,8 +121,9 @@ class ThreadBackend(Backend):
                 old.thread.join(1.0)
         self._slots[worker] = self._start_one(self._specs[worker])
 
-    def send(self, worker: int, batch_id: int, first_index: int, items: list[Any]) -> None:
+    def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         self._slots[worker].inbox.put((batch_id, items))
+        return 0  # handed over as objects, never serialised
 
     def recv(self, timeout: float | None) -> list[Event]:
         try:

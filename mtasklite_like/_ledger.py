@@ -1,0 +1,192 @@
+"""The ledger: which items exist, who holds them, and each item's outcome so far.
+
+It is the single place that keeps per-item accounting right. A :class:`Batch` is a group of input
+items cut together and released together (the unit of ordering); it knows each item's input index
+explicitly, so a batch need not be a consecutive slice of the input. A message (:class:`Msg`) is
+what one worker holds: a whole batch, or single items of a batch being retried.
+
+Every item ends in exactly one of two ways: :meth:`Ledger.resolve` (a result) or a final failure
+through :meth:`Ledger.fail` once its retries are spent. Until then it is *pending*; a batch with
+no pending item is complete and may be released. Nothing else changes ``pending``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["Batch", "Ledger", "Msg"]
+
+
+class Batch:
+    """Input items cut together and released together.
+
+    ``results`` holds a value (or the final exception) per position once known; ``errors`` the
+    final failures by position; ``history`` the failed attempts of items that were retried.
+    """
+
+    __slots__ = ("errors", "history", "id", "indices", "items", "pending", "results")
+
+    def __init__(self, batch_id: int, indices: Sequence[int], items: list[Any]) -> None:
+        self.id = batch_id
+        self.indices = indices
+        self.items = items
+        self.results: list[Any] | None = None
+        self.errors: dict[int, BaseException] | None = None
+        self.history: dict[int, list[BaseException]] | None = None
+        self.pending = len(items)
+
+    def slots(self) -> list[Any]:
+        """The results list, created on first need."""
+        if self.results is None:
+            self.results = [None] * len(self.items)
+        return self.results
+
+
+class Msg:
+    """What one worker holds: a whole batch (``positions`` None), or some of its items."""
+
+    __slots__ = ("batch", "nbytes", "positions", "sent_at", "worker")
+
+    def __init__(
+        self, worker: int, batch: Batch, positions: list[int] | None, sent_at: float, nbytes: int = 0
+    ) -> None:
+        self.worker = worker
+        self.batch = batch
+        self.positions = positions
+        self.sent_at = sent_at
+        self.nbytes = nbytes
+
+    def item_positions(self) -> Sequence[int]:
+        return range(len(self.batch.items)) if self.positions is None else self.positions
+
+    def indices(self) -> Sequence[int]:
+        """Input indices of the items this message carries."""
+        if self.positions is None:
+            return self.batch.indices
+        return [self.batch.indices[p] for p in self.positions]
+
+    def items(self) -> list[Any]:
+        if self.positions is None:
+            return self.batch.items
+        return [self.batch.items[p] for p in self.positions]
+
+
+class Ledger:
+    """Batches, the messages in flight, the retry queue, and per-worker loads."""
+
+    def __init__(self, n_workers: int, retries: int) -> None:
+        self.retries = retries
+        self.loads = [0] * n_workers  # messages each worker holds
+        self.in_flight: dict[int, Msg] = {}
+        self.retry: deque[tuple[Batch, int]] = deque()
+        self.bytes_in_flight = 0  # serialised size of the messages workers hold
+        self._next_batch = 0
+        self._next_msg = 0
+
+    # -- creating and sending -------------------------------------------------------------------
+
+    def open_batch(self, indices: Sequence[int], items: list[Any]) -> Batch:
+        """Record items just pulled from the input; batches are numbered in pulling order."""
+        batch = Batch(self._next_batch, indices, items)
+        self._next_batch += 1
+        return batch
+
+    def dispatch(self, worker: int, batch: Batch, positions: list[int] | None, now: float) -> tuple[int, Msg]:
+        """Record that ``worker`` is given ``batch`` (or some positions of it); return the message."""
+        msg_id = self._next_msg
+        self._next_msg += 1
+        msg = Msg(worker, batch, positions, now)
+        self.in_flight[msg_id] = msg
+        self.loads[worker] += 1
+        return msg_id, msg
+
+    def sent(self, msg: Msg, nbytes: int) -> None:
+        """Note the serialised size of a dispatched message."""
+        msg.nbytes = nbytes
+        self.bytes_in_flight += nbytes
+
+    def pop(self, msg_id: int) -> Msg | None:
+        """Take back a message a worker has answered; None if it was already taken (see ``take``)."""
+        msg = self.in_flight.pop(msg_id, None)
+        if msg is not None:
+            self.loads[msg.worker] -= 1
+            self.bytes_in_flight -= msg.nbytes
+        return msg
+
+    def take(self, worker: int) -> list[tuple[int, Msg]]:
+        """Take back everything a dead or stuck worker holds, as ``(message id, message)``."""
+        held = [(i, m) for i, m in self.in_flight.items() if m.worker == worker]
+        for msg_id, msg in held:
+            del self.in_flight[msg_id]
+            self.bytes_in_flight -= msg.nbytes
+        self.loads[worker] = 0
+        return held
+
+    def idle(self) -> bool:
+        """Nothing in flight and nothing waiting to be retried."""
+        return not self.in_flight and not self.retry
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def record(self, msg: Msg, results: list[Any], failures: Iterable[tuple[int, BaseException]]) -> None:
+        """A worker answered ``msg``: ``results`` per item, ``failures`` by position in the message."""
+        batch = msg.batch
+        failures = list(failures)
+        if msg.positions is None and batch.results is None:
+            # The common case, a whole batch answered at once: keep the worker's list as it is.
+            batch.results = results
+            batch.pending -= len(results) - len(failures)
+            for k, exc in failures:
+                self._failed(batch, k, exc)
+            return
+        positions = msg.item_positions()
+        failed = dict(failures)
+        for k, pos in enumerate(positions):
+            if k in failed:
+                self._failed(batch, pos, failed[k])
+            else:
+                self.resolve(batch, pos, results[k])
+
+    def resolve(self, batch: Batch, pos: int, value: Any) -> None:
+        """The item at ``pos`` has its result."""
+        batch.slots()[pos] = value
+        batch.pending -= 1
+
+    def fail(self, batch: Batch, pos: int, exc: BaseException) -> None:
+        """The item at ``pos`` failed this attempt: retried while it has retries left, else final."""
+        self._failed(batch, pos, exc)
+
+    def requeue(self, batch: Batch, pos: int) -> None:
+        """Run the item again elsewhere, without counting an attempt (it was not at fault)."""
+        self.retry.append((batch, pos))
+
+    def _failed(self, batch: Batch, pos: int, exc: BaseException) -> None:
+        history = batch.history.get(pos, []) if batch.history else []
+        if len(history) < self.retries:
+            if batch.history is None:
+                batch.history = {}
+            batch.history[pos] = [*history, exc]
+            self.retry.append((batch, pos))
+            return
+        if self.retries:
+            _record_attempts(exc, history)
+        if batch.errors is None:
+            batch.errors = {}
+        batch.errors[pos] = exc
+        batch.slots()[pos] = exc
+        batch.pending -= 1
+
+
+def _record_attempts(exc: BaseException, history: list[BaseException]) -> None:
+    """Note on the final error how many attempts failed, and keep the earlier errors."""
+    attempts = len(history) + 1
+    try:
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        exc.previous_errors = history  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    if hasattr(exc, "add_note"):
+        kinds = ", ".join(type(e).__name__ for e in history)
+        exc.add_note(f"failed on all {attempts} attempts (earlier: {kinds})")

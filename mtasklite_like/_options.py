@@ -1,0 +1,191 @@
+"""The options a run obeys, checked once and frozen, and the checks that build them.
+
+``Pool`` validates what the user passed (each error says what to change) and hands every run one
+:class:`RunOptions`; no part of the engine reads the pool itself. The ``Literal`` aliases name the
+values each option accepts, for editors and type checkers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._backends import backend_names
+from ._delayed import DelayedObject, is_delayed_factory
+from ._serialize import dumps
+from ._worker import WorkerSpec
+
+__all__ = [
+    "ArgumentType",
+    "BackendName",
+    "ExceptionMode",
+    "OnWorkerDeath",
+    "RunOptions",
+    "check_backend",
+    "check_count",
+    "check_env",
+    "check_picklable",
+    "check_seconds",
+    "check_worker",
+    "default_n_jobs",
+    "worker_envs",
+]
+
+#: how an item is passed to the worker: ``f(x)``, ``f(*x)``, ``f(**x)``
+ArgumentType = Literal["single_arg", "args", "kwargs"]
+#: what the result iterator does when a task raises
+ExceptionMode = Literal["immediate", "ignore", "deferred"]
+#: what the pool does when a worker dies
+OnWorkerDeath = Literal["raise", "restart"]
+#: where workers run (more can be registered; see ``_backends``)
+BackendName = Literal["processes", "threads"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything the engine needs to know about the user's choices, in its own terms.
+
+    Attributes:
+        ordered: release results in input order (else in completion order).
+        exception_behavior: ``'immediate'``, ``'ignore'`` or ``'deferred'``.
+        bounded: read the input at most a window ahead of the consumer.
+        chunk_size: the largest batch, or None for the default cap.
+        chunk_prefill_ratio: batches a worker may hold, or None to adapt (1 or 2).
+        task_timeout: seconds an item may run, or None.
+        init_timeout: seconds a worker may take to start, or None.
+        restart_on_death: replace a dead worker and go on (else the run fails).
+        retries: extra attempts for a failed item.
+        max_tasks_per_worker: items a worker processes before it is replaced, or None.
+    """
+
+    ordered: bool = True
+    exception_behavior: ExceptionMode = "immediate"
+    bounded: bool = True
+    chunk_size: int | None = None
+    chunk_prefill_ratio: int | None = None
+    task_timeout: float | None = None
+    init_timeout: float | None = None
+    restart_on_death: bool = False
+    retries: int = 0
+    max_tasks_per_worker: int | None = None
+
+
+def default_n_jobs(use_threads: bool) -> int:
+    """Workers when ``n_jobs`` is None: the usable CPUs, or ``min(32, CPUs + 4)`` for threads."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    # Threads mostly wait on I/O, so more of them than cores pays off (as in ThreadPoolExecutor).
+    return min(32, cpus + 4) if use_threads else cpus
+
+
+def check_count(value: Any, name: str) -> int:
+    """``max(int(value), 1)``, as the replaced API does, with an error that says what to pass."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a whole number such as 4, not {value!r}")
+    try:
+        return max(int(value), 1)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a whole number such as 4, not {value!r}") from None
+
+
+def check_seconds(value: Any, name: str, *, allow_zero: bool = False) -> float | None:
+    """A number of seconds (> 0, or >= 0 with ``allow_zero``), or None; booleans are refused."""
+    if value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (value >= 0 if allow_zero else value > 0):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a number of seconds {bound} (or None), not {value!r}")
+    return float(value)
+
+
+def check_env(env: Any, where: str) -> dict[str, str]:
+    """A worker's environment: a mapping of strings to strings."""
+    if not isinstance(env, Mapping):
+        raise TypeError(f"{where} must be a dict of environment variables, not {type(env).__name__}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"{where}: environment variables are strings; got {key!r}: {value!r} "
+                f"(write e.g. {{'CUDA_VISIBLE_DEVICES': '0'}})"
+            )
+    return dict(env)
+
+
+def _has_call(cls: type) -> bool:
+    return any("__call__" in vars(k) for k in cls.__mro__ if k is not object)
+
+
+def check_worker(worker: Any, where: str) -> None:
+    if is_delayed_factory(worker):
+        raise TypeError(
+            f"{where} is the @delayed_init class {worker.__qualname__} itself; pass an instance such as "
+            f"{worker.__qualname__}(...) so that each worker builds its own object"
+        )
+    if isinstance(worker, DelayedObject):
+        if not _has_call(worker.cls):
+            raise TypeError(
+                f"{where}: @delayed_init class {worker.cls.__qualname__} has no __call__ method; the pool "
+                "calls the object built in each worker with every item, so define __call__(self, item)"
+            )
+        return
+    if not callable(worker):
+        raise TypeError(
+            f"{where} must be callable (a function, lambda, partial, bound method, callable object) or a "
+            f"@delayed_init object, not {type(worker).__name__} {worker!r:.80}"
+        )
+
+
+def check_backend(backend: str | None, use_threads: bool) -> str:
+    if backend is None:
+        return "threads" if use_threads else "processes"
+    known = backend_names()
+    if not isinstance(backend, str) or backend not in known or backend == "inline":
+        names = ", ".join(repr(n) for n in known if n != "inline")
+        raise ValueError(f"unknown backend {backend!r}; use one of {names}")
+    if use_threads and backend != "threads":
+        raise ValueError(
+            f"use_threads=True asks for threads but backend={backend!r}; pass only one of the two"
+        )
+    return backend
+
+
+def worker_envs(worker_env: Any, n: int) -> list[dict[str, str]]:
+    if worker_env is None:
+        return [{} for _ in range(n)]
+    if isinstance(worker_env, Mapping):
+        return [check_env(worker_env, "worker_env")] * n
+    if isinstance(worker_env, (list, tuple)):
+        if len(worker_env) != n:
+            raise ValueError(
+                f"worker_env has {len(worker_env)} dicts for {n} workers; give one dict per worker, or a "
+                "single dict for all"
+            )
+        return [check_env(e, f"worker_env[{i}]") for i, e in enumerate(worker_env)]
+    raise TypeError(f"worker_env must be a dict or a list of dicts, not {type(worker_env).__name__}")
+
+
+def check_picklable(specs: list[WorkerSpec], start_method: str | None) -> None:
+    """Fail now, not in a worker, when a start method that pickles cannot pickle a worker."""
+    import multiprocess
+
+    method = multiprocess.get_context(start_method).get_start_method()
+    if method == "fork":
+        return
+    seen: set[int] = set()
+    for spec in specs:
+        if id(spec.worker) in seen:
+            continue
+        seen.add(id(spec.worker))
+        try:
+            dumps(spec)
+        except Exception as exc:
+            raise TypeError(
+                f"worker #{spec.index} ({spec.worker!r:.80}) cannot be pickled to start a process with "
+                f"the {method!r} start method: {type(exc).__name__}: {exc}. Define it at module level, "
+                "use start_method='fork', or use threads (use_threads=True)"
+            ) from exc

@@ -1,0 +1,133 @@
+"""``ResultIterator``: what ``pool(iterable)`` returns, and the small API wrappers build on."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._options import RunOptions
+from ._run import Run
+from ._worker_set import WorkerSet
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+__all__ = ["ResultIterator"]
+
+R = TypeVar("R")
+
+
+class ResultIterator(Generic[R]):
+    """Lazy results of ``pool(iterable)``: an iterator, a context manager, sized for sized input.
+
+    Leaving the ``with`` block, calling :meth:`close`, or dropping the last reference stops the
+    workers still busy with this input. ``parent_obj`` is the pool.
+
+    For progress displays and wrappers: :attr:`total`, :attr:`failure_count`, :attr:`finished`,
+    :meth:`take_ready` and :attr:`heartbeat`.
+    """
+
+    def __init__(
+        self, pool: Pool[Any], options: RunOptions, workers: WorkerSet, iterable: Iterable[Any]
+    ) -> None:
+        self.parent_obj = pool
+        self._workers = workers
+        run = Run(options, workers, iterable)
+        self._run = run
+        self._ready = run.ready
+        # Stops the run when this iterator is garbage-collected (e.g. after ``break`` in a for loop
+        # over ``pool(items)``), and at interpreter exit. The callback must not refer to ``self``.
+        self._finalizer = weakref.finalize(self, run.close)
+
+    def __iter__(self) -> ResultIterator[R]:
+        return self
+
+    def __next__(self) -> R:
+        # Not a try/except IndexError: an exception raised by next_slow() inside the handler
+        # would carry the IndexError as its __context__ and print it above the real traceback.
+        ready = self._ready
+        if ready:
+            return ready.popleft()  # type: ignore[no-any-return]
+        return self._run.next_slow()  # type: ignore[no-any-return]
+
+    # -- for wrappers and progress displays -----------------------------------------------------
+
+    @property
+    def total(self) -> int | None:
+        """The number of input items when the input has a length, else None."""
+        return self._run.total
+
+    @property
+    def failure_count(self) -> int:
+        """Failed items delivered so far (or about to be: released, not yet read)."""
+        return self._run.release.failure_count
+
+    @property
+    def finished(self) -> bool:
+        """True once the run has ended (every result released, an error, or ``close()``)."""
+        return self._run.finished
+
+    @property
+    def started(self) -> bool:
+        """True once the first ``next()`` has started the workers."""
+        return self._run.started
+
+    def take_ready(self) -> list[R]:
+        """Take every result that is already available, without waiting (possibly none).
+
+        A consumer that handles results in bulk (a progress bar counting them) saves a call per
+        item; ``next()`` is still what waits for the next result.
+        """
+        ready = self._ready
+        out = list(ready)
+        ready.clear()
+        return out
+
+    @property
+    def heartbeat(self) -> Callable[[], None] | None:
+        """Called at least every 0.2 s while the consumer waits for a result (e.g. a bar's refresh)."""
+        return self._run.heartbeat
+
+    @heartbeat.setter
+    def heartbeat(self, callback: Callable[[], None] | None) -> None:
+        self._run.heartbeat = callback
+
+    # -- sizes ----------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        if self._run.total is None:
+            raise TypeError("the input of this result iterator has no len(); pass a sized input or a total")
+        return self._run.total
+
+    def __length_hint__(self) -> int:
+        """Results still to come, for sized input (``operator.length_hint``)."""
+        total = self._run.total
+        if total is None:
+            return 0
+        return max(0, total - self._run.consumed)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop now: workers busy with this input are stopped, results not yet read are dropped."""
+        self._run.close()
+
+    def __enter__(self) -> ResultIterator[R]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._run.close()
+        # The ``with pool(items)`` block owns a pool that is not itself in a ``with`` block.
+        if not self._workers.keep:
+            self.parent_obj.close()
+
+    def __repr__(self) -> str:
+        state = "finished" if self._run.finished else "running"
+        return f"<ResultIterator of {self.parent_obj!r}, {state}>"

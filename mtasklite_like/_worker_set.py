@@ -1,0 +1,185 @@
+"""The worker set: a pool's workers across runs, and what is known of their health.
+
+A pool owns one :class:`WorkerSet`. It creates the backend lazily when a run first needs workers,
+keeps it between runs inside ``with Pool(...)`` (so objects built by workers live across calls),
+and stops it when a run ends otherwise. Only one run may hold the workers at a time.
+
+Health is per worker and outlives runs like the workers do: when each started and when it reported
+itself ready (init and task deadlines run from these), how many items it may still take before it
+is replaced (``max_tasks_per_worker``), and deaths in a row that no item can be blamed for.
+
+The set never refers to the pool, so the pool's finalizer can stop it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from ._backends import make_backend
+from ._backends.base import Backend, Capabilities
+from ._ledger import Msg
+from ._worker import WorkerSpec
+
+__all__ = ["WorkerSet"]
+
+
+class WorkerSet:
+    """Workers of one pool: their backend, start and ready times, quotas and death count."""
+
+    def __init__(
+        self,
+        specs: list[WorkerSpec],
+        backend_name: str,
+        *,
+        start_method: str | None,
+        grace: float,
+        max_tasks_per_worker: int | None,
+    ) -> None:
+        self.specs = specs
+        self.backend_name = backend_name
+        self.start_method = start_method
+        self.grace = grace
+        self.max_tasks = max_tasks_per_worker
+        #: keep the workers between runs (inside ``with Pool(...)``)
+        self.keep = False
+        self.backend: Backend | None = None
+        self.started_at: list[float] = []
+        self.ready_at: list[float | None] = []
+        #: items each worker may still take before it is replaced; None: no limit
+        self.quota: list[int] | None = None
+        self.deaths_in_a_row = 0
+        self._holder: weakref.ref[Any] | None = None
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.specs)
+
+    @property
+    def alive(self) -> bool:
+        return self.backend is not None and self.backend.alive
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def acquire(self, run: Any) -> Backend:
+        """Give ``run`` the workers, starting them if needed; refuse while another run holds them."""
+        holder = self._holder() if self._holder is not None else None
+        if holder is not None and holder is not run and not holder.finished:
+            raise RuntimeError(
+                "this Pool is still busy with another result iterator; exhaust it or call its close() "
+                "before starting a new one (or use a second Pool)"
+            )
+        self._holder = weakref.ref(run)
+        backend = self.backend
+        if backend is None or not backend.alive:
+            backend = make_backend(self.backend_name, self.specs, self.start_method)
+            now = backend.clock()
+            n = backend.n_workers
+            self.quota = None if self.max_tasks is None else [self.max_tasks] * n
+            self.started_at = [now] * n
+            self.ready_at = [None] * n
+            self.deaths_in_a_row = 0
+            self.backend = backend
+            try:
+                backend.start()
+            except BaseException:
+                self.stop()
+                raise
+        return backend
+
+    def release(self, run: Any, *, clean: bool) -> None:
+        """``run`` is over. Workers stay for the next run only after a clean end inside ``with``."""
+        holder = self._holder() if self._holder is not None else None
+        if holder is run:
+            self._holder = None
+        if not clean or not self.keep:
+            self.stop()
+
+    def holder(self) -> Any:
+        """The run holding the workers, if any."""
+        return self._holder() if self._holder is not None else None
+
+    def stop(self) -> None:
+        """Stop the workers (idempotent; safe from a finalizer)."""
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend.stop(self.grace)
+
+    # -- health -----------------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        assert self.backend is not None
+        return self.backend.capabilities
+
+    def mark_ready(self, worker: int, now: float) -> float:
+        """The worker reported itself ready; return how long it took to start."""
+        self.ready_at[worker] = now
+        return now - self.started_at[worker]
+
+    def task_started(self, worker: int, sent_at: float) -> float | None:
+        """When a task sent at ``sent_at`` started (it cannot start before the worker is ready)."""
+        ready = self.ready_at[worker]
+        return None if ready is None else max(sent_at, ready)
+
+    def busy_for(self, now: float, msgs: Iterable[Msg]) -> dict[int, float]:
+        """For each busy worker, how long it has (probably) been on its current task."""
+        since: dict[int, float] = {}
+        for msg in msgs:
+            started = self.task_started(msg.worker, msg.sent_at)
+            start = msg.sent_at if started is None else started
+            since[msg.worker] = max(since.get(msg.worker, 0.0), now - start)
+        return since
+
+    def next_deadline(
+        self, msgs: Iterable[Msg], task_timeout: float | None, init_timeout: float | None
+    ) -> float | None:
+        """The earliest moment a running task or a starting worker runs out of time, if any."""
+        deadlines = []
+        if task_timeout is not None and self.capabilities.interrupts_tasks:
+            for msg in msgs:
+                started = self.task_started(msg.worker, msg.sent_at)
+                if started is not None:
+                    deadlines.append(started + task_timeout)
+        if init_timeout is not None:
+            starting = [self.started_at[w] for w, r in enumerate(self.ready_at) if r is None]
+            if starting:
+                deadlines.append(min(starting) + init_timeout)
+        return min(deadlines, default=None)
+
+    def init_overdue(self, now: float, timeout: float) -> int | None:
+        """A worker that has been starting for longer than ``timeout``, if any."""
+        for w, ready in enumerate(self.ready_at):
+            if ready is None and now - self.started_at[w] > timeout:
+                return w
+        return None
+
+    def quota_left(self, worker: int) -> int | None:
+        return None if self.quota is None else self.quota[worker]
+
+    def spend_quota(self, worker: int, n_items: int) -> None:
+        if self.quota is not None:
+            self.quota[worker] -= n_items
+
+    def quota_spent(self, worker: int) -> bool:
+        return self.quota is not None and self.quota[worker] <= 0
+
+    def replace(self, worker: int, *, kill: bool) -> None:
+        """Start a fresh worker in place of ``worker``: its times and quota start anew."""
+        backend = self.backend
+        assert backend is not None
+        backend.replace_worker(worker, kill=kill)
+        self.started_at[worker] = backend.clock()
+        self.ready_at[worker] = None
+        if self.quota is not None and self.max_tasks is not None:
+            self.quota[worker] = self.max_tasks
+
+    def death_unblamed(self) -> int:
+        """Count a death no item can be blamed for; return how many happened in a row."""
+        self.deaths_in_a_row += 1
+        return self.deaths_in_a_row
+
+    def progress_made(self) -> None:
+        """A worker finished a batch: the deaths-in-a-row count starts over."""
+        self.deaths_in_a_row = 0
