@@ -11,6 +11,8 @@ so the last items do not all land on one worker.
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["BatchSizer"]
 
 
@@ -79,7 +81,7 @@ class BatchSizer:
         (sigma near 0) still jitter a little.
         """
         mean = self._per_item or 0.0
-        return running_seconds > mean + max(3 * self._variance**0.5, 0.5 * mean)
+        return running_seconds > mean + max(3 * math.sqrt(self._variance), 0.5 * mean)
 
     def size(self, remaining: int | None = None) -> int:
         """Size of the next batch; ``remaining`` is the number of input items left, when known."""

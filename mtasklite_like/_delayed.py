@@ -57,7 +57,8 @@ class DelayedObject(Generic[T]):
 
 
 def _rebuild_shell(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> DelayedObject[Any]:
-    return factory(*args, **kwargs)
+    shell: DelayedObject[Any] = factory(*args, **kwargs)
+    return shell
 
 
 class _DelayedFactoryMeta(type):

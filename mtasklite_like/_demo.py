@@ -80,7 +80,7 @@ def make_documents(count: int, words_per_doc: int, seed: int = 7) -> list[str]:
     for _ in range(count):
         n_words = rng.randint(words_per_doc // 2, words_per_doc * 3 // 2)
         words = rng.choices(vocab, weights=weights, k=n_words)
-        parts = []
+        parts: list[str] = []
         for i, word in enumerate(words):
             if i == 0 or parts[-1].endswith("."):
                 word = word.capitalize()
@@ -288,17 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     server_thread = threading.Thread(target=server.serve_forever, name="demo-image-server", daemon=True)
     server_thread.start()
     try:
-        host, port = server.server_address[:2]
+        host, port = str(server.server_address[0]), int(server.server_address[1])
         urls = [f"http://{host}:{port}{path}" for path in server.images]
-        serial, serial_s = _run_serial(fetch_image, urls)
-        parallel, parallel_s = _run_parallel(
+        serial_io, serial_s = _run_serial(fetch_image, urls)
+        parallel_io, parallel_s = _run_parallel(
             fetch_image, urls, n_jobs=io_threads, use_threads=True, desc="downloads", progress=progress
         )
     finally:
         server.shutdown()
         server.server_close()
         server_thread.join()
-    if (problem := _compare("I/O-bound", serial, parallel)) is not None:
+    if (problem := _compare("I/O-bound", serial_io, parallel_io)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     rows.append(Timing(f"I/O-bound, {io_threads} threads", n_images, serial_s, parallel_s))

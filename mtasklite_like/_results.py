@@ -97,16 +97,19 @@ class ResultIterator(Generic[R]):
     # -- sizes ----------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        if self._run.total is None:
-            raise TypeError("the input of this result iterator has no len(); pass a sized input or a total")
-        return self._run.total
+        """The number of results still to come: the input's length before the first ``next()``.
 
-    def __length_hint__(self) -> int:
-        """Results still to come, for sized input (``operator.length_hint``)."""
+        Only for sized input (``TypeError`` otherwise); :attr:`total` is the input's length.
+        """
         total = self._run.total
         if total is None:
-            return 0
+            raise TypeError("the input of this result iterator has no len(); pass a sized input or a total")
         return max(0, total - self._run.consumed)
+
+    def __length_hint__(self) -> int:
+        """Results still to come (``operator.length_hint``); 0 when unknown."""
+        total = self._run.total
+        return 0 if total is None else max(0, total - self._run.consumed)
 
     # -- stopping -------------------------------------------------------------------------------
 

@@ -30,4 +30,5 @@ def dumps(obj: Any) -> bytes:
     except Exception:
         # Standard pickle refuses lambdas, closures and __main__ classes under spawn with
         # PicklingError, AttributeError or TypeError, depending on the object.
-        return dill.dumps(obj, _PROTOCOL, byref=False, recurse=True)
+        data: bytes = dill.dumps(obj, _PROTOCOL, byref=False, recurse=True)
+        return data

@@ -74,3 +74,49 @@ def test_start_method_validation():
         Pool(square, 2, start_method="threads")
     with pytest.raises(ValueError, match="applies to process workers"):
         Pool(square, 2, use_threads=True, start_method="spawn")
+
+
+class _RecordingProgress(list):
+    """Stands for the shared (batch id, position) pair and records every write in order."""
+
+    def __init__(self):
+        super().__init__([-1, -1])
+        self.writes = []
+
+    def __setitem__(self, key, value):
+        self.writes.append((key, value))
+        super().__setitem__(key, value)
+
+
+def test_workers_reset_the_running_position_before_naming_a_new_batch():
+    # A death between the two writes must never pair the new batch with the old batch's position.
+    import queue
+
+    from mtasklite_like._backends.processes import _serve
+
+    inbox = queue.SimpleQueue()
+    inbox.put((7, range(0, 3), [1, 2, 3], False))
+    inbox.put((8, range(3, 5), [4, 5], False))
+    inbox.put(None)
+    progress = _RecordingProgress()
+    _serve(square, inbox, lambda data: None, progress)
+    assert progress.writes[:2] == [(1, -1), (0, 7)]
+    start_of_8 = progress.writes.index((0, 8))
+    assert progress.writes[start_of_8 - 1] == (1, -1)
+
+
+def test_thread_workers_reset_the_running_position_before_naming_a_new_batch():
+    import queue
+
+    from mtasklite_like._backends.threads import _Slot, _thread_main
+    from mtasklite_like._worker import WorkerSpec
+
+    slot = _Slot(queue.SimpleQueue())
+    slot.progress = _RecordingProgress()
+    slot.inbox.put((3, [1, 2]))
+    slot.inbox.put((4, [3]))
+    slot.inbox.put(None)
+    _thread_main(WorkerSpec(0, square, "single_arg"), slot)
+    writes = slot.progress.writes
+    assert writes[:2] == [(1, -1), (0, 3)]
+    assert writes[writes.index((0, 4)) - 1] == (1, -1)

@@ -96,10 +96,20 @@ def test_read_ahead_window_grows_with_batches_but_stays_bounded(backend):
     assert max_ahead <= 2 * 2 * 4096 * 2
 
 
-def test_unbounded_reads_ahead_more(backend):
-    src = CountingInput(500, make=lambda i: (0.001, i))
-    results = Pool(sleep_then_return, 2, bounded=False, chunk_size=1, **backend)(src)
-    assert list(results) == list(range(500))
+@pytest.mark.parametrize("bounded", [True, False])
+def test_unbounded_reads_ahead_more(backend, bounded):
+    # A slow head item holds back the ordered release. Bounded, the other worker may run at most
+    # the window ahead (2 workers x 2 items x 1 per batch x 8 ordered slack = 32 items); unbounded,
+    # it keeps reading and running the input for as long as the head item takes.
+    src = CountingInput(500, make=lambda i: (1.0 if i == 0 else 0.001, i))
+    results = Pool(sleep_then_return, 2, bounded=bounded, chunk_size=1, **backend)(src)
+    assert next(results) == 0  # returns once the head item is done
+    ahead = src.pulled - 1
+    if bounded:
+        assert ahead <= 32
+    else:
+        assert ahead > 64, f"unbounded read only {ahead} items ahead while the head item ran for 1 s"
+    assert list(results) == list(range(1, 500))
 
 
 def test_immediate_mode_stops_reading_input(backend):
@@ -140,3 +150,24 @@ def test_ten_million_item_generator_streams_in_constant_memory(backend):
     assert n == 10_000_000
     assert peak_ahead <= 2 * 2 * 4096 * 2
     assert peak_rss - start_rss < 50 * 2**20
+
+
+def test_an_input_too_long_for_len_streams_as_unsized(backend):
+    # len(range(2**70)) raises OverflowError: the input is then treated as unsized, not refused.
+    results = Pool(square, 2, **backend)(range(2**70))
+    with pytest.raises(TypeError, match="no len"):
+        len(results)
+    assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    results.close()
+
+
+def test_length_hint_counts_what_is_left(backend):
+    import operator
+
+    results = Pool(square, 2, **backend)(list(range(10)))
+    assert operator.length_hint(results) == 10
+    for _ in range(4):
+        next(results)
+    assert operator.length_hint(results) == 6
+    assert list(results) == [x * x for x in range(4, 10)]
+    assert operator.length_hint(results) == 0

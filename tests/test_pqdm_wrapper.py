@@ -752,3 +752,25 @@ def test_rich_progress_bar_class():
     assert (result.tqdm_obj.n, result.tqdm_obj.total) == (50, 50)
     with pytest.raises(TypeError, match="unknown keyword argument 'colr'"):
         threads_pqdm(range(3), abs, 2, tqdm_class=tqdm.rich.tqdm, colr=1)
+
+
+# -- (e) errors of a result nobody holds ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_bare_pqdm_statement_raises_immediate_errors_to_the_caller(pqdm):
+    # As with pqdm, a statement whose result is discarded runs every item before returning, so
+    # an 'immediate' failure is raised here, where it can be caught, not inside __del__.
+    with pytest.raises(ValueError) as info:
+        pqdm(range(10), fail_on_multiples_of_3, 2, exception_behaviour="immediate", disable=True)
+    assert info.value.args[0] in (0, 3, 6, 9)
+
+
+@pytest.mark.timeout(30)
+def test_an_unused_result_that_fails_warns_loudly(pqdm):
+    import gc
+
+    result = pqdm(range(10), fail_on_multiples_of_3, 2, exception_behaviour="immediate", disable=True)
+    with pytest.warns(RuntimeWarning, match="never used failed.*ValueError"):
+        del result
+        gc.collect()

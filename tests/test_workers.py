@@ -196,3 +196,36 @@ def test_delayed_init_class_in_test_module(backend):
             return self.k + x
 
     assert list(Pool(Local(100), 2, **backend)(range(5))) == [100, 101, 102, 103, 104]
+
+
+def test_join_timeout_refuses_booleans_like_the_other_options():
+    with pytest.raises(ValueError, match="join_timeout must be a number of seconds"):
+        Pool(square, 2, join_timeout=True)
+    assert Pool(square, 2, join_timeout=0).join_timeout == 0.0
+
+
+@pytest.mark.parametrize("option", ["chunk_size", "chunk_prefill_ratio"])
+def test_task_timeout_says_that_it_overrides_batching_options(option):
+    with pytest.warns(UserWarning, match="chunk_size and chunk_prefill_ratio are ignored"):
+        Pool(square, 2, task_timeout=5, **{option: 4})
+
+
+def test_backend_option():
+    assert Pool(square, 2, backend="threads").use_threads
+    assert not Pool(square, 2, backend="processes").use_threads
+    assert Pool(square, 2, use_threads=True).backend == "threads"
+    whose = list(Pool(whoami, 2, backend="threads", chunk_size=1)(range(20)))
+    assert {pid for pid, _ in whose} == {os.getpid()}
+    with pytest.raises(ValueError, match="unknown backend 'gpu'; use one of"):
+        Pool(square, 2, backend="gpu")
+    with pytest.raises(ValueError, match="pass only one of the two"):
+        Pool(square, 2, backend="processes", use_threads=True)
+
+
+def test_options_are_frozen():
+    import dataclasses
+
+    pool = Pool(square, 2, retries=2, is_unordered=True)
+    assert pool.options.retries == 2 and not pool.options.ordered
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pool.options.retries = 3  # type: ignore[misc]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -71,7 +71,7 @@ class BatchDone(Event):
         worker: int,
         batch_id: int,
         results: list[Any],
-        failures: list[tuple[int, BaseException]],
+        failures: Sequence[tuple[int, BaseException]],
         elapsed: float,
         nbytes: int = 0,
     ) -> None:
@@ -141,7 +141,7 @@ class Backend(ABC):
         """Start every worker. Their objects are built in the workers, not here."""
 
     @abstractmethod
-    def send(self, worker: int, batch_id: int, indices: list[int], items: list[Any]) -> int:
+    def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         """Give a batch to one worker; ``indices`` are the input positions of ``items``.
 
         Returns the number of bytes the batch was serialised to (0 when nothing was serialised).

@@ -118,7 +118,7 @@ def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
     return dumps((_DONE, batch_id, results, packed, elapsed))
 
 
-def _reader(conn: Any, inbox: queue.SimpleQueue, parent_pid: int) -> None:
+def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
     """Drain the task pipe into ``inbox``; end the process if its parent disappears.
 
     ``parent_pid`` is this process's parent when it started: the pool's process under ``fork`` and
@@ -162,7 +162,7 @@ def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress:
     del spec
     result_conn.send_bytes(_READY_BYTES)
 
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
     try:
         _serve(call, inbox, result_conn.send_bytes, progress)
@@ -171,7 +171,7 @@ def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress:
         os._exit(0)
 
 
-def _serve(call: Any, inbox: queue.SimpleQueue, send: Any, progress: Any) -> None:
+def _serve(call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any) -> None:
     """The worker loop: run each batch from ``inbox`` and send back its results."""
     while True:
         msg = inbox.get()

@@ -41,8 +41,8 @@ class _Slot:
 
     __slots__ = ("abandoned", "inbox", "outbox", "progress", "thread")
 
-    def __init__(self, outbox: queue.SimpleQueue) -> None:
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+    def __init__(self, outbox: queue.SimpleQueue[Event]) -> None:
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.outbox: Any = outbox
         self.abandoned = False
         self.progress = [-1, -1]  # (batch id, position) of the item running
@@ -94,7 +94,7 @@ class ThreadBackend(Backend):
         super().__init__(len(specs))
         self._specs = specs
         self._name = name
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._slots: list[_Slot] = []
         self._alive = False
 
