@@ -51,7 +51,7 @@ def test_a_death_fails_only_the_running_item_and_loses_nothing(chunk_size, posit
     assert (sorted(values) if unordered else values) == expected
     if not unordered:
         assert isinstance(out[position], WorkerDiedError)
-    assert "while running input item #%d" % position in str(errors[0])
+    assert f"while running input item #{position}" in str(errors[0])
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4])
@@ -143,7 +143,7 @@ def test_a_timeout_in_immediate_mode_raises_after_the_earlier_results():
 def test_init_timeout_fails_the_run():
     FakeBackend.init_seconds = 5.0
     try:
-        with pytest.raises(WorkerInitError, match="init_timeout=1.0"):
+        with pytest.raises(WorkerInitError, match=r"init_timeout=1\.0"):
             list(_pool(init_timeout=1.0)(range(3)))
     finally:
         FakeBackend.init_seconds = 0.0
@@ -240,7 +240,7 @@ def test_max_tasks_per_worker_replaces_workers_without_killing():
     assert out == list(range(20))
     backend = FakeBackend.made[-1]
     assert backend.replaced and all(not kill for _, kill in backend.replaced)
-    for worker, indices in backend.sent:
+    for _worker, indices in backend.sent:
         assert len(indices) <= 3
 
 
