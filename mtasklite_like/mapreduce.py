@@ -256,7 +256,9 @@ class ParallelFunction:
         self.part_size = part_size
         self.progress = progress
         self.tqdm_class = tqdm_class
-        self._pool_options = {"chunk_size": 1, **pool_options}
+        # One part per message and one message per worker at a time: parts are large units of work,
+        # and a part queued behind a slow one would wait for it while other workers idle.
+        self._pool_options = {"chunk_size": 1, "chunk_prefill_ratio": 1, **pool_options}
         self._runner = _PartRunner(function)
         # Built now so that every option is checked at once (and a runner that spawn cannot pickle).
         probe = self._make_pool(n_jobs)
