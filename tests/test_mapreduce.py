@@ -90,7 +90,8 @@ def test_numpy_outputs_concatenate_and_reduce_elementwise() -> None:
     def column_sum(a: np.ndarray) -> np.ndarray:
         return a.sum(axis=0)
 
-    for function, reduction in ((rows, "concat"), (column_min, "min"), (column_max, "max"), (column_sum, "sum")):
+    cases = ((rows, "concat"), (column_min, "min"), (column_max, "max"), (column_sum, "sum"))
+    for function, reduction in cases:
         got = parallelize(function, 2, reduction=reduction, **THREADS)(xs)
         np.testing.assert_array_equal(got, function(xs))
 
@@ -183,7 +184,8 @@ def test_more_parts_than_workers_in_input_order() -> None:
     assert firsts == sorted(firsts) and firsts[0] == 0  # contiguous parts, in input order
 
     assert len(parallelize(H.part_info, 3, reduction=None, parts_per_worker=1, **THREADS)(xs)) == 3
-    assert [n for n, _, _ in parallelize(H.part_info, 3, reduction=None, part_size=25, **THREADS)(xs)] == [25] * 4
+    by_size = parallelize(H.part_info, 3, reduction=None, part_size=25, **THREADS)
+    assert [n for n, _, _ in by_size(xs)] == [25] * 4
     by_length = parallelize(H.part_info, 3, reduction=None, part_size=lambda n: n // 2, **THREADS)
     assert len(by_length(xs)) == 2
     # A short input: one item per part.
@@ -294,7 +296,8 @@ def test_spawn_start_method_is_forwarded() -> None:
 @pytest.mark.timeout(30)
 def test_sequence_types() -> None:
     parallel = parallelize(H.part_info, 2, reduction=None, **THREADS)
-    for value, kind in (((1, 2, 3, 4, 5), "tuple"), (range(5), "range"), ("abcde", "str"), ([1, 2, 3], "list")):
+    cases = (((1, 2, 3, 4, 5), "tuple"), (range(5), "range"), ("abcde", "str"), ([1, 2, 3], "list"))
+    for value, kind in cases:
         info = parallel(value)
         assert {k for _, _, k in info} == {kind}
         assert sum(n for n, _, _ in info) == len(value)

@@ -1,6 +1,5 @@
 """Module-level functions for the workflow tests (map-reduce, drop-ins), picklable by every start method."""
 
-from __future__ import annotations
 
 import functools
 import operator
@@ -10,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Set  # noqa: UP035 (workercontext's README annotates with typing.List)
 
 from mtasklite_like.mapreduce import parallelize
 
@@ -224,14 +223,18 @@ def plus_init_value(x: int) -> int:
     return x + _INIT_VALUE[0]
 
 
-# -- workercontext examples ------------------------------------------------------------------------------
+# -- workercontext examples (annotated with typing.List, as in its README) -------------------------------
 
 
-def my_func(arr: list[int]) -> list[int]:
+def my_func(arr: List[int]) -> List[int]:  # noqa: UP006
     return [el * 2 for el in arr]
 
 
-def my_func_two_lists(l1: list[int], l2: list[int]) -> int:
+def my_func_builtin_generic(arr: list[int]) -> list[int]:
+    return [el * 2 for el in arr]
+
+
+def my_func_two_lists(l1: List[int], l2: List[int]) -> int:  # noqa: UP006
     for i in range(len(l2)):
         for el1 in l1:
             l2[i] += el1
@@ -254,11 +257,11 @@ def typed_no_list(a: int, b: int) -> int:
     return a + b
 
 
-def returns_set(arr: list[int]) -> set[int]:
+def returns_set(arr: List[int]) -> Set[int]:  # noqa: UP006
     return {x % 4 for x in arr}
 
 
-def returns_dict(arr: list[int]) -> dict[int, int]:
+def returns_dict(arr: List[int]) -> Dict[int, int]:  # noqa: UP006
     return {x: -x for x in arr}
 
 
