@@ -192,7 +192,9 @@ def unpack(func: Any) -> Any:
     return wrapper
 
 
-power_unpacked = unpack(power)
+@unpack
+def power_unpacked(base: int, exponent: int) -> int:
+    return int(base**exponent)
 
 
 def slow_first(x: int) -> int:
