@@ -61,14 +61,22 @@ _lock = threading.Lock()
 
 
 class _Segment(shared_memory.SharedMemory):
-    """A shared memory segment that closes quietly when NumPy views of it are still alive.
+    """A shared memory segment that is never unmapped under a live NumPy view.
 
-    The mapping then stays valid until the last view goes, and is unmapped with it.
+    ``SharedMemory.close()`` unmaps the memory at once. A NumPy array made on the mapping keeps the
+    mapping object alive but holds no buffer export that would stop the unmap, so touching the
+    array afterwards would crash the process. Here closing only drops this object's references
+    (and the file descriptor): the mapping is unmapped when the last array using it is gone.
     """
 
-    def __del__(self) -> None:
-        with contextlib.suppress(BufferError, OSError):
-            self.close()
+    def close(self) -> None:
+        self._buf = None
+        self._mmap = None
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            self._fd = -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _ignore_registration(name: str, rtype: str) -> None:
@@ -112,8 +120,7 @@ def _free(segment: _Segment, owner_pid: int) -> None:
         # Removed by someone else; still tell the tracker, or it warns about a leak at exit.
         with contextlib.suppress(Exception):
             resource_tracker.unregister(segment._name, "shared_memory")  # type: ignore[attr-defined]
-    with contextlib.suppress(BufferError, OSError):
-        segment.close()
+    segment.close()
 
 
 def _check_dtype(dtype: Any) -> np.dtype[Any]:
@@ -221,8 +228,7 @@ class SharedArray:
         if self._finalizer is not None:
             self._finalizer()
         elif segment is not None:
-            with contextlib.suppress(BufferError, OSError):
-                segment.close()
+            segment.close()
 
     def __enter__(self) -> SharedArray:
         return self
