@@ -79,7 +79,7 @@ class _Segment(shared_memory.SharedMemory):
                 os.close(fd)
 
 
-def _ignore_registration(name: str, rtype: str) -> None:
+def _ignore_registration(name: Any, rtype: str) -> None:
     pass
 
 
@@ -124,7 +124,7 @@ def _free(segment: _Segment, owner_pid: int) -> None:
 
 
 def _check_dtype(dtype: Any) -> np.dtype[Any]:
-    kind = np.dtype(dtype)
+    kind: np.dtype[Any] = np.dtype(dtype)
     if kind.hasobject:
         raise TypeError(
             f"dtype {kind} holds Python objects, whose pointers mean nothing in another process; "
