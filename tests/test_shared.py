@@ -359,12 +359,23 @@ def _start(tmp_path: Path, method: str, stderr_path: Path) -> tuple[subprocess.P
     return proc, info
 
 
-def _cleanup(proc: subprocess.Popen[str]) -> None:
+def _cleanup(proc: subprocess.Popen[str], name: str) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait(5)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # stray workers, the fork server, the resource tracker
+    (SHM / name).unlink(missing_ok=True)  # after a failure only: the test has already judged
+
+
+def _describe(pids: list[int]) -> str:
+    """State and parent of each process still there, for a failure message."""
+    rows = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            rows.append(f"{pid}: " + " ".join(ln for ln in status if ln.startswith(("State", "PPid"))))
+    return "; ".join(rows)
 
 
 @pytest.mark.timeout(60)
@@ -382,7 +393,7 @@ def test_ctrl_c_frees_the_array(tmp_path: Path, method: str) -> None:
         assert workers_gone, "workers outlived Ctrl-C"
         assert "leaked" not in stderr and "resource_tracker" not in stderr, stderr
     finally:
-        _cleanup(proc)
+        _cleanup(proc, info["name"])
 
 
 @pytest.mark.timeout(60)
@@ -393,9 +404,11 @@ def test_a_sigkilled_caller_is_cleaned_up_by_the_resource_tracker(tmp_path: Path
     try:
         proc.kill()  # the caller alone: no chance to run any cleanup of its own
         proc.wait(5)
-        # Its workers notice and end; then the resource tracker removes what the caller registered.
-        assert _wait_until(lambda: not any(pid_running(p) for p in info["pids"]), 10), "orphaned workers"
+        # Its workers notice and end (under fork they hold the tracker's pipe too); then the resource
+        # tracker removes what the caller registered.
+        workers_gone = _wait_until(lambda: not any(pid_running(p) for p in info["pids"]), 15)
+        assert workers_gone, f"orphaned workers: {_describe(info['pids'])}"
         assert _wait_until(lambda: not _exists(info["name"]), 15), "the segment outlived its killed owner"
         assert _wait_until(lambda: "leaked shared_memory" in stderr_path.read_text(), 5)
     finally:
-        _cleanup(proc)
+        _cleanup(proc, info["name"])
