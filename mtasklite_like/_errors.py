@@ -91,8 +91,9 @@ class TaskPicklingError(MtaskliteLikeError):
 class DeferredExceptions(MtaskliteLikeError):
     """Raised at the end of a run in ``'deferred'`` mode when tasks failed.
 
-    ``.args`` holds the task exceptions in input order (so code written for ``Exception(*excs)``
-    keeps working) and ``.exceptions`` is the same list.
+    ``.args`` holds the task exceptions in the order their failed results were yielded: input order
+    for an ordered run, completion order for an unordered one (``is_unordered=True``). Code written
+    for ``Exception(*excs)`` keeps working; ``.exceptions`` is the same list.
     """
 
     def __init__(self, *exceptions: BaseException) -> None:

@@ -1,13 +1,15 @@
-"""Small helpers shared with the APIs this package replaces."""
+"""Small helpers, with every public name of ``mtasklite.utils`` (code and tests written against it
+import them from here after the import is renamed)."""
 
 from __future__ import annotations
 
 import copy
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["divide_kwargs", "is_exception", "is_sized_iterator"]
+__all__ = ["current_function_name", "divide_kwargs", "is_exception", "is_sized_iterator"]
 
 KwArgs = dict[str, Any]
 
@@ -20,6 +22,11 @@ def is_exception(result: Any) -> bool:
 def is_sized_iterator(input_iterable: Any) -> bool:
     """True when the input knows its length, so the result iterator and progress bar can too."""
     return hasattr(input_iterable, "__len__")
+
+
+def current_function_name() -> str:
+    """The name of the function that calls this one (handy in progress bar descriptions and logs)."""
+    return sys._getframe(1).f_code.co_name
 
 
 def divide_kwargs(kwargs: KwArgs, first_type: Callable[..., Any]) -> tuple[KwArgs, KwArgs]:

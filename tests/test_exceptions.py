@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -16,7 +17,7 @@ from mtasklite_like import (
     WorkerDiedError,
     is_exception,
 )
-from tests.helpers import fail_odd, fail_on_3, sleep_then_return, square
+from tests.helpers import fail_odd, fail_on_3, square
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,18 +68,25 @@ def test_immediate_raises_the_original_exception(backend, n_jobs):
 
 
 def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
-    # item 0 sleeps 60 s on one worker; item 1 fails on the other one at once
+    # item 0 blocks for 60 s on one worker; item 1 fails on the other one at once
     items = [(60, 0), "boom"]
+    release = threading.Event()  # set at the end, so an abandoned thread ends too (a process
+    # worker has its own copy, never set: it blocks until it is killed)
 
     def task(x):
         if x == "boom":
             raise LookupError("fails fast")
-        return sleep_then_return(x)
+        seconds, value = x
+        release.wait(seconds)
+        return value
 
     t0 = time.monotonic()
-    with pytest.raises(LookupError, match="fails fast"):
-        list(Pool(task, 2, join_timeout=0.2, **backend)(items))
-    assert time.monotonic() - t0 < 5
+    try:
+        with pytest.raises(LookupError, match="fails fast"):
+            list(Pool(task, 2, join_timeout=0.2, **backend)(items))
+        assert time.monotonic() - t0 < 5
+    finally:
+        release.set()
 
 
 def test_immediate_can_be_caught_and_the_pool_reused(backend):

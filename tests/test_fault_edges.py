@@ -112,11 +112,31 @@ def _assert_names_itself(error: BaseException, index: int, item: Any = None) -> 
 # -- tasks (module level: fork inherits them, threads call them) -----------------------------------
 
 
-def fail_head_once(tmp: str, x: int) -> int:
-    """Item 0 fails on its first attempt, after the rest of the input has had time to finish."""
+def _count_done(tmp: str) -> None:
+    """Add one to a counter shared by threads and forked processes (one byte per item done)."""
+    fd = os.open(os.path.join(tmp, "done"), os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b".")
+    finally:
+        os.close(fd)
+
+
+def _wait_for_count(tmp: str, n: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    path = os.path.join(tmp, "done")
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and os.path.getsize(path) >= n:
+            return
+        time.sleep(0.002)
+
+
+def fail_head_once(tmp: str, total: int, x: int) -> int:
+    """Item 0 fails on its first attempt once every other item is done (or 10 s have passed)."""
     if x == 0 and _first_attempt(tmp, 0):
-        time.sleep(0.3)
+        _wait_for_count(tmp, total - 1, within=10.0)
         raise ValueError("item 0, first attempt")
+    if x != 0:
+        _count_done(tmp)
     return 2 * x
 
 
@@ -131,7 +151,11 @@ def count_and_die(runs: Any, killer: int, tmp: str, x: int) -> int:
     runs[x] += 1
     if x == killer:
         _note_pid(tmp)
-        time.sleep(0.05)  # so that the next batch has surely arrived behind this one
+        # Wait until the other worker has run 200 items pulled after this batch: the caller has then
+        # refilled this worker too, so its next batch waits behind this one when it dies.
+        deadline = time.monotonic() + 5.0
+        while sum(1 for j in range(killer + 1, len(runs)) if runs[j]) < 200 and time.monotonic() < deadline:
+            time.sleep(0.001)
         os._exit(7)
     if x % 100 == 0:
         _note_pid(tmp)
@@ -259,9 +283,9 @@ class SlowInitDyingTask:
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("ordered", [True, False])
 def test_retried_head_item_is_released_in_place(kind, ordered, tmp_path):
-    # Item 0 fails after 0.3 s, when every later batch is long done, and succeeds on its retry.
+    # Item 0 fails once every later item is done, and succeeds on its retry.
     pool = Pool(
-        functools.partial(fail_head_once, str(tmp_path)), 2, exception_behavior="ignore", retries=1,
+        functools.partial(fail_head_once, str(tmp_path), 500), 2, exception_behavior="ignore", retries=1,
         is_unordered=not ordered, **BACKENDS[kind],
     )
     results = list(pool(range(500)))
