@@ -198,7 +198,7 @@ class _TaskFailed(Exception):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     from ._journal import check_journal_options, journaled_run
     from ._pool import Pool

@@ -25,9 +25,9 @@ the library will not guess about: :class:`JournalError`.
 Durability: each batch of results the engine hands over is written (one ``write`` system call) to
 the file before the caller sees it, so a crash of the process loses nothing the caller received
 (with a ``save_callback``: nothing but the results still waiting for their callback). The file is
-``fsync``-ed when at least ``fsync_seconds`` (1 s) have passed or ``fsync_items`` (1,000,000)
-results have been written since the last time, and when the run ends or is closed; a power loss
-loses at most those last results. Lost results are simply computed again.
+``fsync``-ed at a write, or at the end of the run, when at least ``fsync_seconds`` (1 s) have
+passed or ``fsync_items`` (1,000,000) results have been written since the last time: a power loss
+loses at most the results of one such interval. Lost results are simply computed again.
 
 Loading a journal unpickles its records, which can run code: the run directory is created with
 mode 0700, a directory or file that other users can write is refused, and so is a file that does
@@ -316,8 +316,8 @@ def _parse(data: bytes, path: str) -> JournalState:
             break  # torn payload
         payload = data[start:stop]
         if kind not in _KINDS or zlib.crc32(payload, zlib.crc32(_REC_LEN_KIND.pack(length, kind))) != crc:
-            if stop == size:
-                break  # the last record, damaged as it was written
+            if stop == size or not data[pos:].strip(b"\x00"):
+                break  # the last record, damaged as it was written, or a tail of zeros (power loss)
             raise JournalError(
                 f"{path}: the record at byte {pos} is damaged (checksum mismatch) and {size - stop} bytes "
                 "follow it. This is not a write torn by a crash; refusing to guess. Move the directory "
@@ -470,12 +470,17 @@ class Journal:
             self._unsynced = 0
             self._last_sync = time.monotonic()
 
-    def close(self) -> None:
-        """fsync what was written and close the file (which releases the lock)."""
+    def close(self, *, sync: bool = False) -> None:
+        """Close the file (which releases the lock). The end of a run follows the same rule as
+        every write: fsync if ``fsync_seconds`` have passed since the last one (or ``sync``)."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
             try:
-                if self._unsynced:
+                if self._unsynced and (
+                    sync
+                    or self._unsynced >= self._fsync_items
+                    or time.monotonic() - self._last_sync >= self._fsync_seconds
+                ):
                     os.fsync(fd)
                     self._unsynced = 0
             finally:
@@ -627,6 +632,7 @@ class _Core:
         # results waiting for save_callback: (keys, results, items) in order, and their count
         self._pending: deque[tuple[list[Any], list[Any], list[Any]]] = deque()
         self._pending_count = 0
+        self._callback_failed = False
         self._pos = 0  # input position of the next result (ordered) / next item read (feeds)
 
         try:
@@ -646,7 +652,6 @@ class _Core:
             self._key_kind = KEY_POSITION
             head_keys = head  # positions say nothing: fingerprint the items themselves
         self._key_fn = options.key
-        self._item_type_ok = True
 
         state = JournalState()
         if options.run_dir is not None:
@@ -658,48 +663,51 @@ class _Core:
                 "results": options.results,
             }
             compare = ["function", "keys", "results"]
-            if options.check_input and head:
-                compare.append("input")
+            if options.check_input and head and self._key_kind == KEY_POSITION:
+                compare.append("input")  # positions name items only for the same input, in the same order
             self._journal = Journal(options.run_dir, info, options, compare=compare)
             state = self._journal.state
-        lookup: dict[Any, Any] = state.done
-        if options.keep_failures and state.failed:
-            lookup = dict(state.done)
-            for k, e in state.failed.items():
-                lookup.setdefault(k, _Kept(e))
-        self._lookup = lookup
-        self._results_stored = options.results
-        if not options.results and state.done:
-            self.total = None  # finished items are skipped, so the count is not known
-        self._need_items = options.save_callback is not None
-        source: Iterator[Any] = chain(head, it) if head else it
+        try:
+            lookup: dict[Any, Any] = state.done
+            if options.keep_failures and state.failed:
+                lookup = dict(state.done)
+                for k, e in state.failed.items():
+                    lookup.setdefault(k, _Kept(e))
+            self._lookup = lookup
+            if not options.results and state.done:
+                self.total = None  # finished items are skipped, so the count is not known
+            self._need_items = options.save_callback is not None
+            source: Iterator[Any] = chain(head, it) if head else it
 
-        self._ordered = not pool.is_unordered
-        if self._ordered and not lookup:
-            # Nothing to skip: the pool reads the input itself, keys are taken in bulk.
-            self._fill = self._fill_fast
-            self._seq: Sequence[Any] | None = iterable if sequence else None  # type: ignore[assignment]
-            self._items: Iterator[Any] | None = None
-            pool_input: Any
-            if self._seq is not None:
-                pool_input = iterable
-            elif self._key_kind == KEY_POSITION and not self._need_items:
-                pool_input = source if self.total is None else _Sized(source, self.total)
+            self._ordered = not pool.is_unordered
+            if self._ordered and not lookup:
+                # Nothing to skip: the pool reads the input itself, keys are taken in bulk.
+                self._fill = self._fill_fast
+                self._seq: Sequence[Any] | None = iterable if sequence else None  # type: ignore[assignment]
+                self._items: Iterator[Any] | None = None
+                pool_input: Any
+                if self._seq is not None:
+                    pool_input = iterable
+                elif self._key_kind == KEY_POSITION and not self._need_items:
+                    pool_input = source if self.total is None else _Sized(source, self.total)
+                else:
+                    a, b = tee(source)
+                    self._items = b
+                    pool_input = a if self.total is None else _Sized(a, self.total)
+                self._inner = ResultIterator(pool, pool_input)
+            elif self._ordered:
+                self._fill = self._fill_marks
+                self._marks: deque[tuple[Any, ...]] = deque()
+                self._inner = ResultIterator(pool, self._feed_marks(source))
             else:
-                a, b = tee(source)
-                self._items = b
-                pool_input = a if self.total is None else _Sized(a, self.total)
-            self._inner = ResultIterator(pool, pool_input)
-        elif self._ordered:
-            self._fill = self._fill_marks
-            self._marks: deque[tuple[Any, ...]] = deque()
-            self._inner = ResultIterator(pool, self._feed_marks(source))
-        else:
-            self._fill = self._fill_unordered
-            self._stored_ready: deque[Any] = deque()
-            self._inflight: dict[int, tuple[Any, Any]] = {}
-            self._inner = ResultIterator(_keyed_pool(pool), self._feed_unordered(source))
-        self._inner_ready = getattr(self._inner, "_ready", None)
+                self._fill = self._fill_unordered
+                self._stored_ready: deque[Any] = deque()
+                self._inflight: dict[int, tuple[Any, Any]] = {}
+                self._inner = ResultIterator(_keyed_pool(pool), self._feed_unordered(source))
+            self._inner_ready = getattr(self._inner, "_ready", None)
+        except BaseException:
+            self._close_journal()
+            raise
 
     # -- driving ----------------------------------------------------------------------------------
 
@@ -721,12 +729,11 @@ class _Core:
                 raise StopIteration
             self.started = True
             try:
-                more = self._fill()
+                if not self._fill():
+                    self._end()
             except BaseException as exc:
                 self._stop(exc)
                 raise
-            if not more:
-                self._end()
 
     def _inner_next(self) -> list[Any] | None:
         """The next results the engine has ready (at least one, waiting if need be); None at the end."""
@@ -767,7 +774,7 @@ class _Core:
                 self._inner.close()
         finally:
             try:
-                if not isinstance(exc, _CallbackFailed):
+                if not self._callback_failed:
                     self._flush_callbacks()
             finally:
                 self._close_journal()
@@ -798,11 +805,12 @@ class _Core:
         n = len(chunk)
         start = self._pos
         self._pos = start + n
-        items: list[Any] | None = None
+        items: Sequence[Any] | None = None
         if self._seq is not None:
             if self._key_kind != KEY_POSITION or self._need_items:
                 part = self._seq[start : start + n]
-                items = part if isinstance(part, list) else list(part)
+                # a slice of a range is a range: it pickles in a few bytes
+                items = part if isinstance(part, (list, range)) else list(part)
         elif self._items is not None:
             items = list(islice(self._items, n))
         keys: Sequence[Any]
@@ -945,7 +953,8 @@ class _Core:
             return True
         chunk = self._inner_next()
         if chunk is None:
-            return False
+            # The feed may have found stored items after the last computed one.
+            return bool(self._stored_ready)
         inflight = self._inflight
         keys: list[Any] = []
         results: list[Any] = []
@@ -987,7 +996,7 @@ class _Core:
                 )
 
     def _settle_into(
-        self, keys: Sequence[Any], results: list[Any], items: list[Any] | None, out: Any
+        self, keys: Sequence[Any], results: list[Any], items: Sequence[Any] | None, out: Any
     ) -> int | None:
         """Journal one batch of computed results, then put what the caller gets into ``out``.
 
@@ -1040,7 +1049,7 @@ class _Core:
             ok_idx = [i for i in range(len(results)) if i not in fset]
             ok_keys = [keys[i] for i in ok_idx]
             ok_results = [results[i] for i in ok_idx]
-            ok_items = [items[i] for i in ok_idx] if items is not None else None
+            ok_items: Sequence[Any] | None = [items[i] for i in ok_idx] if items is not None else None
             payload = None
         else:
             ok_keys, ok_results, ok_items = keys, results, items
@@ -1086,11 +1095,12 @@ class _Core:
             self._pending_count -= len(results)
             try:
                 callback(results, items)
-            except BaseException as exc:
+            except BaseException:
                 # Not journaled: these items are computed again (and saved again) on resume.
+                self._callback_failed = True
                 self._pending.clear()
                 self._pending_count = 0
-                raise _CallbackFailed(f"save_callback raised {type(exc).__name__}: {exc}") from exc
+                raise
             if self._journal is not None:
                 payload = _encode_done(keys, results, options.results)
                 self._journal.append(
@@ -1100,10 +1110,6 @@ class _Core:
     def _flush_callbacks(self) -> None:
         if self.options.save_callback is not None and self._pending_count:
             self._run_callbacks(full_only=False)
-
-
-class _CallbackFailed(MtaskliteLikeError):
-    """save_callback raised; its batch is not journaled and is computed again on resume."""
 
 
 _MISSING = object()
