@@ -19,6 +19,7 @@ from typing import Any
 
 from ._backends.base import Backend
 from ._delayed import DelayedObject, is_delayed_factory
+from ._journal import check_journal_options, journaled_run
 from ._run import ResultIterator, _Run
 from ._serialize import dumps
 from ._worker import WorkerSpec
@@ -170,6 +171,22 @@ class Pool:
             the final error records ``.attempts`` and ``.previous_errors``.
         init_timeout: seconds a worker may take to start (initializer and object construction)
             before the run fails with :class:`~mtasklite_like.WorkerInitError`.
+        journal: a run directory: results are journaled there as they finish, and calling the
+            pool again on the same input with the same directory yields the stored results in
+            their place and computes only the rest (see docs/resumable_runs.md). Only trusted,
+            private directories: resuming unpickles the journal.
+        journal_key: ``item -> key`` naming each item in the journal. Default: the item itself
+            for str, bytes and int items, the input position otherwise (safe only when the input
+            is the same, in the same order, on every run).
+        journal_fresh: discard what the run directory holds and start over.
+        journal_keep_failures: items that failed stay failed on resume (their stored exception
+            takes their place) instead of being computed again.
+        journal_results: False stores only that items finished (for results that cannot or need
+            not be pickled); finished items are then skipped on resume, not yielded again.
+        save_callback: ``save_callback(results, items)``, called in the caller with batches of
+            finished results and their items, one call at a time; with a journal, a batch is
+            journaled after its callback returns.
+        save_batch: results per ``save_callback`` call (default 100; the last call may get fewer).
     """
 
     def __init__(
@@ -195,6 +212,13 @@ class Pool:
         on_worker_death: str | None = None,
         retries: int = 0,
         init_timeout: float | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        journal_key: Callable[[Any], Any] | None = None,
+        journal_fresh: bool = False,
+        journal_keep_failures: bool = False,
+        journal_results: bool = True,
+        save_callback: Callable[[list[Any], list[Any]], Any] | None = None,
+        save_batch: int | None = None,
     ) -> None:
         # -- modes ----------------------------------------------------------------------------------
         if exception_behaviour is not None:
@@ -297,6 +321,10 @@ class Pool:
         self.join_timeout = float(join_timeout)
         self.start_method = start_method
         self.exited = False
+        self._journal = check_journal_options(
+            journal, journal_key, journal_fresh, journal_keep_failures, journal_results, save_callback,
+            save_batch,
+        )
 
         self._specs = [
             WorkerSpec(i, w, argument_type, envs[i], initializer, initargs) for i, w in enumerate(workers)
@@ -327,9 +355,12 @@ class Pool:
         return self.num_workers
 
     def __call__(self, input_iterable: Iterable[Any]) -> ResultIterator[Any]:
-        """Return a lazy iterator of the results of the workers over ``input_iterable``."""
+        """Return a lazy iterator of the results of the workers over ``input_iterable``
+        (a :class:`~mtasklite_like.JournaledIterator` when the pool has a journal or save_callback)."""
         if not hasattr(input_iterable, "__iter__") and not hasattr(input_iterable, "__getitem__"):
             raise TypeError(f"the pool's input must be iterable, not {type(input_iterable).__name__}")
+        if self._journal is not None:
+            return journaled_run(self, input_iterable, self._journal)  # type: ignore[return-value]
         return ResultIterator(self, input_iterable)
 
     def close(self) -> None:
