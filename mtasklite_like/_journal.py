@@ -826,8 +826,19 @@ class _Core:
             assert items is not None and self._key_fn is not None
             keys = [self._key_fn(x) for x in items]
             _check_hashable(keys)
-        self._settle_into(keys, chunk, items, self.out)
+        if self._mode == ExceptionBehaviour.DEFERRED:
+            settled: list[Any] = []
+            self._settle_into(keys, chunk, items, settled)
+            self._deliver(settled)
+        else:
+            self._settle_into(keys, chunk, items, self.out)
         return True
+
+    def _deliver(self, values: list[Any]) -> None:
+        """Hand ``values`` to the caller; under 'deferred', note their exceptions in this order."""
+        if self._mode == ExceptionBehaviour.DEFERRED and any(map(isinstance, values, _REPEAT_EXC)):
+            self._deferred.extend(v for v in values if isinstance(v, BaseException))
+        self.out.extend(values)
 
     # -- ordered, resuming ----------------------------------------------------------------------------
 
@@ -866,7 +877,7 @@ class _Core:
             while marks and marks[0][0] == _STORED:
                 if not self._emit_stored(marks.popleft()[1], out):
                     break
-            self.out.extend(out)
+            self._deliver(out)
             return True
         chunk = self._inner_next()
         if chunk is None:
@@ -876,7 +887,7 @@ class _Core:
                     raise JournalError(f"internal error: no result for input item {mark[2]!r}")
                 if not self._emit_stored(mark[1], out):
                     break
-            self.out.extend(out)
+            self._deliver(out)
             return False
         # Lay out the chunk between the stored results that come before each computed one.
         layout: list[Any] = []  # stored values (wrapped) and None for "the next computed result"
@@ -904,7 +915,7 @@ class _Core:
                 taken += 1
             elif not self._emit_stored(entry[0], out):
                 break
-        self.out.extend(out)
+        self._deliver(out)
         return True
 
     def _emit_stored(self, stored: Any, out: list[Any]) -> bool:
@@ -918,8 +929,6 @@ class _Core:
                 self._error = error
                 self._stop(None)
                 return False
-            if self._mode == ExceptionBehaviour.DEFERRED:
-                self._deferred.append(error)
             out.append(error)
             return True
         out.append(stored)
@@ -949,7 +958,7 @@ class _Core:
             while stored_ready:
                 if not self._emit_stored(stored_ready.popleft(), out):
                     break
-            self.out.extend(out)
+            self._deliver(out)
             return True
         chunk = self._inner_next()
         if chunk is None:
@@ -978,10 +987,8 @@ class _Core:
         self._settle_into(keys, results, items, settled)
         for index, error in reversed(unattributed):
             self.failure_count += 1
-            if self._mode == ExceptionBehaviour.DEFERRED:
-                self._deferred.append(error)
             settled.insert(index, error)
-        self.out.extend(settled)
+        self._deliver(settled)
         return True
 
     # -- journaling ---------------------------------------------------------------------------------
@@ -1044,8 +1051,6 @@ class _Core:
             self.failure_count += len(failed)
             if journal is not None:
                 journal.append(KIND_FAILED, _encode_failed([keys[i] for i in failed], f_errors), len(failed))
-            if mode == ExceptionBehaviour.DEFERRED:
-                self._deferred.extend(f_errors)
             ok_idx = [i for i in range(len(results)) if i not in fset]
             ok_keys = [keys[i] for i in ok_idx]
             ok_results = [results[i] for i in ok_idx]
