@@ -13,8 +13,8 @@ and nothing else. The names, arguments and behaviour are kept:
 - what ``process`` prints goes to ``out_path/user_output.txt``.
 
 What is better than there: the record of finished items is the journal of the pool
-(``out_path/journal/``), written before the next batch is taken, so nothing finished is lost; a
-crash repeats at most the batch whose ``save_callback`` was running (a user callback and the
+(``out_path/journal/``), where each batch is written as soon as its ``save_callback`` returns, so
+nothing saved is lost; a crash repeats at most the batch whose ``save_callback`` was running (a user callback and the
 journal cannot commit together: the batch is journaled right after its callback returns). Items
 are processed in ``data_list`` order and handed out dynamically (no static slices). An exception
 in ``process`` or a worker that dies fails that item only: the other items are processed and
