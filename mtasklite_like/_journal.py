@@ -43,6 +43,7 @@ import pickle
 import re
 import stat
 import struct
+import threading
 import time
 import warnings
 import weakref
@@ -429,8 +430,9 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc.strerror or exc}") from exc
         self.fd = fd
+        self._ident: tuple[int, int] | None = None
         try:
-            _lock(fd, self.path)
+            self._ident = _lock(fd, self.path)
             if options.fresh:
                 os.ftruncate(fd, 0)
             size = os.fstat(fd).st_size
@@ -484,22 +486,47 @@ class Journal:
                     os.fsync(fd)
                     self._unsynced = 0
             finally:
-                os.close(fd)
+                os.close(fd)  # releases the record lock
+                _unlock(self._ident)
+                self._ident = None
 
 
-def _lock(fd: int, path: str) -> None:
+#: (device, inode) of the journals open in this process: a second run on one of them is refused
+_OPEN_HERE: set[tuple[int, int]] = set()
+_OPEN_HERE_LOCK = threading.Lock()
+
+
+def _lock(fd: int, path: str) -> tuple[int, int]:
+    """Refuse a journal another run uses: in this process (a registry) or in another one (a POSIX
+    record lock, which, unlike ``flock``, worker processes forked later do not inherit: a pool kept
+    up between runs must not keep the journal locked)."""
+    st = os.fstat(fd)
+    ident = (st.st_dev, st.st_ino)
+    busy = JournalError(
+        f"the journal {path} is in use by another run (it is locked); one run per directory at a time"
+    )
+    with _OPEN_HERE_LOCK:
+        if ident in _OPEN_HERE:
+            raise busy
+        _OPEN_HERE.add(ident)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
-        return
+        return ident
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
+        _unlock(ident)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise JournalError(
-                f"the journal {path} is in use by another run (it is locked); one run per directory at a time"
-            ) from None
+            raise busy from None
         raise
+    return ident
+
+
+def _unlock(ident: tuple[int, int] | None) -> None:
+    if ident is not None:
+        with _OPEN_HERE_LOCK:
+            _OPEN_HERE.discard(ident)
 
 
 def _write_all(fd: int, *parts: bytes) -> None:

@@ -14,8 +14,8 @@ and nothing else. The names, arguments and behaviour are kept:
 
 What is better than there: the record of finished items is the journal of the pool
 (``out_path/journal/``), where each batch is written as soon as its ``save_callback`` returns, so
-nothing saved is lost; a crash repeats at most the batch whose ``save_callback`` was running (a user callback and the
-journal cannot commit together: the batch is journaled right after its callback returns). Items
+nothing saved is lost; a crash repeats at most the batch whose ``save_callback`` was running (a
+user callback and the journal cannot commit together). Items
 are processed in ``data_list`` order and handed out dynamically (no static slices). An exception
 in ``process`` or a worker that dies fails that item only: the other items are processed and
 saved, then :class:`~mtasklite_like.DeferredExceptions` is raised with the failures, which are

@@ -447,6 +447,15 @@ def test_one_run_per_directory_at_a_time(run_dir):
     assert list(Pool(h.logged_square, 1, journal=run_dir)(range(10))) == [x * x for x in range(10)]
 
 
+def test_a_pool_kept_up_between_runs_does_not_keep_the_journal_locked(log, run_dir):
+    # process workers forked during the first run live on inside `with`: they must not hold the lock
+    with Pool(h.logged_square, 2, journal=run_dir) as pool:
+        assert list(pool(range(300))) == [x * x for x in range(300)]
+        seen = len(h.read_log(log))
+        assert list(pool(range(400))) == [x * x for x in range(400)]
+        assert sorted(int(k) for k in computed_since(log, seen)) == list(range(300, 400))
+
+
 # -- options ------------------------------------------------------------------------------------------------
 
 
