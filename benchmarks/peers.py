@@ -31,6 +31,30 @@ def ours_pool(task: Task, data: Iterable[Any], *, n_jobs: int, **options: Any) -
         return list(pool(data))
 
 
+_journal_dirs: list[str] = []
+
+
+def ours_journal(task: Task, data: Iterable[Any], *, n_jobs: int, **options: Any) -> list[Any]:
+    """``mtasklite_like.Pool`` with a journal in a fresh run directory (a first run: every result
+    is pickled into the journal before it is handed over). The directories are removed by
+    :func:`remove_journals` after the measurements, as deleting a file is no part of a run."""
+    import tempfile
+
+    from mtasklite_like import Pool
+
+    where = tempfile.mkdtemp(prefix="mtl-bench-journal-")
+    _journal_dirs.append(where)
+    with Pool(task, n_jobs=n_jobs, journal=f"{where}/run", **options) as pool:
+        return list(pool(data))
+
+
+def remove_journals() -> None:
+    import shutil
+
+    while _journal_dirs:
+        shutil.rmtree(_journal_dirs.pop(), ignore_errors=True)
+
+
 def ours_pqdm(
     task: Task, data: Iterable[Any], *, n_jobs: int, bar: bool, use_threads: bool = False
 ) -> list[Any]:

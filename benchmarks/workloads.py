@@ -303,6 +303,29 @@ def build(quick: bool) -> list[Workload]:
         repeat_factor=10.0,
     )
 
+    journal = Workload(
+        name="journal",
+        title=f"{n(200_000, 20_000):,} x x*x, processes, sized list, ordered, 2 workers: cost of the journal",
+        kind="throughput",
+        items=n(200_000, 20_000),
+        task=square,
+        make_input=_sized,
+        expected=_squares,
+        reference=Config("ours: Pool(n_jobs=2, journal=RUN_DIR), a first run", "ours Pool, journal",
+                         p(peers.ours_journal, n_jobs=2)),
+        peers=[
+            Config(
+                "ours: Pool(n_jobs=2), no journal",
+                "ours Pool",
+                p(peers.ours_pool, n_jobs=2),
+                target=faster_than(0.9),
+                note="journal / plain >= 0.9: the journal costs <= 10%",
+                cleanup=peers.remove_journals,
+            ),
+        ],
+        repeat_factor=10.0,
+    )
+
     sleep_n = n(400, 100)
     sleep_threads = Workload(
         name="sleep-threads",
@@ -444,5 +467,5 @@ def build(quick: bool) -> list[Workload]:
         repeat_factor=3.0,
     )
 
-    return [square_processes, square_generator, square_threads, pqdm_bar, sleep_threads, mixed, mixed_short,
-            cpu_bound, memory, startup]
+    return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
+            mixed_short, cpu_bound, memory, startup]

@@ -16,6 +16,15 @@ from ._errors import (
     WorkerDiedError,
     WorkerInitError,
 )
+from ._journal import (
+    JournaledIterator,
+    JournalError,
+    JournalMismatchError,
+    JournalPicklingError,
+    JournalState,
+    JournalWarning,
+    read_journal,
+)
 from ._pool import Pool
 from ._results import ResultIterator
 from ._version import __version__
@@ -27,6 +36,12 @@ __all__ = [
     "DeferredExceptions",
     "DelayedObject",
     "ExceptionBehaviour",
+    "JournalError",
+    "JournalMismatchError",
+    "JournalPicklingError",
+    "JournalState",
+    "JournalWarning",
+    "JournaledIterator",
     "MtaskliteLikeError",
     "Pool",
     "RemoteTraceback",
@@ -39,4 +54,5 @@ __all__ = [
     "__version__",
     "delayed_init",
     "is_exception",
+    "read_journal",
 ]

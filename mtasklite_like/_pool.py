@@ -11,12 +11,14 @@ workers, since they may be busy with items nobody will read.
 
 from __future__ import annotations
 
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
+from ._journal import check_journal_options, journaled_run
 from ._options import (
     ArgumentType,
     BackendName,
@@ -36,7 +38,7 @@ from ._worker import WorkerSpec
 from ._worker_set import WorkerSet
 from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "plain_run"]
 
 R = TypeVar("R")
 
@@ -113,6 +115,22 @@ class Pool(Generic[R]):
             before the run fails with :class:`~mtasklite_like.WorkerInitError`.
         backend: where workers run: ``'processes'`` (default) or ``'threads'``; more can be
             registered. With one worker, items run in the caller whatever the backend among these two.
+        journal: a run directory: results are journaled there as they finish, and calling the
+            pool again on the same input with the same directory yields the stored results in
+            their place and computes only the rest (see docs/resumable_runs.md). Only trusted,
+            private directories: resuming unpickles the journal.
+        journal_key: ``item -> key`` naming each item in the journal. Default: the item itself
+            for str, bytes and int items, the input position otherwise (safe only when the input
+            is the same, in the same order, on every run).
+        journal_fresh: discard what the run directory holds and start over.
+        journal_keep_failures: items that failed stay failed on resume (their stored exception
+            takes their place) instead of being computed again.
+        journal_results: False stores only that items finished (for results that cannot or need
+            not be pickled); finished items are then skipped on resume, not yielded again.
+        save_callback: ``save_callback(results, items)``, called in the caller with batches of
+            finished results and their items, one call at a time; with a journal, a batch is
+            journaled after its callback returns.
+        save_batch: results per ``save_callback`` call (default 100; the last call may get fewer).
     """
 
     def __init__(
@@ -139,6 +157,13 @@ class Pool(Generic[R]):
         retries: int = 0,
         init_timeout: float | None = None,
         backend: BackendName | str | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        journal_key: Callable[[Any], Any] | None = None,
+        journal_fresh: bool = False,
+        journal_keep_failures: bool = False,
+        journal_results: bool = True,
+        save_callback: Callable[[list[Any], list[Any]], Any] | None = None,
+        save_batch: int | None = None,
     ) -> None:
         # -- modes ----------------------------------------------------------------------------------
         if exception_behaviour is not None:
@@ -239,6 +264,10 @@ class Pool(Generic[R]):
         self.join_timeout = DEFAULT_JOIN_TIMEOUT if join is None else join
         self.start_method = start_method
         self._closed = False
+        self._journal = check_journal_options(
+            journal, journal_key, journal_fresh, journal_keep_failures, journal_results, save_callback,
+            save_batch,
+        )
 
         if on_worker_death is None:
             # Under 'ignore' a death is one more per-item error; elsewhere it stops the run.
@@ -290,6 +319,17 @@ class Pool(Generic[R]):
         return self._options
 
     @property
+    def managed(self) -> bool:
+        """True inside ``with pool:``, where workers stay up between calls."""
+        return self._workers.keep
+
+    @property
+    def worker_specs(self) -> tuple[WorkerSpec, ...]:
+        """What each worker runs: its callable or ``@delayed_init`` shell, argument type,
+        environment and initializer (layers use it to build a pool like this one)."""
+        return tuple(self._workers.specs)
+
+    @property
     def workers_alive(self) -> bool:
         """True while the pool's workers are running (between a run's start and the pool's stop)."""
         return self._workers.alive
@@ -302,10 +342,13 @@ class Pool(Generic[R]):
         return list(backend.pids) if backend is not None and backend.alive else []
 
     def __call__(self, input_iterable: Iterable[Any]) -> ResultIterator[R]:
-        """Return a lazy iterator of the results of the workers over ``input_iterable``."""
+        """Return a lazy iterator of the results of the workers over ``input_iterable``
+        (a :class:`~mtasklite_like.JournaledIterator` when the pool has a journal or save_callback)."""
         if not hasattr(input_iterable, "__iter__") and not hasattr(input_iterable, "__getitem__"):
             raise TypeError(f"the pool's input must be iterable, not {type(input_iterable).__name__}")
-        return ResultIterator(self, self._options, self._workers, input_iterable)
+        if self._journal is not None:
+            return journaled_run(self, input_iterable, self._journal, plain_run)  # type: ignore[return-value]
+        return plain_run(self, input_iterable)
 
     def close(self) -> None:
         """Stop the workers (a run in progress is stopped too). The pool may be called again later."""
@@ -337,3 +380,8 @@ class Pool(Generic[R]):
     def __repr__(self) -> str:
         kind = "inline" if self._workers.backend_name == "inline" else self.backend
         return f"<mtasklite_like.Pool {self.num_workers} worker(s), {kind}>"
+
+
+def plain_run(pool: Pool[R], items: Iterable[Any]) -> ResultIterator[R]:
+    """An ordinary run of ``pool`` over ``items`` (what a journaled run drives underneath)."""
+    return ResultIterator(pool, pool._options, pool._workers, items)

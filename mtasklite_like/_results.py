@@ -33,7 +33,6 @@ class ResultIterator(Generic[R]):
         self, pool: Pool[Any], options: RunOptions, workers: WorkerSet, iterable: Iterable[Any]
     ) -> None:
         self.parent_obj = pool
-        self._workers = workers
         run = Run(options, workers, iterable)
         self._run = run
         self._ready = run.ready
@@ -128,7 +127,7 @@ class ResultIterator(Generic[R]):
     ) -> None:
         self._run.close()
         # The ``with pool(items)`` block owns a pool that is not itself in a ``with`` block.
-        if not self._workers.keep:
+        if not self.parent_obj.managed:
             self.parent_obj.close()
 
     def __repr__(self) -> str:
