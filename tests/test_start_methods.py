@@ -362,3 +362,35 @@ def test_unpicklable_worker_is_fine_with_fork() -> None:
     pool = Pool(_HoldsGenerator(), n_jobs=2, chunk_size=1, start_method="fork")
     assert list(pool(range(5))) == list(range(5))
 
+
+
+_NO_FILE_MAIN = """
+import json, os
+from mtasklite_like import Pool
+
+
+class Box:
+    def __init__(self, value):
+        self.value = value
+
+
+def triple(box):
+    return Box(box.value * 3)
+
+
+pool = Pool(triple, n_jobs=2, chunk_size=1, start_method=METHOD)
+print("RESULT " + json.dumps([b.value for b in pool([Box(i) for i in range(6)])]), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_code_in_a_main_without_a_file_reaches_new_processes(tmp_path: Path, method: str) -> None:
+    # Like a notebook or a REPL: __main__ has no file, so a new process cannot re-import it to find
+    # `triple` and `Box` by name; they must travel by value.
+    proc = subprocess.run(
+        [sys.executable, "-c", f"METHOD = {method!r}\n" + _NO_FILE_MAIN],
+        cwd=tmp_path, capture_output=True, text=True, timeout=50,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "RESULT " + json.dumps([0, 3, 6, 9, 12, 15])

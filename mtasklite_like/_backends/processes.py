@@ -34,7 +34,7 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .._errors import RemoteTraceback, TaskPicklingError
-from .._serialize import dumps, loads
+from .._serialize import dumps, loads, main_needs_by_value
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
@@ -231,6 +231,9 @@ class ProcessBackend(Backend):
         super().__init__(len(specs))
         self._ctx = multiprocess.get_context(start_method)
         self._forks = self._ctx.get_start_method() == "fork"
+        # Workers that re-import nothing of __main__ (spawn, forkserver) need its code by value when
+        # it has no file to re-import (a notebook, a REPL): see _serialize.
+        self._main_by_value = not self._forks and main_needs_by_value()
         self._specs = specs
         self._name = name
         self._procs: list[_Proc] = []
@@ -247,7 +250,7 @@ class ProcessBackend(Backend):
     def _start_one(self, spec: WorkerSpec) -> _Proc:
         # A forked child inherits the spec as it is; other start methods need it pickled,
         # and dill lets lambdas, closures and __main__ code through.
-        payload = spec if self._forks else dumps(spec)
+        payload = spec if self._forks else dumps(spec, main_by_value=self._main_by_value)
         task_r, task_w = self._ctx.Pipe(duplex=False)
         result_r, result_w = self._ctx.Pipe(duplex=False)
         # Shared memory, written by the worker as it starts each item and still readable here
@@ -296,7 +299,7 @@ class ProcessBackend(Backend):
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         try:
-            data = dumps((batch_id, indices, items, False))
+            data = dumps((batch_id, indices, items, False), main_by_value=self._main_by_value)
         except Exception:
             data = dumps((batch_id, indices, _sendable_items(indices, items), True))
         try:
