@@ -137,7 +137,7 @@ class PqdmResult(Generic[R]):
     def _stream(self, *, keep: bool, emit: bool) -> Iterator[R]:
         bar = self.tqdm_obj
         results = self.pool_obj
-        buffer = self._buffer
+        ready = self._buffer
         take = results.take_ready
         nxt = results.__next__
         collected = self._collected if keep else None
@@ -148,42 +148,33 @@ class PqdmResult(Generic[R]):
         last = time.monotonic()
         try:
             while True:
-                # Results come in chunks: whatever the pool has ready, or the next one, waited for.
-                if buffer:
-                    chunk = list(buffer)
-                    buffer.clear()
+                if not ready:
+                    ready.extend(take())
+                if ready:
+                    result = ready.popleft()
                 else:
-                    chunk = take()
-                    if not chunk:
-                        if pending:
-                            self._flush(bar, results, pending)
-                            pending = 0
-                        try:
-                            chunk = [nxt()]
-                        except StopIteration:
-                            break
-                for k, result in enumerate(chunk):
-                    pending += 1
-                    if pending >= stride:
-                        now = time.monotonic()
-                        elapsed = now - last
-                        if elapsed >= _BAR_INTERVAL:
-                            self._flush(bar, results, pending)
-                            pending = 0
-                            last = now
-                            stride = max(1, stride // 2)
-                        elif elapsed < _BAR_INTERVAL / 4:
-                            stride = min(stride * 2, 1 << 16)
-                    if collected is not None:
-                        collected.append(result)
-                    if emit:
-                        try:
-                            yield result
-                        except BaseException:
-                            # The consumer stopped (break, an error): keep the rest of the chunk
-                            # for a later use of the result as a list.
-                            buffer.extend(chunk[k + 1:])
-                            raise
+                    if pending:
+                        self._flush(bar, results, pending)
+                        pending = 0
+                    try:
+                        result = nxt()
+                    except StopIteration:
+                        break
+                pending += 1
+                if pending >= stride:
+                    now = time.monotonic()
+                    elapsed = now - last
+                    if elapsed >= _BAR_INTERVAL:
+                        self._flush(bar, results, pending)
+                        pending = 0
+                        last = now
+                        stride = max(1, stride // 2)
+                    elif elapsed < _BAR_INTERVAL / 4:
+                        stride = min(stride * 2, 1 << 16)
+                if collected is not None:
+                    collected.append(result)
+                if emit:
+                    yield result
         except BaseException:
             if pending:
                 self._flush(bar, results, pending)
