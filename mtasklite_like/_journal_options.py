@@ -135,7 +135,11 @@ def check_journal_options(
 
 def describe_callable(worker: Any) -> str:
     """``module:qualname`` of what a worker runs: the function, the class of a callable object or
-    of a ``@delayed_init`` shell, the function inside a ``functools.partial``."""
+    of a ``@delayed_init`` shell, the function inside a ``functools.partial``, the ``journal_target``
+    of a wrapper that has one (the map-reduce helper's part runner names the user's function)."""
+    target = getattr(worker, "journal_target", None)  # a wrapper that names what it runs
+    if target is not None and target is not worker:
+        return describe_callable(target)
     if isinstance(worker, DelayedObject):
         cls = worker.cls
         return f"{cls.__module__}:{cls.__qualname__}"
