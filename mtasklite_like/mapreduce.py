@@ -127,6 +127,11 @@ class _PartRunner:
         args, kwargs = part
         return self.function(*args, **kwargs)
 
+    @property
+    def journal_target(self) -> Callable[..., Any]:
+        """What a journal's header names as the run's function: the user's, not this runner."""
+        return self.function
+
     def __reduce__(self) -> tuple[Any, ...]:
         reference = _wrapper_reference(self.function)
         if reference is not None:

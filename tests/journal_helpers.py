@@ -106,3 +106,17 @@ def mp_process(data, shared_data={}, init_values={}):  # noqa: B006 - the docume
 def mp_process_batch(batch, shared_data={}, init_values={}):  # noqa: B006
     log_call(",".join(batch))
     return [int(x) * 2 for x in batch]
+
+
+def logged_part_squares(xs: list[int]) -> list[int]:
+    """A part of a map-reduce call: logs the part's first item; fails on the item named by
+    ``MTL_TEST_FAIL_ITEM`` when that variable is set."""
+    log_call(xs[0])
+    bad = os.environ.get("MTL_TEST_FAIL_ITEM")
+    if bad is not None and int(bad) in xs:
+        raise ValueError(f"part {xs[0]} is bad")
+    return [x * x for x in xs]
+
+
+def part_cubes(xs: list[int]) -> list[int]:
+    return [x**3 for x in xs]
