@@ -15,6 +15,10 @@ Death
     ``connection.wait`` watches the result pipes and the process sentinels together; when a
     sentinel fires, whatever the worker sent before dying is read first, then the death is
     reported, so no finished result is lost.
+
+Wake-up
+    The same ``wait`` also watches the read end of a pipe of the caller's own; ``wake`` writes a
+    byte into it, so input read in a background thread cuts the engine's wait short.
 """
 
 from __future__ import annotations
@@ -224,7 +228,7 @@ class _Proc:
 
 
 class ProcessBackend(Backend):
-    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True, wakes=True)
 
     def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
                  name: str = "mtasklite_like") -> None:
@@ -236,11 +240,17 @@ class ProcessBackend(Backend):
         self._procs: list[_Proc] = []
         self._by_waitable: dict[Any, tuple[_Proc, bool]] = {}
         self._alive = False
+        self._wake_lock = threading.Lock()
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._alive = True
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         for spec in self._specs:
             self._procs.append(self._start_one(spec))
 
@@ -282,6 +292,12 @@ class ProcessBackend(Backend):
         procs, self._procs = self._procs, []
         self._by_waitable.clear()
         _stop_procs(procs, grace)
+        with self._wake_lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
+        for fd in fds:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     @property
     def alive(self) -> bool:
@@ -307,9 +323,21 @@ class ProcessBackend(Backend):
             pass
         return len(data)
 
+    def wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_w is not None:
+                with contextlib.suppress(OSError):  # full: a wake-up is pending already
+                    os.write(self._wake_w, b"w")
+
     def recv(self, timeout: float | None) -> list[Event]:
         events: list[Event] = []
-        for obj in wait(list(self._by_waitable), timeout):
+        wake_r = self._wake_r
+        for obj in wait([*self._by_waitable, wake_r] if wake_r is not None else list(self._by_waitable),
+                        timeout):
+            if obj == wake_r and type(obj) is int:
+                with contextlib.suppress(OSError):
+                    os.read(wake_r, 4096)
+                continue
             entry = self._by_waitable.get(obj)
             if entry is None:
                 continue  # this worker was already reported dead in this round
