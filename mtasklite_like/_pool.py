@@ -232,10 +232,10 @@ class Pool(Generic[R]):
                 f"max_tasks_per_worker must be a whole number >= 1, not {max_tasks_per_worker!r}"
             )
         envs = worker_envs(worker_env, len(workers))
-        if input_thread not in (None, True, False) or isinstance(input_thread, int) and not isinstance(
-            input_thread, bool
-        ):
-            raise TypeError(f"input_thread must be True, False or None (decide by the input), not {input_thread!r}")
+        if input_thread is not None and not isinstance(input_thread, bool):
+            raise TypeError(
+                f"input_thread must be True, False or None (decide by the input), not {input_thread!r:.40}"
+            )
 
         self.max_tasks_per_worker = max_tasks_per_worker
         self.argument_type: ArgumentType = argument_kind

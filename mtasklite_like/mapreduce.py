@@ -264,7 +264,7 @@ class ParallelFunction:
         probe = self._make_pool(n_jobs)
         self.n_jobs = probe.num_workers
         self.exception_behavior = probe.exception_behavior
-        self._pool: Pool | None = None
+        self._pool: Pool[Any] | None = None
 
     # -- calling ----------------------------------------------------------------------------------------
 
@@ -348,7 +348,7 @@ class ParallelFunction:
             else:
                 yield args, {**kwargs, name: part}
 
-    def _make_pool(self, n_jobs: int | None) -> Pool:
+    def _make_pool(self, n_jobs: int | None) -> Pool[Any]:
         return Pool(self._runner, n_jobs, argument_type="single_arg", **self._pool_options)
 
     def _make_bar(self, total: int) -> Any:

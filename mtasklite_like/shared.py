@@ -214,7 +214,8 @@ class SharedArray:
 
     def copy(self) -> np.ndarray[Any, Any]:
         """A private copy of the data, which outlives the shared memory."""
-        return self.array.copy()
+        copy: np.ndarray[Any, Any] = self.array.copy()
+        return copy
 
     # -- lifetime ------------------------------------------------------------------------------------------
 

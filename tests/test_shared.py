@@ -339,7 +339,7 @@ if __name__ == "__main__":
         pool = Pool(slow, 2, start_method=METHOD, chunk_size=1)
         results = pool((i, out) for i in range(8))
         first = next(results)
-        print("READY " + json.dumps({"name": out.name, "pids": pool._slot.backend.pids}), flush=True)
+        print("READY " + json.dumps({"name": out.name, "pids": pool.worker_pids}), flush=True)
         for _ in results:
             pass
 """

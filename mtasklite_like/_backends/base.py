@@ -159,7 +159,7 @@ class Backend(ABC):
     def recv(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) and return what workers reported."""
 
-    def wake(self) -> None:
+    def wake(self) -> None:  # noqa: B027 - optional: a backend that cannot be woken is polled
         """Make the ``recv`` in progress in another thread return now, with whatever workers have
         reported (possibly nothing); when no ``recv`` is in progress, the next one returns at once.
 

@@ -41,6 +41,7 @@ from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, loads
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from .nesting import become_worker, check_may_have_children, inside_worker
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
@@ -152,11 +153,12 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
         os._exit(1)
 
 
-def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any) -> None:
+def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, nested: bool) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent_pid = os.getppid()
+    become_worker(parent_pid, nested=nested)  # may run pools of its own (see nesting.py)
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
     try:
         call = build_worker_callable(spec, own_process=True)
@@ -247,6 +249,7 @@ class ProcessBackend(Backend):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        check_may_have_children()
         self._alive = True
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -265,7 +268,7 @@ class ProcessBackend(Backend):
         progress = self._ctx.RawArray("q", [-1, -1])
         process = self._ctx.Process(
             target=_process_main,
-            args=(payload, task_r, result_w, progress),
+            args=(payload, task_r, result_w, progress, inside_worker()),
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
@@ -334,7 +337,7 @@ class ProcessBackend(Backend):
         wake_r = self._wake_r
         for obj in wait([*self._by_waitable, wake_r] if wake_r is not None else list(self._by_waitable),
                         timeout):
-            if obj == wake_r and type(obj) is int:
+            if wake_r is not None and obj == wake_r and type(obj) is int:
                 with contextlib.suppress(OSError):
                     os.read(wake_r, 4096)
                 continue
