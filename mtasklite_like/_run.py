@@ -19,6 +19,7 @@ from typing import Any
 from . import _faults
 from ._admission import Admission
 from ._backends.base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from ._dispatch import Dispatch
 from ._errors import DeferredExceptions
 from ._feeder import make_feeder
 from ._ledger import Ledger, Msg
@@ -55,6 +56,7 @@ class Run:
         self._backend: Backend | None = None
         self._ledger = Ledger(workers.n_workers, options.retries)
         self._admission: Admission | None = None
+        self._dispatch: Dispatch | None = None
         self._pending_error: BaseException | None = None
         #: called at least every HEARTBEAT_SECONDS while the consumer waits (a progress bar
         #: refreshes its clock with it); None: nothing to call
@@ -111,7 +113,9 @@ class Run:
         self.started = True
         self._clock = backend.clock
         self._last_heartbeat = self._clock()
-        self._admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
+        admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
+        self._admission = admission
+        self._dispatch = Dispatch(admission, self._ledger, self.workers, self._feeder, self.release, backend)
         self._wakes = backend.capabilities.wakes
 
     def _step(self) -> None:
@@ -149,54 +153,9 @@ class Run:
         self._fill()
 
     def _fill(self) -> None:
-        """Send work to workers with spare capacity: retries first, then new input."""
-        if self.finished:
-            return
-        admission, ledger, workers, feeder = self._admission, self._ledger, self.workers, self._feeder
-        assert admission is not None
-        if feeder.fatal is not None:
-            raise feeder.fatal  # e.g. SystemExit from the input: at once, as in the caller
-        credit = admission.credit()
-        window = admission.window(credit)
-        guard = admission.guards_overdue(credit)
-        busy_for = workers.busy_for(self._clock(), ledger.in_flight.values()) if guard else None
-        try:
-            self._fill_workers(credit, window, busy_for)
-        finally:
-            if feeder.streams:
-                feeder.allow(admission.read_limit(credit, window, feeder.pulled, self.consumed))
-
-    def _fill_workers(self, credit: int, window: int | None, busy_for: dict[int, float] | None) -> None:
-        admission, ledger, workers, feeder = self._admission, self._ledger, self.workers, self._feeder
-        assert admission is not None
-        while True:
-            worker = admission.pick_worker(ledger.loads, credit, workers.quota, busy_for)
-            if worker < 0:
-                return
-            if ledger.retry:
-                # A retried item travels alone, so an item that kills its worker cannot take
-                # innocent neighbours down with it a second time.
-                batch, pos = ledger.retry.popleft()
-                self._send(*ledger.dispatch(worker, batch, [pos], self._clock()))
-                continue
-            if feeder.done:
-                return
-            room = None if window is None else window - (feeder.pulled - self.consumed)
-            if room is not None and room <= 0:
-                return
-            first = feeder.pulled
-            # Whatever has been read, up to a batch: a slow input never makes items wait for more.
-            items = feeder.take(admission.batch_size(feeder.remaining(), workers.quota_left(worker), room))
-            if not items:
-                return  # the input has nothing yet (its reader wakes the wait), or it ended
-            batch = ledger.open_batch(range(first, first + len(items)), items)
-            self._send(*ledger.dispatch(worker, batch, None, self._clock()))
-
-    def _send(self, msg_id: int, msg: Msg) -> None:
-        items = msg.items()
-        self.workers.spend_quota(msg.worker, len(items))
-        assert self._backend is not None
-        self._ledger.sent(msg, self._backend.send(msg.worker, msg_id, msg.indices(), items))
+        if not self.finished:
+            assert self._dispatch is not None
+            self._dispatch.fill()
 
     # -- reports --------------------------------------------------------------------------------
 
