@@ -19,7 +19,7 @@ moment stays blocked in the daemon thread, the item it eventually returns is dro
 is read, and the thread ends (dropping its reference to the iterator, which closes a generator).
 
 Cost on fast sources: items are read by C code in chunks that grow while reads are fast
-(``deque.extend(islice(...))``), and one at a time while the source is slow, so that the first item
+(``list.extend(islice(...))``), and one at a time while the source is slow, so that the first item
 after a pause is handed over at once. A chunk that stalls part-way (at the end of a burst) puts its
 first items in the buffer without a wake-up; while the engine waits for input during such a chunk,
 it looks at the buffer every few milliseconds (:meth:`InputThread.poll_interval`).
@@ -30,9 +30,8 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import islice, repeat
+from itertools import islice
 from typing import Any
 
 __all__ = ["InputThread"]
@@ -46,9 +45,6 @@ _THREAD_HINT = (
     "must be read in the thread that created it needs Pool(..., input_thread=False)"
 )
 
-_popleft = deque.popleft
-
-
 class InputThread:
     """The input, read ahead in a daemon thread within the gate and the limit (see the module)."""
 
@@ -57,7 +53,9 @@ class InputThread:
     def __init__(self, iterator: Iterator[Any], total: int | None) -> None:
         self.total = total
         self._it: Iterator[Any] | None = iterator
-        self._buf: deque[Any] = deque()
+        # A list: the thread appends to it (one item, or ``extend`` one by one from C), the engine
+        # takes a slice from the front; each operation is atomic under the GIL.
+        self._buf: list[Any] = []
         self._count_lock = threading.Lock()  # keeps ``len(buffer) + pulled`` consistent
         self._cond = threading.Condition(threading.Lock())
         self.pulled = 0  # items handed to the engine
@@ -125,7 +123,8 @@ class InputThread:
                 if k == 0:
                     return []
                 self._want = False
-            items = list(map(_popleft, repeat(buf, k)))
+            items = buf[:k]
+            del buf[:k]
             self.pulled += k
         return items
 
