@@ -136,3 +136,11 @@ def pool_in_foreign_daemon(_x: int) -> str:
     except RuntimeError as exc:
         return str(exc)
     return "started"
+
+
+def stdlib_pool_sum(n: int) -> int:
+    """A task that uses the standard library's process pool, as joblib or a data loader would."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return sum(pool.map(square, range(n)))

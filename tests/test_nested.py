@@ -30,6 +30,7 @@ from tests.streaming_helpers import (
     outer_sum,
     pool_in_foreign_daemon,
     read_pids,
+    stdlib_pool_sum,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,3 +156,8 @@ def test_no_process_is_left_when_the_caller_is_interrupted_or_killed(tmp_path: P
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         _kill(pids.values())
+
+
+def test_a_standard_library_pool_inside_a_process_worker():
+    with Pool(stdlib_pool_sum, 2) as pool:
+        assert list(pool([10, 20])) == [_sums(10), _sums(20)]
