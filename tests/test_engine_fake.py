@@ -282,9 +282,15 @@ def test_results_flow_while_the_input_blocks(backend, unordered):
         assert gate.wait(20), "never released"
         yield from (Step(i) for i in range(3, 6))
 
-    results = Pool(run_step, 2, backend=backend, is_unordered=unordered)(source())
+    def task(step):
+        # Item 2 finishes only once the source is blocked: its result arrives while the source is.
+        if step.value == 2:
+            assert blocked.wait(20), "the source was never read up to its block"
+        return run_step(step)
+
+    results = Pool(task, 2, backend=backend, is_unordered=unordered)(source())
     got = [next(results) for _ in range(3)]
-    assert blocked.is_set()
+    assert blocked.is_set() and not gate.is_set()
     assert sorted(got) == [0, 1, 2]
     gate.set()
     assert sorted(results) == [3, 4, 5]

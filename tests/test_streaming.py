@@ -38,31 +38,38 @@ def _take(results, n):
 
 
 @ORDERS
-def test_results_flow_while_the_input_blocks(backend, unordered):
-    src = BlockingSource(head=[0, 1, 2], tail=[3, 4, 5])
-    with Pool(square, 2, is_unordered=unordered, **backend) as pool:
+def test_results_flow_while_the_input_blocks(backend, unordered, tmp_path):
+    flag = tmp_path / "blocked"
+    # Item 2's task ends only once the source is blocked, so its result arrives while it is.
+    src = BlockingSource(
+        head=[(None, 0), (None, 1), (str(flag), 2)], tail=[(None, i) for i in (3, 4, 5)], flag_file=flag
+    )
+    with Pool(after_file, 2, is_unordered=unordered, **backend) as pool:
         results = pool(src)
         got = _take(results, 3)
         # Every result of what the source gave, delivered while it is still blocked.
         assert src.blocked.is_set() and src.read == 3
-        assert (sorted(got) if unordered else got) == [0, 1, 4]
+        assert (sorted(got) if unordered else got) == [0, 1, 2]
         src.release()
         rest = list(results)
-    assert (sorted(rest) if unordered else rest) == [9, 16, 25]
+    assert (sorted(rest) if unordered else rest) == [3, 4, 5]
 
 
-def test_ordered_mode_delivers_up_to_the_first_unfinished_item(backend):
-    # Item 1 is slow: while the input blocks, result 0 comes first, then 1 and 2 once item 1 is done.
-    src = BlockingSource(head=[(0.0, 0), (0.3, 1), (0.0, 2)], tail=[(0.0, 3)])
-    with Pool(sleep_ms, 2, **backend) as pool:
+def test_ordered_mode_delivers_up_to_the_first_unfinished_item(backend, tmp_path):
+    go = tmp_path / "go"
+    flag = tmp_path / "blocked"
+    # Item 1 finishes only when the test says so; item 3 only once the source is blocked.
+    src = BlockingSource(
+        head=[(None, 0), (str(go), 1), (None, 2), (str(flag), 3)], tail=[(None, 4)], flag_file=flag
+    )
+    with Pool(after_file, 2, **backend) as pool:
         results = pool(src)
-        got = _take(results, 3)
-        assert src.blocked.is_set() and not src.closed.is_set()
-        assert [v for v, _ in got] == [0, 1, 2]
-        # 2 finished long before 1, but was held back until 1 was done: the order stays.
-        assert got[2][1] < got[1][1]
+        assert next(results) == 0  # delivered while item 1 is unfinished
+        go.touch()
+        assert _take(results, 3) == [1, 2, 3]  # in order, while the source is blocked
+        assert src.blocked.is_set() and src.read == 4
         src.release()
-        assert [v for v, _ in results] == [3]
+        assert list(results) == [4]
 
 
 @ORDERS

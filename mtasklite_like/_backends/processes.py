@@ -42,6 +42,7 @@ from .._serialize import dumps, loads
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .nesting import become_worker, check_may_have_children, inside_worker
+from .wakeup import WakePipe
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
@@ -242,18 +243,14 @@ class ProcessBackend(Backend):
         self._procs: list[_Proc] = []
         self._by_waitable: dict[Any, tuple[_Proc, bool]] = {}
         self._alive = False
-        self._wake_lock = threading.Lock()
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
+        self._wakeup: WakePipe | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         check_may_have_children()
         self._alive = True
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wakeup = WakePipe()
         for spec in self._specs:
             self._procs.append(self._start_one(spec))
 
@@ -295,12 +292,8 @@ class ProcessBackend(Backend):
         procs, self._procs = self._procs, []
         self._by_waitable.clear()
         _stop_procs(procs, grace)
-        with self._wake_lock:
-            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
-        for fd in fds:
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        if self._wakeup is not None:
+            self._wakeup.close()
 
     @property
     def alive(self) -> bool:
@@ -327,19 +320,17 @@ class ProcessBackend(Backend):
         return len(data)
 
     def wake(self) -> None:
-        with self._wake_lock:
-            if self._wake_w is not None:
-                with contextlib.suppress(OSError):  # full: a wake-up is pending already
-                    os.write(self._wake_w, b"w")
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     def recv(self, timeout: float | None) -> list[Event]:
         events: list[Event] = []
-        wake_r = self._wake_r
-        for obj in wait([*self._by_waitable, wake_r] if wake_r is not None else list(self._by_waitable),
+        wakeup = self._wakeup
+        wake_fd = None if wakeup is None else wakeup.fd
+        for obj in wait([*self._by_waitable, wake_fd] if wake_fd is not None else list(self._by_waitable),
                         timeout):
-            if wake_r is not None and obj == wake_r and type(obj) is int:
-                with contextlib.suppress(OSError):
-                    os.read(wake_r, 4096)
+            if wakeup is not None and type(obj) is int and obj == wake_fd:
+                wakeup.drain()
                 continue
             entry = self._by_waitable.get(obj)
             if entry is None:
