@@ -44,6 +44,9 @@ class Row:
     status: str = ""  # "PASS", "FAIL", "ERROR" or ""
     note: str = ""
     error: str = ""
+    #: latency workloads: the 99th percentile (ms) and the median time to the first result (ms)
+    p99: float | None = None
+    first: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -275,6 +278,61 @@ def run_memory(w: Workload, repeat: int, log: Any) -> list[Row]:
     return list(rows.values())
 
 
+# -- latency ------------------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def run_latency(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """Per-item latency from a streaming source: p50 and p99 over every item of every run, the
+    median time to the first result; configurations alternate run by run."""
+    assert w.make_input is not None
+    configs = [w.reference, *w.peers]
+    rows = {
+        id(c): Row(w.name, c.label, c.short, c is w.reference, w.items, "ms", note=c.note) for c in configs
+    }
+    samples: dict[int, list[float]] = {id(c): [] for c in configs}
+    firsts: dict[int, list[float]] = {id(c): [] for c in configs}
+    for _ in range(pairs_for(w, repeat)):
+        for cfg in configs:
+            row = rows[id(cfg)]
+            if row.error:
+                continue
+            try:
+                with _deadline(cfg.label):
+                    latencies, first = cfg.run(w.make_input(w.items), w.items)
+            except Exception as exc:
+                row.status, row.error = "ERROR", _error_text(exc)
+                continue
+            samples[id(cfg)].extend(s * 1000 for s in latencies)
+            firsts[id(cfg)].append(first * 1000)
+    ref = rows[id(w.reference)]
+    for cfg in configs:
+        row = rows[id(cfg)]
+        values = samples[id(cfg)]
+        if values:
+            row.samples = values
+            row.value = statistics.median(values)
+            row.p99 = _percentile(values, 0.99)
+            row.first = statistics.median(firsts[id(cfg)])
+            how = f"p99 {row.p99:.1f} ms, first result {row.first:.0f} ms"
+            row.note = f"{row.note}; {how}" if row.note else how
+            if cfg is w.reference:
+                row.ratio = 1.0
+                row.measured, row.measured_unit = row.value, "ms"
+            elif ref.value:
+                row.ratio = row.value / ref.value
+        if row.error and cfg.target:
+            row.target = cfg.target.text
+        else:
+            _apply_target(row, cfg)
+        log(row)
+    return list(rows.values())
+
+
 def run(w: Workload, repeat: int, log: Any) -> list[Row]:
     if w.prepare is not None:
         w.notes.update(w.prepare())
@@ -287,4 +345,6 @@ def run(w: Workload, repeat: int, log: Any) -> list[Row]:
         return run_startup(w, repeat, log)
     if w.kind == "memory":
         return run_memory(w, repeat, log)
+    if w.kind == "latency":
+        return run_latency(w, repeat, log)
     raise ValueError(f"unknown workload kind {w.kind!r}")

@@ -237,3 +237,65 @@ def startup_mtasklite() -> float:
         return pool, next(pool([1]))
 
     return _first_result_seconds(start, lambda pool: pool.__exit__(None, None, None))
+
+
+# -- latency: from an item leaving a streaming source to its result reaching the consumer -------------
+
+
+def stamped_task(item: tuple[int, float]) -> tuple[int, float]:
+    """A 1 ms task that passes the item's departure time through."""
+    time.sleep(0.001)
+    return item
+
+
+def slow_source(n: int, every: float) -> Iterable[tuple[int, float]]:
+    """One item every ``every`` seconds, stamped with the moment it leaves the source."""
+    for i in range(n):
+        time.sleep(every)
+        yield i, time.perf_counter()
+
+
+def bursty_source(n: int, burst: int, pause: float) -> Iterable[tuple[int, float]]:
+    """Bursts of ``burst`` items at once, ``pause`` seconds apart."""
+    for i in range(n):
+        if i % burst == 0:
+            time.sleep(pause)
+        yield i, time.perf_counter()
+
+
+def _latencies(results: Iterable[tuple[int, float]], n: int, start: float) -> tuple[list[float], float]:
+    """Seconds from each item's departure to its result's arrival (arrival order), and seconds from
+    ``start`` (the pool's creation) to the first result."""
+    out = []
+    first = None
+    for _, left in results:
+        now = time.perf_counter()
+        if first is None:
+            first = now - start
+        out.append(now - left)
+    if len(out) != n or first is None:
+        raise AssertionError(f"{len(out)} results for {n} items")
+    return out, first
+
+
+def latency_ours(source: Iterable[Any], n: int, *, n_jobs: int, **options: Any) -> tuple[list[float], float]:
+    from mtasklite_like import Pool
+
+    start = time.perf_counter()
+    with Pool(stamped_task, n_jobs=n_jobs, **options) as pool:
+        return _latencies(pool(source), n, start)
+
+
+def latency_mp_imap(source: Iterable[Any], n: int, *, n_jobs: int) -> tuple[list[float], float]:
+    start = time.perf_counter()
+    with multiprocessing.Pool(n_jobs) as pool:
+        return _latencies(pool.imap(stamped_task, source, 1), n, start)
+
+
+def latency_mpire(source: Iterable[Any], n: int, *, n_jobs: int) -> tuple[list[float], float]:
+    from mpire import WorkerPool
+
+    start = time.perf_counter()
+    with WorkerPool(n_jobs=n_jobs) as pool:
+        # mpire unpacks a tuple item into arguments: wrap each item in a 1-tuple.
+        return _latencies(pool.imap(stamped_task, ((x,) for x in source)), n, start)

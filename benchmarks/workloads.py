@@ -116,7 +116,7 @@ class Config:
 class Workload:
     name: str
     title: str
-    kind: str  # "throughput", "ideal" (a time compared with the ideal), "startup", "memory"
+    kind: str  # "throughput", "ideal" (a time compared with the ideal), "startup", "memory", "latency"
     reference: Config
     peers: list[Config]
     items: int = 0
@@ -467,5 +467,42 @@ def build(quick: bool) -> list[Workload]:
         repeat_factor=3.0,
     )
 
+    slow_items = n(60, 20)
+    latency_slow = Workload(
+        name="latency-slow",
+        title=f"{slow_items} items from a source yielding one every 50 ms, 1 ms task, processes, 2 workers: "
+              "time from an item leaving the source to its result (p50; p99 and first result in notes)",
+        kind="latency",
+        items=slow_items,
+        make_input=lambda k: peers.slow_source(k, 0.05),
+        reference=Config("ours: Pool(n_jobs=2)", "ours Pool", p(peers.latency_ours, n_jobs=2),
+                         target=Target("p50 < 10 ms", "<", 10.0)),
+        peers=[
+            Config("ours: Pool(n_jobs=2, use_threads=True)", "ours threads",
+                   p(peers.latency_ours, n_jobs=2, use_threads=True)),
+            Config("multiprocessing.Pool(2).imap(chunksize=1)", "mp.Pool.imap(1)",
+                   p(peers.latency_mp_imap, n_jobs=2)),
+            Config("mpire WorkerPool(2).imap", "mpire imap", p(peers.latency_mpire, n_jobs=2)),
+        ],
+        repeat_factor=0.4,
+    )
+
+    bursty_items = n(200, 60)
+    latency_bursty = Workload(
+        name="latency-bursty",
+        title=f"{bursty_items} items in bursts of 20 every 100 ms, 1 ms task, processes, 2 workers: time "
+              "from an item leaving the source to its result (p50; p99 in notes)",
+        kind="latency",
+        items=bursty_items,
+        make_input=lambda k: peers.bursty_source(k, 20, 0.1),
+        reference=Config("ours: Pool(n_jobs=2)", "ours Pool", p(peers.latency_ours, n_jobs=2)),
+        peers=[
+            Config("multiprocessing.Pool(2).imap(chunksize=1)", "mp.Pool.imap(1)",
+                   p(peers.latency_mp_imap, n_jobs=2)),
+            Config("mpire WorkerPool(2).imap", "mpire imap", p(peers.latency_mpire, n_jobs=2)),
+        ],
+        repeat_factor=0.4,
+    )
+
     return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
-            mixed_short, cpu_bound, memory, startup]
+            mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty]

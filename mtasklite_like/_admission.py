@@ -69,6 +69,12 @@ class Admission:
             return window
         return window * (_ORDERED_SLACK if size <= 1 else _ORDERED_SLACK_BATCHED)
 
+    def read_limit(self, credit: int, window: int | None, pulled: int, consumed: int) -> int:
+        """How many items a reader in the background may have read in all: what the workers could
+        take at once beyond what was handed out, never past the window."""
+        limit = pulled + self._n * credit * self.sizer.size()
+        return limit if window is None else min(limit, consumed + window)
+
     def guards_overdue(self, credit: int) -> bool:
         """Whether to keep a second single item away from a worker whose task is overdue."""
         return credit > 1 and self.sizer.size() <= 1 and self.fixed_credit is None

@@ -58,6 +58,8 @@ class RunOptions:
         restart_on_death: replace a dead worker and go on (else the run fails).
         retries: extra attempts for a failed item.
         max_tasks_per_worker: items a worker processes before it is replaced, or None.
+        input_thread: read the input in a background thread (True), in the consumer's thread
+            (False), or decide by the input (None; see ``_feeder.make_feeder``).
     """
 
     ordered: bool = True
@@ -70,6 +72,7 @@ class RunOptions:
     restart_on_death: bool = False
     retries: int = 0
     max_tasks_per_worker: int | None = None
+    input_thread: bool | None = None
 
 
 def default_n_jobs(use_threads: bool) -> int:

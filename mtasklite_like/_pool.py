@@ -115,6 +115,13 @@ class Pool(Generic[R]):
             before the run fails with :class:`~mtasklite_like.WorkerInitError`.
         backend: where workers run: ``'processes'`` (default) or ``'threads'``; more can be
             registered. With one worker, items run in the caller whatever the backend among these two.
+        input_thread: where the input is read. ``None`` (default): in a background thread when it
+            has no ``len()`` (a generator, an iterator, a file, a socket, a queue), so results that
+            are finished reach you while it waits for its next item; in your thread when it has one
+            (a list, a range: nothing to wait for) or is a ``sqlite3`` cursor. ``True``: always in
+            the background. ``False``: always in the thread that iterates the results, as a plain
+            ``for`` loop would, for inputs that must be read by the thread that made them; a
+            blocked input then holds back finished results. See docs/streaming.md.
         journal: a run directory: results are journaled there as they finish, and calling the
             pool again on the same input with the same directory yields the stored results in
             their place and computes only the rest (see docs/resumable_runs.md). Only trusted,
@@ -157,6 +164,7 @@ class Pool(Generic[R]):
         retries: int = 0,
         init_timeout: float | None = None,
         backend: BackendName | str | None = None,
+        input_thread: bool | None = None,
         journal: str | os.PathLike[str] | None = None,
         journal_key: Callable[[Any], Any] | None = None,
         journal_fresh: bool = False,
@@ -249,6 +257,10 @@ class Pool(Generic[R]):
                 f"max_tasks_per_worker must be a whole number >= 1, not {max_tasks_per_worker!r}"
             )
         envs = worker_envs(worker_env, len(workers))
+        if input_thread is not None and not isinstance(input_thread, bool):
+            raise TypeError(
+                f"input_thread must be True, False or None (decide by the input), not {input_thread!r:.40}"
+            )
 
         self.max_tasks_per_worker = max_tasks_per_worker
         self.argument_type: ArgumentType = argument_kind
@@ -285,6 +297,7 @@ class Pool(Generic[R]):
             restart_on_death=restart,
             retries=retries,
             max_tasks_per_worker=max_tasks_per_worker,
+            input_thread=input_thread,
         )
         specs = [
             WorkerSpec(i, w, argument_kind, envs[i], initializer, initargs) for i, w in enumerate(workers)

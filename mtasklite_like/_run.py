@@ -4,9 +4,11 @@ The run is driven by the consumer: each ``next()`` that finds no result ready se
 workers with spare capacity (:mod:`._admission` decides who gets how much), then waits for what
 workers report and settles it: results and failures into the :mod:`._ledger`, complete batches
 through :mod:`._release` to the consumer, deaths and deadlines through the :mod:`._worker_set`
-and :mod:`._faults`. Nothing runs in the caller's background, so when the consumer stalls,
-workers finish what they hold and wait; the input is never read further than the window.
-See docs/architecture.md and docs/fault_tolerance.md.
+and :mod:`._faults`. The input comes from the :mod:`._feeder`: read in the caller, or in a
+background thread that reads only while the engine runs and wakes its wait for reports
+(``Backend.wake``) when items arrive, so a blocked input never holds back finished results. When
+the consumer stalls, workers finish what they hold and wait; the input is never read further than
+the window. See docs/architecture.md, docs/streaming.md and docs/fault_tolerance.md.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any
 from . import _faults
 from ._admission import Admission
 from ._backends.base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from ._dispatch import Dispatch
 from ._errors import DeferredExceptions
-from ._feeder import Feeder
+from ._feeder import make_feeder
 from ._ledger import Ledger, Msg
 from ._options import RunOptions
 from ._release import Release
@@ -30,6 +33,8 @@ __all__ = ["HEARTBEAT_SECONDS", "Run"]
 _POLL_SECONDS = 1.0
 #: the longest wait between two calls of a run's heartbeat
 HEARTBEAT_SECONDS = 0.2
+#: how often to look for input read in the background, with a backend that cannot be woken
+_UNWOKEN_POLL_SECONDS = 0.005
 
 
 class Run:
@@ -39,7 +44,10 @@ class Run:
     def __init__(self, options: RunOptions, workers: WorkerSet, iterable: Iterable[Any]) -> None:
         self.options = options
         self.workers = workers
-        self._feeder = Feeder(iterable)
+        choice = options.input_thread
+        # Items run in the caller one at a time: nothing could be delivered during a blocked read.
+        alone = workers.backend_name == "inline"
+        self._feeder = make_feeder(iterable, False if choice is None and alone else choice)
         self.total = self._feeder.total
         self.release = Release(ordered=options.ordered, mode=options.exception_behavior)
         self.ready = self.release.ready
@@ -48,6 +56,7 @@ class Run:
         self._backend: Backend | None = None
         self._ledger = Ledger(workers.n_workers, options.retries)
         self._admission: Admission | None = None
+        self._dispatch: Dispatch | None = None
         self._pending_error: BaseException | None = None
         #: called at least every HEARTBEAT_SECONDS while the consumer waits (a progress bar
         #: refreshes its clock with it); None: nothing to call
@@ -58,6 +67,12 @@ class Run:
 
     def next_slow(self) -> Any:
         """Produce the next result when none is ready: drive the pool until one is."""
+        try:
+            return self._drive()
+        finally:
+            self._feeder.close_gate()  # the input is read only while the engine runs
+
+    def _drive(self) -> Any:
         while True:
             if self.ready:
                 return self.ready.popleft()
@@ -90,19 +105,26 @@ class Run:
     # -- the loop -------------------------------------------------------------------------------
 
     def _start(self) -> None:
+        # A reader in the background starts on the first items while the workers start.
+        self._feeder.start(self.workers.n_workers)
         backend = self.workers.acquire(self)
+        self._feeder.wake_with(backend.wake)
         self._backend = backend
         self.started = True
         self._clock = backend.clock
         self._last_heartbeat = self._clock()
-        self._admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
+        admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
+        self._admission = admission
+        self._dispatch = Dispatch(admission, self._ledger, self.workers, self._feeder, self.release, backend)
+        self._wakes = backend.capabilities.wakes
 
     def _step(self) -> None:
         backend = self._backend
         assert backend is not None
+        feeder = self._feeder
         self._fill()
-        if self._ledger.idle():
-            if not self._feeder.done:
+        if self._ledger.idle() and (feeder.done or not feeder.streams):
+            if not feeder.done:
                 raise RuntimeError("mtasklite_like internal error: nothing in flight and input not done")
             self._complete()
             return
@@ -112,6 +134,10 @@ class Run:
         wait = _POLL_SECONDS if deadline is None else min(_POLL_SECONDS, max(0.0, deadline - self._clock()))
         if self.heartbeat is not None:
             wait = min(wait, HEARTBEAT_SECONDS)
+        if feeder.streams and not feeder.done:
+            # Items read in the background wake the wait; look anyway when they may not.
+            poll = feeder.poll_interval() if self._wakes else _UNWOKEN_POLL_SECONDS
+            wait = wait if poll is None else min(wait, poll)
         events = backend.recv(wait)
         if self.heartbeat is not None:
             now = self._clock()
@@ -127,41 +153,9 @@ class Run:
         self._fill()
 
     def _fill(self) -> None:
-        """Send work to workers with spare capacity: retries first, then new input."""
-        if self.finished:
-            return
-        admission, ledger, workers, feeder = self._admission, self._ledger, self.workers, self._feeder
-        assert admission is not None
-        credit = admission.credit()
-        window = admission.window(credit)
-        guard = admission.guards_overdue(credit)
-        busy_for = workers.busy_for(self._clock(), ledger.in_flight.values()) if guard else None
-        while True:
-            worker = admission.pick_worker(ledger.loads, credit, workers.quota, busy_for)
-            if worker < 0:
-                return
-            if ledger.retry:
-                # A retried item travels alone, so an item that kills its worker cannot take
-                # innocent neighbours down with it a second time.
-                batch, pos = ledger.retry.popleft()
-                self._send(*ledger.dispatch(worker, batch, [pos], self._clock()))
-                continue
-            if feeder.done:
-                return
-            room = None if window is None else window - (feeder.pulled - self.consumed)
-            if room is not None and room <= 0:
-                return
-            first = feeder.pulled
-            items = feeder.pull(admission.batch_size(feeder.remaining(), workers.quota_left(worker), room))
-            if items:
-                batch = ledger.open_batch(range(first, first + len(items)), items)
-                self._send(*ledger.dispatch(worker, batch, None, self._clock()))
-
-    def _send(self, msg_id: int, msg: Msg) -> None:
-        items = msg.items()
-        self.workers.spend_quota(msg.worker, len(items))
-        assert self._backend is not None
-        self._ledger.sent(msg, self._backend.send(msg.worker, msg_id, msg.indices(), items))
+        if not self.finished:
+            assert self._dispatch is not None
+            self._dispatch.fill()
 
     # -- reports --------------------------------------------------------------------------------
 

@@ -12,11 +12,16 @@ Like the process backend, a batch is reported when all of it has run, so results
 ran before a death in the same batch are lost with the worker, and ``WorkerDied.running`` names
 the item that was running. Backends are registered as ``'fake'`` (interrupts and kills tasks) and
 ``'fake-threads'`` (tasks can only be abandoned).
+
+Input read in a background thread is real, not simulated: ``wake()`` ends the current ``recv`` at
+the same virtual instant. When nothing is due before a wait's end, ``recv`` first waits up to
+``input_wait`` real seconds for such a wake-up (0 by default: virtual time jumps at once).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,11 +82,13 @@ class _Worker:
 class FakeBackend(Backend):
     """Simulated workers on a virtual clock (see the module docstring)."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
     #: every backend made, newest last (tests inspect them)
     made: ClassVar[list[FakeBackend]] = []
     #: virtual seconds each worker takes to start
     init_seconds: ClassVar[float] = 0.0
+    #: real seconds ``recv`` waits for a wake-up before letting virtual time jump
+    input_wait: ClassVar[float] = 0.0
+    capabilities: ClassVar[Capabilities] = Capabilities(wakes=True)
 
     def __init__(self, specs: list[WorkerSpec]) -> None:
         super().__init__(len(specs))
@@ -92,6 +99,8 @@ class FakeBackend(Backend):
         self._alive = False
         self.replaced: list[tuple[int, bool]] = []  # (worker, kill) per replacement
         self.sent: list[tuple[int, list[int]]] = []  # (worker, input indices) per message
+        self.wakes = 0
+        self._woken = threading.Event()
         FakeBackend.made.append(self)
 
     def _clock(self) -> float:
@@ -154,7 +163,14 @@ class FakeBackend(Backend):
         w.free_at += elapsed
         return BatchDone(index, batch_id, results, failures, elapsed)
 
+    def wake(self) -> None:
+        self._woken.set()
+
     def recv(self, timeout: float | None) -> list[Event]:
+        if self._woken.is_set():  # input arrived: the engine looks at it at this same instant
+            self._woken.clear()
+            self.wakes += 1
+            return []
         horizon = self.now + (math.inf if timeout is None else timeout)
         best: tuple[float, _Worker, Event | None, bool] | None = None
         for w in self._workers:
@@ -162,6 +178,10 @@ class FakeBackend(Backend):
             if best is None or t < best[0]:
                 best = (t, w, event, dies)
         if best is None or best[0] > horizon:
+            if self.input_wait and self._woken.wait(self.input_wait):
+                self._woken.clear()
+                self.wakes += 1
+                return []
             if math.isinf(horizon):
                 raise AssertionError("the engine waits forever on a backend with nothing to report")
             # Time always moves, as a real clock does, even for a wait too short to change a float.
@@ -211,7 +231,7 @@ class FakeBackend(Backend):
 class FakeThreadBackend(FakeBackend):
     """The same, for a backend that can abandon a stuck task but not kill it."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True)
 
 
 register_backend("fake", lambda specs, start_method: FakeBackend(specs))

@@ -9,6 +9,7 @@ covered in milliseconds. The real-process tests remain the end-to-end proof.
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 
@@ -21,7 +22,7 @@ from mtasklite_like import (
     is_exception,
 )
 from mtasklite_like._backends import register_backend
-from mtasklite_like._backends.base import WorkerDied, WorkerReady
+from mtasklite_like._backends.base import Capabilities, WorkerDied, WorkerReady
 from tests.fake_backend import FakeBackend, Step, run_step
 
 pytestmark = pytest.mark.timeout(30)
@@ -252,3 +253,78 @@ def test_retried_items_travel_alone_with_their_input_index():
     carrying = [indices for _, indices in FakeBackend.made[-1].sent if 150 in indices]
     assert len(carrying) == 2 and len(carrying[0]) > 1 and carrying[1] == [150]
     assert any(len(indices) > 1 for _, indices in FakeBackend.made[-1].sent)
+
+
+# -- input read in the background -------------------------------------------------------------------------
+
+
+class _NoWake(FakeBackend):
+    """A backend that cannot be woken: the engine must look at the input by itself."""
+
+    capabilities = Capabilities(wakes=False)
+
+    def wake(self):
+        pass
+
+
+register_backend("fake-no-wake", lambda specs, start_method: _NoWake(specs))
+
+
+@pytest.mark.parametrize("backend", ["fake", "fake-no-wake"])
+@pytest.mark.parametrize("unordered", [False, True])
+def test_results_flow_while_the_input_blocks(backend, unordered):
+    gate = threading.Event()
+    blocked = threading.Event()
+
+    def source():
+        yield from (Step(i) for i in range(3))
+        blocked.set()
+        assert gate.wait(20), "never released"
+        yield from (Step(i) for i in range(3, 6))
+
+    def task(step):
+        # Item 2 finishes only once the source is blocked: its result arrives while the source is.
+        if step.value == 2:
+            assert blocked.wait(20), "the source was never read up to its block"
+        return run_step(step)
+
+    results = Pool(task, 2, backend=backend, is_unordered=unordered)(source())
+    got = [next(results) for _ in range(3)]
+    assert blocked.is_set() and not gate.is_set()
+    assert sorted(got) == [0, 1, 2]
+    gate.set()
+    assert sorted(results) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("unordered", [False, True])
+def test_a_slow_input_sends_each_item_as_it_comes(unordered):
+    """Items arrive one by one (each only after the previous result was delivered): every message
+    carries the one item there is, and nothing waits for a batch to fill."""
+    delivered = [threading.Event() for _ in range(30)]
+
+    def lock_step():
+        for i in range(30):
+            assert not i or delivered[i - 1].wait(20), f"item {i} needed before result {i - 1} came"
+            yield Step(i, seconds=0.0001)
+
+    for i, r in enumerate(_pool(2, is_unordered=unordered)(lock_step())):
+        assert r == i
+        delivered[i].set()
+    backend = FakeBackend.made[-1]
+    assert [indices for _, indices in backend.sent] == [[i] for i in range(30)]
+    assert backend.wakes >= 1
+
+
+def test_input_read_in_the_caller_on_request():
+    reader = []
+
+    def source():
+        for i in range(5):
+            reader.append(threading.current_thread())
+            yield i
+
+    assert list(_pool(2, input_thread=False)(source())) == list(range(5))
+    assert set(reader) == {threading.current_thread()}
+    reader.clear()
+    assert list(_pool(2)(source())) == list(range(5))
+    assert set(reader) != {threading.current_thread()}

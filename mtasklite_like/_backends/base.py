@@ -7,6 +7,12 @@ exception modes; the engine knows nothing of threads, processes or pipes, only a
 
 Every batch is addressed to one worker, so the engine always knows which items each worker holds:
 that is what lets a worker's death be reported against its items.
+
+The engine waits in one place only, ``recv``. Input read in a background thread (see
+``_input_thread``) must be able to cut that wait short, so a backend implements :meth:`Backend.wake`
+and says so with ``Capabilities.wakes``; the engine then sleeps until a report *or* an item
+arrives. A backend that cannot be woken still works: the engine then looks at the input every few
+milliseconds while it waits for some.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Capabilities:
             abandoned and finishes in the background (a thread cannot be killed).
         names_running_item: ``WorkerDied.running`` says which item a dead worker was running.
         has_pids: workers are operating-system processes with pids (``WorkerDied.pid``, ``pids``).
+        wakes: :meth:`Backend.wake` cuts a ``recv`` short (see the module docstring).
     """
 
     batches: bool = True
@@ -49,6 +56,7 @@ class Capabilities:
     kills_tasks: bool = True
     names_running_item: bool = True
     has_pids: bool = False
+    wakes: bool = False
 
 
 class Event:
@@ -150,6 +158,15 @@ class Backend(ABC):
     @abstractmethod
     def recv(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) and return what workers reported."""
+
+    def wake(self) -> None:  # noqa: B027 - optional: a backend that cannot be woken is polled
+        """Make the ``recv`` in progress in another thread return now, with whatever workers have
+        reported (possibly nothing); when no ``recv`` is in progress, the next one returns at once.
+
+        Called from the thread that reads the input, when items arrive while the engine waits for
+        input. Thread-safe, never blocks, never raises, and harmless after ``stop``. A backend that
+        implements it sets ``Capabilities.wakes``; this default does nothing.
+        """
 
     @abstractmethod
     def replace_worker(self, worker: int, *, kill: bool = False) -> None:

@@ -7,6 +7,7 @@ exception modes, ordering and laziness behave exactly as with real workers.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ __all__ = ["InlineBackend"]
 class InlineBackend(Backend):
     # Tasks run in the caller: one at a time, and nothing can interrupt them.
     capabilities: ClassVar[Capabilities] = Capabilities(
-        batches=False, interrupts_tasks=False, kills_tasks=False
+        batches=False, interrupts_tasks=False, kills_tasks=False, wakes=True
     )
 
     def __init__(self, spec: WorkerSpec) -> None:
@@ -31,6 +32,7 @@ class InlineBackend(Backend):
         self._queue: deque[tuple[int, list[Any]]] = deque()
         self._events: list[Event] = []
         self._alive = False
+        self._woken = threading.Event()
 
     def start(self) -> None:
         self._alive = True
@@ -50,11 +52,18 @@ class InlineBackend(Backend):
             events, self._events = self._events, []
             return events
         if not self._queue or self._call is None:
+            # Nothing to run: wait for input read in the background (see Backend.wake).
+            if timeout is None or timeout > 0:
+                self._woken.wait(timeout)
+            self._woken.clear()
             return []
         batch_id, items = self._queue.popleft()
         t0 = time.perf_counter()
         results, failures = run_batch(self._call, items)
         return [BatchDone(0, batch_id, results, failures, time.perf_counter() - t0)]
+
+    def wake(self) -> None:
+        self._woken.set()
 
     def replace_worker(self, worker: int, *, kill: bool = False) -> None:
         self._call = None

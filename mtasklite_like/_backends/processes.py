@@ -15,6 +15,10 @@ Death
     ``connection.wait`` watches the result pipes and the process sentinels together; when a
     sentinel fires, whatever the worker sent before dying is read first, then the death is
     reported, so no finished result is lost.
+
+Wake-up
+    The same ``wait`` also watches the read end of a pipe of the caller's own; ``wake`` writes a
+    byte into it, so input read in a background thread cuts the engine's wait short.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, loads, main_needs_by_value
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from .nesting import become_worker, check_may_have_children, inside_worker
+from .wakeup import WakePipe
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
@@ -148,11 +154,12 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
         os._exit(1)
 
 
-def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any) -> None:
+def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, nested: bool) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent_pid = os.getppid()
+    become_worker(parent_pid, nested=nested)  # may run pools of its own (see nesting.py)
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
     try:
         call = build_worker_callable(spec, own_process=True)
@@ -224,7 +231,7 @@ class _Proc:
 
 
 class ProcessBackend(Backend):
-    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True, wakes=True)
 
     def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
                  name: str = "mtasklite_like") -> None:
@@ -239,11 +246,14 @@ class ProcessBackend(Backend):
         self._procs: list[_Proc] = []
         self._by_waitable: dict[Any, tuple[_Proc, bool]] = {}
         self._alive = False
+        self._wakeup: WakePipe | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        check_may_have_children()
         self._alive = True
+        self._wakeup = WakePipe()
         for spec in self._specs:
             self._procs.append(self._start_one(spec))
 
@@ -258,7 +268,7 @@ class ProcessBackend(Backend):
         progress = self._ctx.RawArray("q", [-1, -1])
         process = self._ctx.Process(
             target=_process_main,
-            args=(payload, task_r, result_w, progress),
+            args=(payload, task_r, result_w, progress, inside_worker()),
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
@@ -285,6 +295,8 @@ class ProcessBackend(Backend):
         procs, self._procs = self._procs, []
         self._by_waitable.clear()
         _stop_procs(procs, grace)
+        if self._wakeup is not None:
+            self._wakeup.close()
 
     @property
     def alive(self) -> bool:
@@ -310,9 +322,19 @@ class ProcessBackend(Backend):
             pass
         return len(data)
 
+    def wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.wake()
+
     def recv(self, timeout: float | None) -> list[Event]:
         events: list[Event] = []
-        for obj in wait(list(self._by_waitable), timeout):
+        wakeup = self._wakeup
+        wake_fd = None if wakeup is None else wakeup.fd
+        for obj in wait([*self._by_waitable, wake_fd] if wake_fd is not None else list(self._by_waitable),
+                        timeout):
+            if wakeup is not None and type(obj) is int and obj == wake_fd:
+                wakeup.drain()
+                continue
             entry = self._by_waitable.get(obj)
             if entry is None:
                 continue  # this worker was already reported dead in this round

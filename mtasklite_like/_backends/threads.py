@@ -23,6 +23,8 @@ from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerIni
 __all__ = ["ThreadBackend"]
 
 _STOP = None
+#: put in the outbox by ``wake``: ends a wait in ``recv`` without being an event
+_WAKE: Any = object()
 
 
 class _Sink:
@@ -88,7 +90,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
 
 class ThreadBackend(Backend):
     # A stuck thread can be abandoned (the run goes on) but not killed.
-    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True)
 
     def __init__(self, specs: list[WorkerSpec], name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
@@ -135,7 +137,13 @@ class ThreadBackend(Backend):
             try:
                 events.append(get())
             except queue.Empty:
-                return events
+                break
+        if _WAKE in events:
+            events = [e for e in events if e is not _WAKE]
+        return events
+
+    def wake(self) -> None:
+        self._outbox.put(_WAKE)
 
     def stop(self, grace: float) -> None:
         if not self._alive:

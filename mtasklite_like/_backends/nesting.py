@@ -1,0 +1,74 @@
+"""Pools inside process workers: what lets a worker start workers of its own, and take them down
+with it.
+
+A worker process is *daemonic* in the pool's process: at interpreter exit ``multiprocess`` then
+terminates it rather than joining it, so a busy or idle worker can never hang the exit. A daemonic
+process may not start children, though, so each worker, once started, clears the flag on its own
+view of itself (:func:`become_worker`). Its children are daemonic again in its own view: its exit
+terminates them, and nothing at any level is ever joined without being stopped first.
+
+No orphans. A worker ends when its parent disappears: its reader thread sees the task pipe close
+or the parent pid change (``_backends.processes``). A worker of a nested pool also asks Linux to
+kill it the moment its parent dies (``PR_SET_PDEATHSIG``), so when an outer worker is killed, its
+own workers go at once. The signal follows the parent *thread* that started the worker, which for
+a nested pool is the outer worker's main thread (tasks run there), alive as long as the worker;
+top-level workers, started by whichever thread iterates the results, rely on the pipe and pid
+watch instead, which may take up to a second.
+
+What cannot work fails with a message: a process pool inside a daemonic process that is not one of
+ours (a ``multiprocess.Pool`` worker, for instance).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+__all__ = ["become_worker", "check_may_have_children", "inside_worker"]
+
+_PR_SET_PDEATHSIG = 1
+_inside_worker = False
+
+
+def inside_worker() -> bool:
+    """True in a worker process of a pool of this package."""
+    return _inside_worker
+
+
+def become_worker(parent_pid: int, *, nested: bool) -> None:
+    """Run first in a worker process: allow it children, and tie a nested worker's life to its parent."""
+    global _inside_worker
+    _inside_worker = True
+    import multiprocess
+
+    me = multiprocess.current_process()
+    if me.daemon:
+        me.daemon = False  # this process's own view only; its parent still treats it as daemonic
+    if nested and sys.platform.startswith("linux"):
+        _die_with_parent()
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the parent died before the request took effect
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the pipe and pid watch remain
+        pass
+
+
+def check_may_have_children() -> None:
+    """Refuse clearly to start worker processes where ``multiprocess`` would assert."""
+    import multiprocess
+
+    if multiprocess.current_process().daemon:
+        raise RuntimeError(
+            "this process pool is created inside a daemonic process (a worker of another process "
+            "pool built on multiprocess, such as multiprocess.Pool or pathos), which may not start "
+            "processes of its own. Use threads for the inner pool (use_threads=True), or make the "
+            "outer pool an mtasklite_like Pool, whose process workers may run pools of their own"
+        )

@@ -1,0 +1,92 @@
+"""Dispatch: sending work to workers with spare capacity, retries first, then new input.
+
+:mod:`._admission` decides who may get how much; this module carries it out against the ledger,
+the worker set and the backend, and keeps a reader in the background (:mod:`._input_thread`)
+supplied with its limit: what the workers could take at once beyond what was handed out, never
+past the window. A batch is cut from whatever the input has given, up to the batch size, so a slow
+input never makes items wait for a batch to fill: the batch size follows the input rate as well as
+the task time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._admission import Admission
+from ._backends.base import Backend
+from ._feeder import Feeder, InputThread
+from ._ledger import Ledger, Msg
+from ._release import Release
+from ._worker_set import WorkerSet
+
+__all__ = ["Dispatch"]
+
+
+class Dispatch:
+    """Fills workers for one run; it holds the run's parts, never the run itself."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        ledger: Ledger,
+        workers: WorkerSet,
+        feeder: Feeder | InputThread,
+        release: Release,
+        backend: Backend,
+    ) -> None:
+        self.admission = admission
+        self.ledger = ledger
+        self.workers = workers
+        self.feeder = feeder
+        self.release = release
+        self.backend = backend
+        self.clock: Callable[[], float] = backend.clock
+
+    def consumed(self) -> int:
+        """Results the consumer has taken so far."""
+        return self.release.released - len(self.release.ready)
+
+    def fill(self) -> None:
+        """Send work to workers with spare capacity: retries first, then new input."""
+        admission, feeder = self.admission, self.feeder
+        if feeder.fatal is not None:
+            raise feeder.fatal  # e.g. SystemExit from the input: at once, as in the caller
+        credit = admission.credit()
+        window = admission.window(credit)
+        guard = admission.guards_overdue(credit)
+        busy_for = self.workers.busy_for(self.clock(), self.ledger.in_flight.values()) if guard else None
+        try:
+            self._fill(credit, window, busy_for)
+        finally:
+            if feeder.streams:
+                feeder.allow(admission.read_limit(credit, window, feeder.pulled, self.consumed()))
+
+    def _fill(self, credit: int, window: int | None, busy_for: dict[int, float] | None) -> None:
+        admission, ledger, workers, feeder = self.admission, self.ledger, self.workers, self.feeder
+        while True:
+            worker = admission.pick_worker(ledger.loads, credit, workers.quota, busy_for)
+            if worker < 0:
+                return
+            if ledger.retry:
+                # A retried item travels alone, so an item that kills its worker cannot take
+                # innocent neighbours down with it a second time.
+                batch, pos = ledger.retry.popleft()
+                self._send(*ledger.dispatch(worker, batch, [pos], self.clock()))
+                continue
+            if feeder.done:
+                return
+            room = None if window is None else window - (feeder.pulled - self.consumed())
+            if room is not None and room <= 0:
+                return
+            first = feeder.pulled
+            # Whatever has been read, up to a batch: a slow input never makes items wait for more.
+            items = feeder.take(admission.batch_size(feeder.remaining(), workers.quota_left(worker), room))
+            if not items:
+                return  # the input has nothing yet (its reader wakes the wait), or it ended
+            batch = ledger.open_batch(range(first, first + len(items)), items)
+            self._send(*ledger.dispatch(worker, batch, None, self.clock()))
+
+    def _send(self, msg_id: int, msg: Msg) -> None:
+        items = msg.items()
+        self.workers.spend_quota(msg.worker, len(items))
+        self.ledger.sent(msg, self.backend.send(msg.worker, msg_id, msg.indices(), items))
