@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain, islice, tee
+from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
 from ._errors import DeferredExceptions
@@ -51,6 +51,14 @@ class Kept:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+def _recording(source: Iterator[Any], into: deque[Any]) -> Iterator[Any]:
+    """Yield the items of ``source``, appending each to ``into`` first."""
+    append = into.append
+    for item in source:
+        append(item)
+        yield item
 
 
 class _Sized:
@@ -137,16 +145,18 @@ class JournalRun:
                 # Nothing to skip: the pool reads the input itself, keys are taken in bulk.
                 self._fill = self._fill_fast
                 self._seq: Sequence[Any] | None = iterable if sequence else None  # type: ignore[assignment]
-                self._items: Iterator[Any] | None = None
+                self._items: deque[Any] | None = None
                 pool_input: Any
                 if self._seq is not None:
                     pool_input = iterable
                 elif self.key_kind == KEY_POSITION and not self._need_items:
                     pool_input = source if self.total is None else _Sized(source, self.total)
                 else:
-                    a, b = tee(source)
-                    self._items = b
-                    pool_input = a if self.total is None else _Sized(a, self.total)
+                    # The pool may read its input in a thread of its own: items are handed over
+                    # through a deque (thread-safe), not a tee (which is not).
+                    self._items = deque()
+                    recorded = _recording(source, self._items)
+                    pool_input = recorded if self.total is None else _Sized(recorded, self.total)
                 self._inner = plain(pool, pool_input)
             elif not pool.is_unordered:
                 ordered = OrderedResume(self)
@@ -304,7 +314,9 @@ class JournalRun:
                 # a slice of a range is a range: it pickles in a few bytes
                 items = part if isinstance(part, (list, range)) else list(part)
         elif self._items is not None:
-            items = list(islice(self._items, n))
+            # Every item of a result was read, and recorded, before the result could exist.
+            popleft = self._items.popleft
+            items = [popleft() for _ in range(n)]
         keys: Sequence[Any]
         if self.key_kind == KEY_POSITION:
             keys = range(start, start + n)  # positions are never materialised

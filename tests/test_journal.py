@@ -510,3 +510,21 @@ def test_items_that_are_their_own_keys_may_be_reordered_or_replaced(log, run_dir
     pool = Pool(h.logged_upper, 2, use_threads=True, journal=run_dir)
     assert list(pool(other)) == [w.upper() for w in other]
     assert sorted(computed_since(log, seen)) == sorted(f"w{i}" for i in range(40, 50))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("use_threads", [False, True])
+def test_a_generator_read_in_the_background_keeps_items_and_results_paired(tmp_path, use_threads):
+    # The pool reads an unsized input in a thread of its own: the items handed to save_callback
+    # must still be the ones each result came from, in order.
+    def words():
+        for i in range(3000):
+            yield f"item-{i}"
+
+    seen: list = []
+    pool = Pool(
+        str.upper, 2, use_threads=use_threads, journal=str(tmp_path / "run"), input_thread=True,
+        save_callback=lambda results, items: seen.extend(zip(items, results)), save_batch=64,
+    )
+    assert list(pool(words())) == [f"ITEM-{i}" for i in range(3000)]
+    assert seen == [(f"item-{i}", f"ITEM-{i}") for i in range(3000)]
