@@ -9,7 +9,7 @@ announced size, on which the object is rebuilt. The kernel's copies (into the pi
 the only ones; an in-band pickle adds one into the pickle, and several on the way out of it.
 
 Why the pipe rather than shared memory: measured on 1 MiB and 8 MiB payloads (round trips between
-two processes, see docs/performance.md), writing through the pipe was faster than creating a
+two processes, see docs/architecture.md), writing through the pipe was faster than creating a
 ``multiprocessing.shared_memory`` segment per message (creating, mapping, faulting in fresh pages
 and unlinking cost more than the copy they save), and it leaves nothing in ``/dev/shm`` to leak
 when a process is killed: a pipe goes away with its processes.
