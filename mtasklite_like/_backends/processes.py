@@ -3,7 +3,9 @@
 Transport
     The parent writes batches into a worker's task pipe and reads its results from the worker's
     result pipe. Messages are pickled by the standard pickler, with dill as the fallback (see
-    ``_serialize``); the worker's function or object is sent once, when the worker starts.
+    ``_serialize``); the worker's function or object is sent once, when the worker starts. Large
+    buffers (bytes, arrays) travel out of band, written straight through the pipe after their
+    message's pickle, in both directions (``wire``).
 
 Why a reader thread in the worker
     A pipe holds ~64 KiB. If the parent blocked writing a large batch while the worker blocked
@@ -38,11 +40,12 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .._errors import RemoteTraceback, TaskPicklingError
-from .._serialize import dumps, loads, main_needs_by_value
+from .._serialize import dumps, dumps_oob, loads, main_needs_by_value
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .nesting import become_worker, check_may_have_children, inside_worker
 from .wakeup import WakePipe
+from .wire import decode, recv_message, send_message, wait_readable
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
@@ -100,10 +103,10 @@ def _pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]
 
 
 def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
-                 failures: list[tuple[int, Any]], elapsed: float) -> bytes:
+                 failures: list[tuple[int, Any]], elapsed: float) -> tuple[bytes, list[memoryview] | None]:
     packed = [(pos, *_pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
     try:
-        return dumps((_DONE, batch_id, results, packed, elapsed))
+        return dumps_oob((_DONE, batch_id, results, packed, elapsed))
     except Exception:
         pass
     # Some result cannot be pickled: find which, and fail those items alone.
@@ -112,7 +115,7 @@ def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
         if pos in failed_positions:
             continue
         try:
-            dumps(value)
+            dumps_oob(value)
         except Exception as cause:
             err = TaskPicklingError(
                 f"the result of item #{indices[pos]} ({type(value).__name__}) could not be "
@@ -121,7 +124,7 @@ def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
             results[pos] = None
             packed.append((pos, err, ""))
     packed.sort(key=lambda f: f[0])
-    return dumps((_DONE, batch_id, results, packed, elapsed))
+    return dumps_oob((_DONE, batch_id, results, packed, elapsed))
 
 
 def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
@@ -132,16 +135,22 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
     goes). EOF on the task pipe also means the pool is gone, but is not enough on its own: under
     ``fork`` sibling workers inherit the pool's end of it.
     """
+    def check_parent() -> None:
+        if os.getppid() != parent_pid:
+            # Orphaned (the parent was killed): nobody will read our results.
+            os._exit(1)
+
+    def wait(fd: int) -> None:
+        wait_readable(fd, _PARENT_CHECK_SECONDS, check_parent)
+
     try:
         while True:
             if not conn.poll(_PARENT_CHECK_SECONDS):
-                if os.getppid() != parent_pid:
-                    # Orphaned (the parent was killed): nobody will read our results.
-                    os._exit(1)
+                check_parent()
                 continue
-            data = conn.recv_bytes()
+            data, buffers, _ = recv_message(conn, wait)
             try:
-                inbox.put(loads(data))
+                inbox.put(decode(data, buffers))
             except Exception as exc:
                 # A batch that cannot be unpickled here (a class the worker cannot import, say):
                 # end the worker, so the parent reports its death against the items it held.
@@ -172,7 +181,7 @@ def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress:
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
     try:
-        _serve(call, inbox, result_conn.send_bytes, progress)
+        _serve(call, inbox, lambda message: send_message(result_conn, *message), progress)
     except (BrokenPipeError, EOFError, ConnectionError):
         # The parent is gone or closed our pipe while stopping us: nothing to report to.
         os._exit(0)
@@ -198,10 +207,12 @@ def _serve(call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any) -
         if not failures:
             # The common case: one pickling pass, no per-item work.
             try:
-                send(dumps((_DONE, batch_id, results, (), elapsed)))
-                continue
+                message = dumps_oob((_DONE, batch_id, results, (), elapsed))
             except Exception:
                 pass
+            else:
+                send(message)
+                continue
         send(_encode_done(batch_id, indices, results, failures, elapsed))
 
 
@@ -311,16 +322,17 @@ class ProcessBackend(Backend):
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         try:
-            data = dumps((batch_id, indices, items, False), main_by_value=self._main_by_value)
+            data, buffers = dumps_oob((batch_id, indices, items, False), main_by_value=self._main_by_value)
         except Exception:
-            data = dumps((batch_id, indices, _sendable_items(indices, items), True))
+            data, buffers = dumps_oob((batch_id, indices, _sendable_items(indices, items), True))
+        size = len(data) + sum(b.nbytes for b in buffers or ())
         try:
-            self._procs[worker].task_conn.send_bytes(data)
+            size = send_message(self._procs[worker].task_conn, data, buffers)
         except OSError:
             # The worker is gone (it failed to start, or died): its sentinel reports that in
             # recv(), against the batches it was given, this one included.
             pass
-        return len(data)
+        return size
 
     def wake(self) -> None:
         if self._wakeup is not None:
@@ -352,7 +364,7 @@ class ProcessBackend(Backend):
         conn = proc.result_conn
         try:
             while conn.poll(0):
-                events.append(self._decode(proc.index, conn.recv_bytes()))
+                events.append(self._decode(proc.index, *recv_message(conn)))
         except (EOFError, OSError):
             return False
         return True
@@ -368,12 +380,12 @@ class ProcessBackend(Backend):
         ))
 
     @staticmethod
-    def _decode(worker: int, data: bytes) -> Event:
-        msg = loads(data)
+    def _decode(worker: int, data: bytes, buffers: list[bytearray] | None, nbytes: int) -> Event:
+        msg = decode(data, buffers)
         if msg[0] == _DONE:
             _, batch_id, results, packed, elapsed = msg
             failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
-            return BatchDone(worker, batch_id, results, failures, elapsed, len(data))
+            return BatchDone(worker, batch_id, results, failures, elapsed, nbytes)
         if msg[0] == _READY:
             return WorkerReady(worker)
         _, exc, tb = msg
@@ -427,7 +439,7 @@ def _sendable_items(indices: Sequence[int], items: list[Any]) -> list[Any]:
     out = []
     for pos, item in enumerate(items):
         try:
-            dumps(item)
+            dumps_oob(item)
             out.append(item)
         except Exception as cause:
             out.append(_Unsendable(
