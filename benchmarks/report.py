@@ -49,7 +49,7 @@ def format_measured(row: Row) -> str:
 
 
 _COLUMNS = (
-    ("workload", "<", 16),
+    ("workload", "<", 22),
     ("configuration", "<", 53),
     ("items", ">", 11),
     ("median", ">", 14),
@@ -136,7 +136,7 @@ def legend(workloads: Sequence[Workload]) -> str:
         extra = ""
         if w.notes:
             extra = " [" + ", ".join(f"{k}={v}" for k, v in w.notes.items()) + "]"
-        lines.append(f"  {w.name:<16}  {w.title}{extra}")
+        lines.append(f"  {w.name:<22}  {w.title}{extra}")
     return "\n".join(lines)
 
 
