@@ -66,7 +66,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def log(row: measure.Row) -> None:
             cells = report.row_cells(row)
-            print(f"    {cells[1]}: {cells[3]}  {cells[4]} {cells[6]} {cells[7]}".rstrip(), flush=True)
+            line = f"    {cells[1]}: {cells[3]}  {cells[4]} {cells[6]} {cells[7]}".rstrip()
+            if row.workload.startswith("big-"):
+                big = report.big_cells(row)
+                line += f"  [{big[2]}; caller +{big[3]}, workers {big[4]}, largest worker {big[5]}]"
+            if row.error:
+                line += f"  {row.error}"
+            print(line, flush=True)
 
         rows.extend(measure.run(w, args.repeat, log))
         print(f"    ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -74,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     # Reference rows first within each workload.
     order = {w.name: i for i, w in enumerate(selected)}
     rows.sort(key=lambda r: (order[r.workload], not r.reference))
-    text = "\n\n".join(
-        [report.legend(selected), report.table(rows), report.FOOTNOTES, report.summary(rows, args.quick)]
-    )
+    parts = [report.legend(selected), report.table(rows), report.big_table(rows), report.FOOTNOTES,
+             report.summary(rows, args.quick)]
+    text = "\n\n".join(p for p in parts if p)
     print()
     print(text)
     (out / "benchmark.txt").write_text(text + "\n")

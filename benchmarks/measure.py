@@ -47,6 +47,11 @@ class Row:
     #: latency workloads: the 99th percentile (ms) and the median time to the first result (ms)
     p99: float | None = None
     first: float | None = None
+    #: "big" workloads, MiB, largest over the runs: the caller's peak RSS growth, the sum of the
+    #: peak RSS of the processes it started (sampled), the peak RSS of its largest worker (exact)
+    caller_mib: float | None = None
+    workers_mib: float | None = None
+    largest_worker_mib: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -333,6 +338,71 @@ def run_latency(w: Workload, repeat: int, log: Any) -> list[Row]:
     return list(rows.values())
 
 
+# -- large items: time and memory, every run in a fresh process -------------------------------------------
+
+
+def _largest(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def run_big(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """Each run is a fresh child process (``benchmarks.bigitems``) that reports its wall time and
+    memory. Rounds of ``ours, peer 1, peer 2, ...``; a peer's ratio is the median over the rounds of
+    our throughput / its throughput in the same round. Memory figures are the largest of the runs."""
+    from .bigitems import run_probe
+
+    configs = [w.reference, *w.peers]
+    rows = {
+        id(c): Row(w.name, c.label, c.short, c is w.reference, w.items, "items/s", note=c.note)
+        for c in configs
+    }
+    seconds: dict[int, list[float | None]] = {id(c): [] for c in configs}
+    figures: dict[int, list[dict[str, Any]]] = {id(c): [] for c in configs}
+    for _ in range(pairs_for(w, repeat)):
+        for cfg in configs:
+            row = rows[id(cfg)]
+            if row.error:
+                seconds[id(cfg)].append(None)
+                continue
+            try:
+                result = run_probe(w.data, cfg.run, w.items, timeout=RUN_TIMEOUT_SECONDS * 2)
+            except Exception as exc:
+                row.status, row.error = "ERROR", _error_text(exc)
+                seconds[id(cfg)].append(None)
+                continue
+            seconds[id(cfg)].append(result["seconds"])
+            figures[id(cfg)].append(result)
+            row.samples.append(result["seconds"])
+            if not result["peak_reset"]:
+                row.note = "peak could not be reset: growth includes earlier peaks"
+    ref_seconds = seconds[id(w.reference)]
+    for cfg in configs:
+        row = rows[id(cfg)]
+        runs = figures[id(cfg)]
+        if runs:
+            row.value = w.items / statistics.median(row.samples)
+            row.caller_mib = _largest([r["caller_growth_mib"] for r in runs])
+            row.workers_mib = _largest([r["workers_sum_mib"] for r in runs])
+            row.largest_worker_mib = _largest([r["largest_worker_mib"] for r in runs])
+        paired = [(rt, pt) for rt, pt in zip(ref_seconds, seconds[id(cfg)])
+                  if rt is not None and pt is not None]
+        if cfg is w.reference:
+            row.ratio = 1.0
+            if row.caller_mib is not None:
+                row.measured, row.measured_unit = row.caller_mib, "MiB"
+        elif paired:
+            # equal item counts: ours/this as throughputs is this time / our time
+            row.ratio = statistics.median(pt / rt for rt, pt in paired)
+            row.measured, row.measured_unit = row.ratio, "x"
+        if row.error and cfg.target:
+            row.target = cfg.target.text
+        else:
+            _apply_target(row, cfg)
+        log(row)
+    return list(rows.values())
+
+
 def run(w: Workload, repeat: int, log: Any) -> list[Row]:
     if w.prepare is not None:
         w.notes.update(w.prepare())
@@ -347,4 +417,6 @@ def run(w: Workload, repeat: int, log: Any) -> list[Row]:
         return run_memory(w, repeat, log)
     if w.kind == "latency":
         return run_latency(w, repeat, log)
+    if w.kind == "big":
+        return run_big(w, repeat, log)
     raise ValueError(f"unknown workload kind {w.kind!r}")

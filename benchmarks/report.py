@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 import textwrap
 import time
@@ -48,7 +49,7 @@ def format_measured(row: Row) -> str:
 
 
 _COLUMNS = (
-    ("workload", "<", 16),
+    ("workload", "<", 22),
     ("configuration", "<", 53),
     ("items", ">", 11),
     ("median", ">", 14),
@@ -87,13 +88,55 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+_BIG_COLUMNS = (
+    ("workload", "<", 22),
+    ("configuration", "<", 53),
+    ("wall time", ">", 9),
+    ("caller RSS growth", ">", 17),
+    ("workers' peak RSS, sum", ">", 22),
+    ("largest worker", ">", 14),
+)
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} MiB"
+
+
+def big_cells(row: Row) -> list[str]:
+    """A "big" workload's row in the memory table: median wall time and the memory figures."""
+    wall = f"{statistics.median(row.samples):.2f} s" if row.samples else "-"
+    return [row.workload, row.label, wall, _mib(row.caller_mib), _mib(row.workers_mib),
+            _mib(row.largest_worker_mib)]
+
+
+def big_table(rows: Sequence[Row]) -> str:
+    """Wall time and memory of the large-item rows (empty when none ran)."""
+    big = [r for r in rows if r.caller_mib is not None or r.workload.startswith("big-")]
+    if not big:
+        return ""
+    widths = [(a, w) for _, a, w in _BIG_COLUMNS]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, (a, w) in zip(cells, widths)).rstrip()
+
+    lines = ["Large items: wall time and memory (MiB = 2^20 bytes; largest of the runs)",
+             line([name for name, _, _ in _BIG_COLUMNS]), line(["-" * w for _, _, w in _BIG_COLUMNS])]
+    previous = None
+    for row in big:
+        if previous is not None and row.workload != previous:
+            lines.append("")
+        previous = row.workload
+        lines.append(line(big_cells(row)))
+    return "\n".join(lines)
+
+
 def legend(workloads: Sequence[Workload]) -> str:
     lines = ["Workloads:"]
     for w in workloads:
         extra = ""
         if w.notes:
             extra = " [" + ", ".join(f"{k}={v}" for k, v in w.notes.items()) + "]"
-        lines.append(f"  {w.name:<16}  {w.title}{extra}")
+        lines.append(f"  {w.name:<22}  {w.title}{extra}")
     return "\n".join(lines)
 
 
@@ -106,7 +149,11 @@ latency-*: ms from an item leaving the source to its result reaching the consume
   of every run (p99 and the median time from creating the pool to the first result in the notes);
   ours/this: this p50 / our p50 (> 1: ours is faster).
 * run on fewer items because the peer is slow; items/s stay comparable with the other rows.
-memory: peak RSS growth of the calling process (largest run), each run in a fresh child process."""
+memory: peak RSS growth of the calling process (largest run), each run in a fresh child process.
+big-*: every run in a fresh child process; ours/this from wall times in the same round; the reference's
+  target is the caller's peak RSS growth in MiB (largest run). Memory per row in the table below:
+  workers' sum = last sampled VmHWM (every 100 ms) of each process the caller started, summed;
+  largest worker = ru_maxrss of the reaped children (exact); both include pages shared after fork."""
 
 
 def summary(rows: Sequence[Row], quick: bool = False) -> str:

@@ -90,6 +90,11 @@ def faster_than(limit: float) -> Target:
     return Target(f"ours/this >= {limit:g}", ">=", limit)
 
 
+def caller_growth_at_most(mib: float) -> Target:
+    """On a "big" workload's reference row: the caller's peak RSS growth (largest run) <= mib MiB."""
+    return Target(f"caller RSS <= {mib:g} MiB", "<=", mib)
+
+
 # -- configurations and workloads ----------------------------------------------------------------
 
 
@@ -116,7 +121,7 @@ class Config:
 class Workload:
     name: str
     title: str
-    kind: str  # "throughput", "ideal" (a time compared with the ideal), "startup", "memory", "latency"
+    kind: str  # "throughput", "ideal", "startup", "memory", "latency", "big" (time and memory of large items)
     reference: Config
     peers: list[Config]
     items: int = 0
@@ -128,6 +133,8 @@ class Workload:
     repeat_factor: float = 1.0
     prepare: Callable[[], dict[str, Any]] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    #: "big" workloads: the kind of item, a data name of ``benchmarks.bigitems``
+    data: str = ""
 
 
 @functools.lru_cache(maxsize=8)
@@ -504,5 +511,54 @@ def build(quick: bool) -> list[Workload]:
         repeat_factor=0.4,
     )
 
+    big = _big_items(quick)
+
     return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
-            mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty]
+            mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty, *big]
+
+
+def _big_items(quick: bool) -> list[Workload]:
+    """Large items through 2 workers, a generator as input: wall time and peak RSS, every run in a
+    fresh child process (``benchmarks.bigitems``). A Config's ``run`` is a runner name there."""
+    n_bytes = 200 if quick else 2_000
+    n_arrays = 40 if quick else 500
+    kinds = [
+        ("big-bytes-len", "bytes-len", n_bytes, "x 1 MiB bytes in, len out", 1.0),
+        ("big-bytes-echo", "bytes-echo", n_bytes, "x 1 MiB bytes in, 1 MiB out (reversed)", 1.0),
+        ("big-numpy", "numpy", n_arrays, "x 8 MiB float64 NumPy arrays in, array out (negated)", 1.5),
+    ]
+    out = []
+    for name, data, items, what, imap_target in kinds:
+        out.append(Workload(
+            name=name,
+            title=f"{items:,} {what}, generator input, processes, 2 workers: time, caller and worker RSS",
+            kind="big",
+            items=items,
+            data=data,
+            reference=Config("ours: Pool(n_jobs=2)", "ours Pool", "ours", target=caller_growth_at_most(128)),
+            peers=[
+                Config("multiprocessing.Pool(2).imap(chunksize=1)", "mp.Pool.imap(1)", "mp_imap",
+                       target=faster_than(imap_target)),
+                Config("ProcessPoolExecutor(2).map", "PPE.map", "cf_map", note="submits every item up front"),
+                Config("mpire WorkerPool(2).imap", "mpire imap", "mpire"),
+                Config("joblib Parallel(2, return_as='generator')", "joblib", "joblib",
+                       note="memmaps arrays over 1 MB" if data == "numpy" else ""),
+            ],
+            repeat_factor=0.4,
+        ))
+    for name, data, items, what, _ in kinds:
+        out.append(Workload(
+            name=f"{name}-threads",
+            title=f"{items:,} {what}, generator input, threads, 2 workers: time and caller RSS",
+            kind="big",
+            items=items,
+            data=data,
+            reference=Config("ours: Pool(n_jobs=2, use_threads=True)", "ours Pool threads", "ours_threads",
+                             target=caller_growth_at_most(128)),
+            peers=[
+                Config("ThreadPool(2).imap(chunksize=1)", "ThreadPool.imap(1)", "thread_pool_imap"),
+                Config("ThreadPoolExecutor(2).map", "TPE.map", "tpe_map", note="submits every item up front"),
+            ],
+            repeat_factor=0.4,
+        ))
+    return out
