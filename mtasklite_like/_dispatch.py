@@ -5,7 +5,7 @@ the worker set and the backend, and keeps a reader in the background (:mod:`._in
 supplied with its limit: what the workers could take at once beyond what was handed out, never
 past the window. A batch is cut from whatever the input has given, up to the batch size, so a slow
 input never makes items wait for a batch to fill: the batch size follows the input rate as well as
-the task time.
+the task time. The run's :class:`~._budget.ByteBudget` bounds it all in bytes as well.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ._admission import Admission
 from ._backends.base import Backend
+from ._budget import ByteBudget
 from ._feeder import Feeder, InputThread
 from ._ledger import Ledger, Msg
 from ._release import Release
@@ -33,6 +34,7 @@ class Dispatch:
         feeder: Feeder | InputThread,
         release: Release,
         backend: Backend,
+        budget: ByteBudget,
     ) -> None:
         self.admission = admission
         self.ledger = ledger
@@ -40,6 +42,7 @@ class Dispatch:
         self.feeder = feeder
         self.release = release
         self.backend = backend
+        self.budget = budget
         self.clock: Callable[[], float] = backend.clock
 
     def consumed(self) -> int:
@@ -59,10 +62,23 @@ class Dispatch:
             self._fill(credit, window, busy_for)
         finally:
             if feeder.streams:
-                feeder.allow(admission.read_limit(credit, window, feeder.pulled, self.consumed()))
+                limit = admission.read_limit(credit, window, feeder.pulled, self.consumed())
+                fit = self.budget.items_that_fit(self._held())
+                if fit is not None:
+                    limit = min(limit, feeder.pulled + feeder.buffered() + fit)
+                feeder.allow(limit)
+
+    def _held(self) -> float:
+        """Bytes held now (see :class:`~._budget.ByteBudget`)."""
+        ledger, feeder = self.ledger, self.feeder
+        results = feeder.pulled - self.consumed() - ledger.items_in_flight - len(ledger.retry)
+        return self.budget.held(ledger.bytes_in_flight, feeder.buffered(), max(0, results))
 
     def _fill(self, credit: int, window: int | None, busy_for: dict[int, float] | None) -> None:
-        admission, ledger, workers, feeder = self.admission, self.ledger, self.workers, self.feeder
+        admission, ledger, workers, feeder, budget = (
+            self.admission, self.ledger, self.workers, self.feeder, self.budget
+        )
+        bounded_in_bytes = budget.limit is not None
         while True:
             worker = admission.pick_worker(ledger.loads, credit, workers.quota, busy_for)
             if worker < 0:
@@ -78,9 +94,14 @@ class Dispatch:
             room = None if window is None else window - (feeder.pulled - self.consumed())
             if room is not None and room <= 0:
                 return
+            size = admission.batch_size(feeder.remaining(), workers.quota_left(worker), room)
+            if bounded_in_bytes:
+                size = budget.batch_items(size, self._held(), feeder.buffered())
+                if size <= 0:
+                    return  # the budget is full: wait for results to be consumed
             first = feeder.pulled
             # Whatever has been read, up to a batch: a slow input never makes items wait for more.
-            items = feeder.take(admission.batch_size(feeder.remaining(), workers.quota_left(worker), room))
+            items = feeder.take(size)
             if not items:
                 return  # the input has nothing yet (its reader wakes the wait), or it ended
             batch = ledger.open_batch(range(first, first + len(items)), items)
@@ -89,4 +110,7 @@ class Dispatch:
     def _send(self, msg_id: int, msg: Msg) -> None:
         items = msg.items()
         self.workers.spend_quota(msg.worker, len(items))
-        self.ledger.sent(msg, self.backend.send(msg.worker, msg_id, msg.indices(), items))
+        nbytes = self.backend.send(msg.worker, msg_id, msg.indices(), items)
+        if self.budget.limit is not None:
+            nbytes = self.budget.measure_items(items, nbytes)
+        self.ledger.sent(msg, nbytes)

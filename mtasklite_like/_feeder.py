@@ -75,6 +75,10 @@ class Feeder:
         """Items left in a sized input (None when unknown)."""
         return None if self.total is None else self.total - self.pulled
 
+    def buffered(self) -> int:
+        """Items read and not yet taken (none: this feeder reads only when asked)."""
+        return 0
+
     def take(self, n: int) -> list[Any]:
         """Up to ``n`` next items; fewer once the input is exhausted (then ``done`` is set)."""
         items: list[Any] = []

@@ -111,6 +111,10 @@ class InputThread:
         """The engine hands control back to the consumer: read nothing more until it returns."""
         self._open = False
 
+    def buffered(self) -> int:
+        """Items read and not yet taken by the engine."""
+        return len(self._buf)
+
     def take(self, n: int) -> list[Any]:
         """Up to ``n`` items already read, without waiting. Taking none asks for a wake-up when the
         next item arrives (or the input ends)."""

@@ -82,6 +82,7 @@ class Ledger:
         self.in_flight: dict[int, Msg] = {}
         self.retry: deque[tuple[Batch, int]] = deque()
         self.bytes_in_flight = 0  # serialised size of the messages workers hold
+        self.items_in_flight = 0  # items of the messages workers hold
         self._next_batch = 0
         self._next_msg = 0
 
@@ -100,6 +101,7 @@ class Ledger:
         msg = Msg(worker, batch, positions, now)
         self.in_flight[msg_id] = msg
         self.loads[worker] += 1
+        self.items_in_flight += len(msg.item_positions())
         return msg_id, msg
 
     def sent(self, msg: Msg, nbytes: int) -> None:
@@ -113,6 +115,7 @@ class Ledger:
         if msg is not None:
             self.loads[msg.worker] -= 1
             self.bytes_in_flight -= msg.nbytes
+            self.items_in_flight -= len(msg.item_positions())
         return msg
 
     def take(self, worker: int) -> list[tuple[int, Msg]]:
@@ -121,6 +124,7 @@ class Ledger:
         for msg_id, msg in held:
             del self.in_flight[msg_id]
             self.bytes_in_flight -= msg.nbytes
+            self.items_in_flight -= len(msg.item_positions())
         self.loads[worker] = 0
         return held
 

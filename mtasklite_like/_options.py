@@ -24,6 +24,7 @@ __all__ = [
     "OnWorkerDeath",
     "RunOptions",
     "check_backend",
+    "check_budget",
     "check_count",
     "check_env",
     "check_picklable",
@@ -60,6 +61,8 @@ class RunOptions:
         max_tasks_per_worker: items a worker processes before it is replaced, or None.
         input_thread: read the input in a background thread (True), in the consumer's thread
             (False), or decide by the input (None; see ``_feeder.make_feeder``).
+        memory_budget: bytes the run may hold in items read ahead, batches in flight and results
+            not yet consumed (None: bounded in items only); see ``_budget``.
     """
 
     ordered: bool = True
@@ -73,6 +76,7 @@ class RunOptions:
     retries: int = 0
     max_tasks_per_worker: int | None = None
     input_thread: bool | None = None
+    memory_budget: int | None = None
 
 
 def default_n_jobs(use_threads: bool) -> int:
@@ -104,6 +108,18 @@ def check_seconds(value: Any, name: str, *, allow_zero: bool = False) -> float |
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a number of seconds {bound} (or None), not {value!r}")
     return float(value)
+
+
+def check_budget(value: Any) -> int | None:
+    """``memory_budget``: a number of bytes >= 1, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"memory_budget must be a number of bytes such as 64 << 20 (64 MiB), or None for no bound "
+            f"in bytes, not {value!r:.40}"
+        )
+    return value
 
 
 def check_env(env: Any, where: str) -> dict[str, str]:

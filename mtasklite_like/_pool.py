@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
+from ._budget import DEFAULT_BUDGET
 from ._journal import check_journal_options, journaled_run
 from ._options import (
     ArgumentType,
@@ -26,6 +27,7 @@ from ._options import (
     OnWorkerDeath,
     RunOptions,
     check_backend,
+    check_budget,
     check_count,
     check_picklable,
     check_seconds,
@@ -81,6 +83,10 @@ class Pool(Generic[R]):
         chunk_prefill_ratio: how many batches each worker may hold at once. By default 2 (one running,
             one waiting, so a worker never idles between batches) for tasks fast enough to travel in
             batches, and 1 for slow tasks, so that no item waits behind a slow one.
+        memory_budget: bytes a run may hold besides your data: items read ahead, batches on their
+            way to and in the workers, results not yet consumed (default 64 MiB; None: bounded in
+            items only). Batches also stop growing at about 1 MiB. An item larger than the budget
+            still goes, alone. Process workers measure the bytes they send; threads estimate them.
         is_unordered: yield results as they finish instead of in input order.
         use_threads: run workers as threads of this process instead of processes (the same as
             ``backend='threads'``).
@@ -165,6 +171,7 @@ class Pool(Generic[R]):
         init_timeout: float | None = None,
         backend: BackendName | str | None = None,
         input_thread: bool | None = None,
+        memory_budget: int | None = DEFAULT_BUDGET,
         journal: str | os.PathLike[str] | None = None,
         journal_key: Callable[[Any], Any] | None = None,
         journal_fresh: bool = False,
@@ -257,6 +264,7 @@ class Pool(Generic[R]):
                 f"max_tasks_per_worker must be a whole number >= 1, not {max_tasks_per_worker!r}"
             )
         envs = worker_envs(worker_env, len(workers))
+        budget = check_budget(memory_budget)
         if input_thread is not None and not isinstance(input_thread, bool):
             raise TypeError(
                 f"input_thread must be True, False or None (decide by the input), not {input_thread!r:.40}"
@@ -275,6 +283,7 @@ class Pool(Generic[R]):
         self.retries = retries
         self.join_timeout = DEFAULT_JOIN_TIMEOUT if join is None else join
         self.start_method = start_method
+        self.memory_budget = budget
         self._closed = False
         self._journal = check_journal_options(
             journal, journal_key, journal_fresh, journal_keep_failures, journal_results, save_callback,
@@ -298,6 +307,7 @@ class Pool(Generic[R]):
             retries=retries,
             max_tasks_per_worker=max_tasks_per_worker,
             input_thread=input_thread,
+            memory_budget=budget,
         )
         specs = [
             WorkerSpec(i, w, argument_kind, envs[i], initializer, initargs) for i, w in enumerate(workers)

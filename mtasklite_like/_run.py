@@ -19,6 +19,7 @@ from typing import Any
 from . import _faults
 from ._admission import Admission
 from ._backends.base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from ._budget import ByteBudget
 from ._dispatch import Dispatch
 from ._errors import DeferredExceptions
 from ._feeder import make_feeder
@@ -115,7 +116,10 @@ class Run:
         self._last_heartbeat = self._clock()
         admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
         self._admission = admission
-        self._dispatch = Dispatch(admission, self._ledger, self.workers, self._feeder, self.release, backend)
+        self._budget = ByteBudget(self.options.memory_budget)
+        self._dispatch = Dispatch(
+            admission, self._ledger, self.workers, self._feeder, self.release, backend, self._budget
+        )
         self._wakes = backend.capabilities.wakes
 
     def _step(self) -> None:
@@ -181,6 +185,7 @@ class Run:
         self.workers.progress_made()
         assert self._admission is not None
         self._admission.observe(len(event.results), event.elapsed)
+        self._budget.measure_results(event.results, event.nbytes)
         failures: Iterable[tuple[int, BaseException]] = event.failures
         timeout = self.options.task_timeout
         if timeout is not None and event.elapsed > timeout:

@@ -45,7 +45,7 @@ from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .nesting import become_worker, check_may_have_children, inside_worker
 from .wakeup import WakePipe
-from .wire import decode, recv_message, send_message, wait_readable
+from .wire import decode, pipe_capacity, recv_message, send_message, wait_readable
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
@@ -163,7 +163,9 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
         os._exit(1)
 
 
-def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, nested: bool) -> None:
+def _process_main(
+    spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, nested: bool, capacity: int
+) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -181,7 +183,7 @@ def _process_main(spec_payload: Any, task_conn: Any, result_conn: Any, progress:
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
     try:
-        _serve(call, inbox, lambda message: send_message(result_conn, *message), progress)
+        _serve(call, inbox, lambda message: send_message(result_conn, *message, capacity), progress)
     except (BrokenPipeError, EOFError, ConnectionError):
         # The parent is gone or closed our pipe while stopping us: nothing to report to.
         os._exit(0)
@@ -254,6 +256,8 @@ class ProcessBackend(Backend):
         self._main_by_value = not self._forks and main_needs_by_value()
         self._specs = specs
         self._name = name
+        # Pipes grow for large messages (wire.pipe_capacity): two per worker.
+        self._pipe_capacity = pipe_capacity(2 * len(specs))
         self._procs: list[_Proc] = []
         self._by_waitable: dict[Any, tuple[_Proc, bool]] = {}
         self._alive = False
@@ -279,7 +283,7 @@ class ProcessBackend(Backend):
         progress = self._ctx.RawArray("q", [-1, -1])
         process = self._ctx.Process(
             target=_process_main,
-            args=(payload, task_r, result_w, progress, inside_worker()),
+            args=(payload, task_r, result_w, progress, inside_worker(), self._pipe_capacity),
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
@@ -327,7 +331,7 @@ class ProcessBackend(Backend):
             data, buffers = dumps_oob((batch_id, indices, _sendable_items(indices, items), True))
         size = len(data) + sum(b.nbytes for b in buffers or ())
         try:
-            size = send_message(self._procs[worker].task_conn, data, buffers)
+            size = send_message(self._procs[worker].task_conn, data, buffers, self._pipe_capacity)
         except OSError:
             # The worker is gone (it failed to start, or died): its sentinel reports that in
             # recv(), against the batches it was given, this one included.

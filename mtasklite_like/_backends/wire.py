@@ -24,24 +24,69 @@ from __future__ import annotations
 import os
 import select
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from .._serialize import loads_oob
 
-__all__ = ["decode", "recv_message", "send_message"]
+__all__ = ["decode", "pipe_capacity", "recv_message", "send_message"]
 
 _MULTIPART = 0
 _COUNT = struct.Struct("<BI")
+#: a pipe's capacity unless widened (Linux)
+_DEFAULT_PIPE = 1 << 16
+#: the most a pipe is widened to, and the total over all of a pool's pipes (see pipe_capacity)
+_WIDEST_PIPE = 1 << 20
+_ALL_PIPES = 16 << 20
+#: fcntl's F_SETPIPE_SZ (Linux only; Python >= 3.10 names it)
+_SETPIPE_SZ: int | None = 1031 if sys.platform == "linux" else None
 
 
-def send_message(conn: Any, data: bytes, buffers: list[memoryview] | None) -> int:
+def pipe_capacity(n_pipes: int) -> int:
+    """The capacity a pipe is widened to when a message larger than the default 64 KiB crosses it.
+
+    A 64 KiB pipe makes the writer of a 1 MiB message wait until the reader has taken all but the
+    last 64 KiB: the caller, which writes every worker's batches from one thread, then idles while
+    each worker reads, and so does a worker behind the caller. With a pipe about as large as the
+    message the write returns at once and the two sides overlap (measured: 2,000 x 1 MiB ``bytes``
+    through 2 workers, 30-40% faster). The kernel counts every pipe's nominal capacity against a
+    per-user limit (``/proc/sys/fs/pipe-user-pages-soft``, 64 MiB by default), beyond which it
+    makes the user's new pipes tiny, so a pool's pipes together are kept to 16 MiB: 1 MiB each up
+    to 8 workers, less with more.
+    """
+    return max(_DEFAULT_PIPE, min(_WIDEST_PIPE, _ALL_PIPES // max(1, n_pipes)))
+
+
+def _widen(fd: int, capacity: int) -> None:
+    """Make the pipe ``fd`` hold ``capacity`` bytes, where the system allows it (Linux; an
+    unprivileged user within its limits); elsewhere, or when refused, it stays as it is."""
+    if _SETPIPE_SZ is None:
+        return
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, _SETPIPE_SZ, capacity)
+    except OSError:
+        pass
+
+
+def send_message(conn: Any, data: bytes, buffers: list[memoryview] | None, capacity: int = 0) -> int:
     """Send a pickle and its out-of-band buffers (None: a plain pickle, see ``dumps_oob``);
-    return the serialised size, buffers included."""
+    return the serialised size, buffers included.
+
+    ``capacity``: widen the pipe to this (see :func:`pipe_capacity`) before sending a message
+    larger than a pipe holds by default; 0 leaves the pipe as it is. One system call per large
+    message, none for small ones.
+    """
     if buffers is None:
+        if capacity and len(data) > _DEFAULT_PIPE:
+            _widen(conn.fileno(), capacity)
         conn.send_bytes(data)
         return len(data)
     sizes = [b.nbytes for b in buffers]
+    if capacity:
+        _widen(conn.fileno(), capacity)
     head = _COUNT.pack(_MULTIPART, len(sizes)) + struct.pack(f"<{len(sizes)}Q", *sizes)
     conn.send_bytes(head + data)
     fd = conn.fileno()
