@@ -57,14 +57,16 @@ def test_estimates_follow_the_buffers():
 
 @pytest.mark.parametrize("ordered", [True, False])
 def test_read_ahead_is_bounded_in_bytes(backend, ordered):
-    # 1 MiB items and an 8 MiB budget: whatever the item window would allow, the run holds about
-    # 8 items beyond what the consumer took (plus one being read, and the one bigger than the rest).
+    # 1 MiB items, 1 MiB results and an 8 MiB budget: whatever the item window would allow, the run
+    # holds about 8 items or results beyond what the consumer took (plus one being read, and the
+    # one that may overshoot). (With tiny results, items whose results are ready hold no bytes, so
+    # the run may read further ahead: that is bounded by the item window.)
     pulled = [0]
-    pool = Pool(size_of, 2, memory_budget=8 * MiB, is_unordered=not ordered, **backend)
+    pool = Pool(reverse, 2, memory_budget=8 * MiB, is_unordered=not ordered, **backend)
     results = pool(megabytes(200, pulled))
     most_ahead = 0
     for consumed, r in enumerate(results, start=1):
-        assert r == MiB
+        assert len(r) == MiB
         most_ahead = max(most_ahead, pulled[0] - consumed)
         if consumed == 20:
             time.sleep(0.2)  # the stall under test: the pool must not read on meanwhile
@@ -149,23 +151,35 @@ def reverse(b):
     return b[::-1]
 
 
+class Sized:
+    # a sized input whose items are made as they are read: len() is known, nothing is held
+
+    def __len__(self):
+        return 400
+
+    def __iter__(self):
+        return megabytes(400)
+
+
 if __name__ == "__main__":
     task = len if sys.argv[1] == "len" else reverse
+    items = Sized() if sys.argv[3] == "sized" else megabytes(400)
     before = rss("VmRSS:")
     with Pool(task, 2, use_threads=sys.argv[2] == "threads") as pool:
-        n = sum(1 for _ in pool(megabytes(400)))
+        n = sum(1 for _ in pool(items))
     assert n == 400
     print((rss("VmHWM:") - before) >> 20)
 """
 
 
+@pytest.mark.parametrize("source", ["generator", "sized"])
 @pytest.mark.parametrize("task", ["len", "echo"])
 @pytest.mark.parametrize("kind", ["processes", "threads"])
-def test_the_callers_memory_stays_bounded_with_big_items(tmp_path, task, kind):
+def test_the_callers_memory_stays_bounded_with_big_items(tmp_path, task, kind, source):
     script = tmp_path / "rss.py"
     script.write_text(textwrap.dedent(_RSS_SCRIPT))
     proc = subprocess.run(
-        [sys.executable, str(script), task, kind], capture_output=True, text=True, timeout=50
+        [sys.executable, str(script), task, kind, source], capture_output=True, text=True, timeout=50
     )
     assert proc.returncode == 0, proc.stderr
     growth = int(proc.stdout.strip())

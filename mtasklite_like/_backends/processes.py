@@ -183,7 +183,10 @@ def _process_main(
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
     try:
-        _serve(call, inbox, lambda message: send_message(result_conn, message[0], message[1], capacity), progress)
+        def send(message: tuple[bytes, list[memoryview] | None]) -> int:
+            return send_message(result_conn, message[0], message[1], capacity)
+
+        _serve(call, inbox, send, progress)
     except (BrokenPipeError, EOFError, ConnectionError):
         # The parent is gone or closed our pipe while stopping us: nothing to report to.
         os._exit(0)
