@@ -74,13 +74,21 @@ def test_small_messages_are_plain_pickles():
 
 
 @pytest.mark.parametrize("obj", [np.ones(BIG // 8), bytearray(BIG), memoryview(bytearray(BIG)),
-                                 [1, (2, {"a": bytearray(BIG)})]])
+                                 bytes(range(256)) * (BIG // 256), [1, (2, {"a": bytearray(BIG)})],
+                                 [7, b"x" * BIG, "small"]])
 def test_large_buffers_leave_the_pickle(obj):
     data, buffers = dumps_oob(obj)
     assert buffers is not None and sum(b.nbytes for b in buffers) >= BIG
     assert len(data) < OOB_THRESHOLD
     received = [bytearray(b) for b in buffers]
     assert _same(obj, loads_oob(data, received))
+
+
+def test_received_bytes_are_bytes():
+    payload = bytes(range(256)) * (BIG // 256)
+    data, buffers = dumps_oob([payload, b"small"])
+    out = loads_oob(data, [bytearray(b) for b in buffers or []])
+    assert type(out[0]) is bytes and out == [payload, b"small"]
 
 
 def test_out_of_band_views_are_the_objects_memory():
