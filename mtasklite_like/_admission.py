@@ -59,21 +59,29 @@ class Admission:
         sizer = self.sizer
         return 2 if sizer.size() > 1 or sizer.uniform else 1
 
-    def window(self, credit: int) -> int | None:
-        """Items that may be pulled and not yet consumed, or None when unbounded."""
+    def window(self, credit: int, cap: int | None = None) -> int | None:
+        """Items that may be pulled and not yet consumed, or None when unbounded. ``cap``: the
+        most items a batch may hold for its bytes (see ``_budget``), which shrinks the window
+        with the batches."""
         if not self._bounded:
             return None
-        size = self.sizer.size()
+        size = self._size(cap)
         window = self._n * credit * size
         if not self._ordered or not self._batches:
             return window
         return window * (_ORDERED_SLACK if size <= 1 else _ORDERED_SLACK_BATCHED)
 
-    def read_limit(self, credit: int, window: int | None, pulled: int, consumed: int) -> int:
+    def read_limit(
+        self, credit: int, window: int | None, pulled: int, consumed: int, cap: int | None = None
+    ) -> int:
         """How many items a reader in the background may have read in all: what the workers could
         take at once beyond what was handed out, never past the window."""
-        limit = pulled + self._n * credit * self.sizer.size()
+        limit = pulled + self._n * credit * self._size(cap)
         return limit if window is None else min(limit, consumed + window)
+
+    def _size(self, cap: int | None) -> int:
+        size = self.sizer.size()
+        return size if cap is None else min(size, cap)
 
     def guards_overdue(self, credit: int) -> bool:
         """Whether to keep a second single item away from a worker whose task is overdue."""

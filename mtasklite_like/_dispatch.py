@@ -55,14 +55,15 @@ class Dispatch:
         if feeder.fatal is not None:
             raise feeder.fatal  # e.g. SystemExit from the input: at once, as in the caller
         credit = admission.credit()
-        window = admission.window(credit)
+        cap = self.budget.batch_cap()  # big items: small batches, and windows to match
+        window = admission.window(credit, cap)
         guard = admission.guards_overdue(credit)
         busy_for = self.workers.busy_for(self.clock(), self.ledger.in_flight.values()) if guard else None
         try:
             self._fill(credit, window, busy_for)
         finally:
             if feeder.streams:
-                limit = admission.read_limit(credit, window, feeder.pulled, self.consumed())
+                limit = admission.read_limit(credit, window, feeder.pulled, self.consumed(), cap)
                 fit = self.budget.items_that_fit(self._held())
                 if fit is not None:
                     limit = min(limit, feeder.pulled + feeder.buffered() + fit)

@@ -84,7 +84,7 @@ class Pool(Generic[R]):
             one waiting, so a worker never idles between batches) for tasks fast enough to travel in
             batches, and 1 for slow tasks, so that no item waits behind a slow one.
         memory_budget: bytes a run may hold besides your data: items read ahead, batches on their
-            way to and in the workers, results not yet consumed (default 64 MiB; None: bounded in
+            way to and in the workers, results not yet consumed (default 32 MiB; None: bounded in
             items only). Batches also stop growing at about 1 MiB. An item larger than the budget
             still goes, alone. Process workers measure the bytes they send; threads estimate them.
         is_unordered: yield results as they finish instead of in input order.

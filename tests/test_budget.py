@@ -41,7 +41,7 @@ def test_budget_is_validated():
         Pool(size_of, 2, memory_budget=0)
     with pytest.raises(ValueError, match="memory_budget must be a number of bytes"):
         Pool(size_of, 2, memory_budget=True)
-    assert Pool(size_of, 2).memory_budget == 64 * MiB
+    assert Pool(size_of, 2).memory_budget == 32 * MiB
     assert Pool(size_of, 2, memory_budget=None).options.memory_budget is None
 
 
