@@ -6,8 +6,9 @@ shell command, printed output, a sketch that needs a cluster or a GPU) is preced
 ``<!-- not-run: reason -->``; a block in any other language without that line fails the check, so
 nothing in the docs escapes both the runner and an explicit reason.
 
-The blocks are fed to ``python -`` (no ``__main__`` file, as in a notebook or a REPL), each compiled
-with the page's name and its own line numbers, so that a traceback points at the Markdown line.
+The blocks are read from standard input by ``python -c`` (so ``__main__`` has no file, as in a
+notebook or a REPL), each compiled with the page's name and its own line numbers, so that a
+traceback points at the Markdown line.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 #: seconds one page's blocks may take together (they are meant to take a few)
 PAGE_TIMEOUT = 90
+#: the interpreter's command: run the program given on standard input, with no __main__ file
+RUNNER = [sys.executable, "-c", "import sys; exec(compile(sys.stdin.read(), '<docs>', 'exec'))"]
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _NOT_RUN = re.compile(r"^\s*<!--\s*not-run:\s*(?P<reason>\S.*?)\s*-->\s*$")
@@ -136,7 +139,7 @@ def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
     env.pop("PYTHONPATH", None)
     try:
         proc = subprocess.run(
-            [sys.executable, "-"],
+            RUNNER,
             input=script(runnable(page)),
             cwd=tmp_path,
             env=env,
@@ -176,7 +179,7 @@ def test_a_failing_block_points_at_its_markdown_line(tmp_path: Path) -> None:
     page = tmp_path / "p.md"
     page.write_text("```python\nx = 1\n```\n\n```python\nassert x == 2, 'wrong'\n```\n")
     proc = subprocess.run(
-        [sys.executable, "-"], input=script(parse(page)[0]), capture_output=True, text=True, timeout=60
+        RUNNER, input=script(parse(page)[0]), capture_output=True, text=True, timeout=60
     )
     assert proc.returncode != 0
     assert f'File "{page}", line 6' in proc.stderr and "wrong" in proc.stderr
