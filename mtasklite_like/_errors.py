@@ -101,6 +101,7 @@ class DeferredExceptions(MtaskliteLikeError):
 
     @property
     def exceptions(self) -> list[BaseException]:
+        """The collected exceptions, in the order they were yielded (the same as ``.args``)."""
         return list(self.args)
 
     def __str__(self) -> str:

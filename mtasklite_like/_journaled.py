@@ -55,10 +55,12 @@ class JournaledIterator:
 
     @property
     def started(self) -> bool:
+        """True once the first ``next()`` has started the run."""
         return self._core.started
 
     @property
     def finished(self) -> bool:
+        """True once the run has ended (every result yielded, an error, or ``close()``)."""
         return self._core.finished
 
     def take_ready(self) -> list[Any]:
@@ -69,6 +71,7 @@ class JournaledIterator:
 
     @property
     def heartbeat(self) -> Callable[[], None] | None:
+        """Called at least every 0.2 s while the consumer waits for a result (e.g. a bar's refresh)."""
         return self._core.heartbeat
 
     @heartbeat.setter

@@ -105,8 +105,9 @@ class Pool(Generic[R]):
             for all workers or a list with one dict per worker (e.g. ``CUDA_VISIBLE_DEVICES``).
             Threads share one environment, so for them the values are set only while each
             worker's object is being built.
-        initializer, initargs: ``initializer(*initargs)`` runs once in each worker before its
-            object is built, as in ``concurrent.futures``.
+        initializer: ``initializer(*initargs)`` runs once in each worker before its object is
+            built, as in ``concurrent.futures``.
+        initargs: the arguments of ``initializer``.
         max_tasks_per_worker: replace a worker by a fresh one (its object rebuilt, its
             initializer run again) after it has processed this many items; a remedy for memory
             leaks in task code (``max_tasks_per_child`` in ``concurrent.futures``).
@@ -334,6 +335,7 @@ class Pool(Generic[R]):
 
     @property
     def n_jobs(self) -> int:
+        """The number of workers (the same as ``num_workers``)."""
         return self.num_workers
 
     @property

@@ -161,8 +161,8 @@ def track_parallel_progress(
         func: called with each task as its one argument.
         tasks: a sequence of tasks, or ``(iterable, total)``.
         nproc: number of worker processes.
-        initializer, initargs: ``initializer(*initargs)`` runs once in each worker; ``initargs``
-            must be a tuple.
+        initializer: ``initializer(*initargs)`` runs once in each worker.
+        initargs: the arguments of ``initializer``; must be a tuple.
         bar_width: width of the bar in characters.
         chunksize: the most tasks sent to a worker at once (1, the default, lets the pool size
             batches from the measured task time).

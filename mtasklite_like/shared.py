@@ -188,14 +188,17 @@ class SharedArray:
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions, as ``ndarray.ndim``."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements, as ``ndarray.size``."""
         return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def nbytes(self) -> int:
+        """The size of the data in bytes, as ``ndarray.nbytes``."""
         return self.size * self.dtype.itemsize
 
     def __getitem__(self, index: Any) -> Any:
