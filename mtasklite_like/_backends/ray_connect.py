@@ -89,6 +89,7 @@ def check_options(options: BackendOptions | None, specs: Sequence[WorkerSpec]) -
     """Check what the pool was given for Ray, without connecting (see the module docstring)."""
     if importlib.util.find_spec("ray") is None:
         raise ImportError(f"backend='ray' needs Ray, which is not installed: {INSTALL_HINT}")
+    _check_picklable(specs)
     if options is None:
         return
     if options.address is not None and not isinstance(options.address, str):
@@ -103,6 +104,25 @@ def check_options(options: BackendOptions | None, specs: Sequence[WorkerSpec]) -
                 "worker_env; Ray sets CUDA_VISIBLE_DEVICES in each actor to the GPUs it reserved for "
                 "it, so drop it from worker_env (or drop num_gpus and choose devices yourself)"
             )
+
+
+def _check_picklable(specs: Sequence[WorkerSpec]) -> None:
+    """Fail now, not at the first run, when a worker cannot be sent to an actor."""
+    from ray import cloudpickle
+
+    seen: set[int] = set()
+    for spec in specs:
+        if id(spec.worker) in seen:
+            continue
+        seen.add(id(spec.worker))
+        try:
+            cloudpickle.dumps(spec)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise TypeError(
+                f"worker #{spec.index} ({spec.worker!r:.80}), its initializer or its arguments cannot be "
+                f"pickled to send them to a Ray actor: {type(exc).__name__}: {exc}. Build what cannot "
+                "be pickled (locks, open files, clients) inside the worker, with @delayed_init"
+            ) from exc
 
 
 def _check_actor_options(opts: Mapping[str, Any], where: str) -> None:
