@@ -149,15 +149,19 @@ class RayBackend(Backend):
         self._retired.clear()
 
     def _retire(self, actor: _Actor, *, kill: bool) -> None:
-        with contextlib.suppress(Exception):
-            if kill:
-                self._ray.kill(actor.handle, no_restart=True)
-            else:
+        if kill:
+            self._bury(actor)
+        else:
+            with contextlib.suppress(Exception):
                 actor.handle.close.remote()
                 actor.handle.__ray_terminate__.remote()
-        if kill:
-            remove_progress(actor.path, actor.token)
         self._retired.append(actor)
+
+    def _bury(self, actor: _Actor) -> None:
+        """Kill a dead or stuck actor (harmless if it is gone) and remove its progress file."""
+        with contextlib.suppress(Exception):
+            self._ray.kill(actor.handle, no_restart=True)
+        remove_progress(actor.path, actor.token)
 
     def _forget(self, actor: _Actor) -> None:
         """Drop every call in flight on ``actor``: nothing it reports reaches ``recv`` any more."""
@@ -248,8 +252,7 @@ class RayBackend(Backend):
             # A task raised SystemExit or KeyboardInterrupt: the worker ends, as a process would.
             _, position, cause = value
             self._forget(actor)
-            with contextlib.suppress(Exception):
-                self._ray.kill(actor.handle, no_restart=True)
+            self._bury(actor)
             events.append(WorkerDied(actor.index, cause, pid=actor.pid, running=(msg_id, position)))
 
     def _on_death(self, actor: _Actor, exc: BaseException, events: list[Event]) -> None:
@@ -270,8 +273,7 @@ class RayBackend(Backend):
                     self._deliver(actor, msg_id, value, events)
         running = self._running(actor)
         self._forget(actor)
-        with contextlib.suppress(Exception):
-            self._ray.kill(actor.handle, no_restart=True)
+        self._bury(actor)
         events.append(WorkerDied(actor.index, death_cause(exc), pid=actor.pid, running=running))
 
     def _running(self, actor: _Actor) -> tuple[int, int] | None:

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -87,8 +86,7 @@ def import_ray() -> Any:
 
 def check_options(options: BackendOptions | None, specs: Sequence[WorkerSpec]) -> None:
     """Check what the pool was given for Ray, without connecting (see the module docstring)."""
-    if importlib.util.find_spec("ray") is None:
-        raise ImportError(f"backend='ray' needs Ray, which is not installed: {INSTALL_HINT}")
+    import_ray()
     _check_picklable(specs)
     if options is None:
         return
@@ -201,13 +199,19 @@ def check_resources(per_worker: Sequence[Mapping[str, Any]]) -> None:
                     f"much (the largest has {_show(name, biggest)}; the cluster: {_summary(totals)}); its "
                     "actor would wait forever. Ask for less in backend_options, or add nodes"
                 )
+    implicit = any(opts.get("num_cpus") is None and _needs(opts) for opts in per_worker)
     for name, amount in asked.items():
         have = totals.get(name, 0.0)
         if amount > have + 1e-9:
+            why = (
+                " (Ray reserves one CPU for each actor that asks for other resources but not for "
+                "num_cpus: pass num_cpus, 0 or a fraction, to reserve less)"
+                if name == "CPU" and implicit else ""
+            )
             raise ValueError(
-                f"the {len(per_worker)} workers ask for {_show(name, amount)} in all but the Ray cluster "
-                f"has {_show(name, have)} ({_summary(totals)}); some actors would wait forever. Use fewer "
-                "workers (n_jobs), ask for less each in backend_options (fractions such as "
+                f"the {len(per_worker)} workers ask for {_show(name, amount)} in all{why} but the Ray "
+                f"cluster has {_show(name, have)} ({_summary(totals)}); some actors would wait forever. "
+                "Use fewer workers (n_jobs), ask for less each in backend_options (fractions such as "
                 "num_gpus=0.5 share a device), or add nodes"
             )
     if not any(opts.get("num_cpus") is not None for opts in per_worker) and totals.get("CPU", 0.0) < 1:
@@ -218,13 +222,18 @@ def check_resources(per_worker: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _needs(opts: Mapping[str, Any]) -> dict[str, float]:
+    """What one actor holds while it lives. Ray's defaults: an actor that asks for nothing holds
+    no CPU (it needs one free only to be placed); one that asks for other resources and not for
+    ``num_cpus`` holds one CPU."""
     need = {name: float(amount) for name, amount in (opts.get("resources") or {}).items()}
-    if opts.get("num_cpus") is not None:
-        need["CPU"] = float(opts["num_cpus"])
     if opts.get("num_gpus") is not None:
         need["GPU"] = float(opts["num_gpus"])
     if opts.get("memory") is not None:
         need["memory"] = float(opts["memory"])
+    if opts.get("num_cpus") is not None:
+        need["CPU"] = float(opts["num_cpus"])
+    elif any(amount > 0 for amount in need.values()):
+        need["CPU"] = 1.0
     return need
 
 
