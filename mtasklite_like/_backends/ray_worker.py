@@ -126,20 +126,19 @@ class RayWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         self._index = spec.index
         self._call: Callable[[Any], Any] | None = None
-        progress: Any
-        try:
-            self._progress: _Progress | None = _Progress()
-            progress = self._progress.view
-        except OSError:
-            self._progress = None
-            progress = [-1, -1]
-        self._positions = progress
+        self._progress: _Progress | None = None
+        self._positions: Any = [-1, -1]
         try:
             self._call = build_worker_callable(spec, own_process=True)
         except BaseException as exc:
             self._init: tuple[Any, ...] = (INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))
-        else:
-            self._init = (READY,)
+            return
+        self._init = (READY,)
+        # Made once the object is built: an actor killed while it builds (init_timeout) leaves no
+        # file behind, since the caller learns its name only from ready().
+        with contextlib.suppress(OSError):
+            self._progress = _Progress()
+            self._positions = self._progress.view
 
     def ready(self) -> tuple[Any, ...]:
         """``(READY, pid, progress path, token)`` or ``(INIT_ERROR, exception, traceback text)``."""
