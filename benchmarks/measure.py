@@ -191,6 +191,8 @@ def run_timed(w: Workload, repeat: int, log: Any) -> list[Row]:
         ref_row.value = median if ideal_kind else ref_n / median
         if ideal is not None:
             ref_row.measured, ref_row.measured_unit = median / ideal, "x ideal"
+        elif ref.target is not None:
+            ref_row.measured, ref_row.measured_unit = ref_row.value, "items/s"
     _apply_target(ref_row, ref)
     if ref_row.error and ref.target:
         ref_row.target = ref.target.text

@@ -512,9 +512,11 @@ def build(quick: bool) -> list[Workload]:
     )
 
     big = _big_items(quick)
+    from . import ray_rows  # last: see its docstring
 
     return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
-            mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty, *big]
+            mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty, *big,
+            *ray_rows.workloads(quick)]
 
 
 def _big_items(quick: bool) -> list[Workload]:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._backends import backend_names
+from ._backends import BackendOptions, backend_names
 from ._delayed import DelayedObject, is_delayed_factory
 from ._serialize import dumps
 from ._worker import WorkerSpec
@@ -31,6 +31,7 @@ __all__ = [
     "check_seconds",
     "check_worker",
     "default_n_jobs",
+    "per_worker_options",
     "worker_envs",
 ]
 
@@ -41,7 +42,7 @@ ExceptionMode = Literal["immediate", "ignore", "deferred"]
 #: what the pool does when a worker dies
 OnWorkerDeath = Literal["raise", "restart"]
 #: where workers run (more can be registered; see ``_backends``)
-BackendName = Literal["processes", "threads"]
+BackendName = Literal["processes", "threads", "ray"]
 
 
 @dataclass(frozen=True)
@@ -208,3 +209,41 @@ def check_picklable(specs: list[WorkerSpec], start_method: str | None) -> None:
                 f"the {method!r} start method: {type(exc).__name__}: {exc}. Define it at module level, "
                 "use start_method='fork', or use threads (use_threads=True)"
             ) from exc
+
+
+def per_worker_options(options: Any, address: Any, n: int) -> BackendOptions | None:
+    """``Pool(backend_options=..., address=...)`` in worker order: one dict for every worker or a
+    list with one dict per worker (None when neither was given). Their content is the backend's to
+    check."""
+    if options is None and address is None:
+        return None
+    if address is not None and (not isinstance(address, str) or not address):
+        raise TypeError(f"address must be a string such as 'auto' or 'ray://host:10001', not {address!r}")
+    if options is None:
+        per_worker: list[dict[str, Any]] = [{} for _ in range(n)]
+    elif isinstance(options, Mapping):
+        per_worker = [_option_dict(options, "backend_options")] * n
+    elif isinstance(options, (list, tuple)):
+        if len(options) != n:
+            raise ValueError(
+                f"backend_options has {len(options)} dicts for {n} workers; give one dict per worker, "
+                "or a single dict for all"
+            )
+        per_worker = [_option_dict(o, f"backend_options[{i}]") for i, o in enumerate(options)]
+    else:
+        raise TypeError(
+            "backend_options must be a dict or a list of dicts (one per worker), not "
+            f"{type(options).__name__}"
+        )
+    return BackendOptions(address, tuple(per_worker))
+
+
+def _option_dict(options: Any, where: str) -> dict[str, Any]:
+    if not isinstance(options, Mapping):
+        raise TypeError(
+            f"{where} must be a dict of options such as {{'num_gpus': 1}}, not {type(options).__name__}"
+        )
+    for key in options:
+        if not isinstance(key, str):
+            raise TypeError(f"{where}: option names are strings, not {key!r}")
+    return dict(options)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
+from ._backends import check_backend_options
 from ._budget import DEFAULT_BUDGET
 from ._journal import check_journal_options, journaled_run
 from ._options import (
@@ -33,6 +34,7 @@ from ._options import (
     check_seconds,
     check_worker,
     default_n_jobs,
+    per_worker_options,
     worker_envs,
 )
 from ._results import ResultIterator
@@ -120,8 +122,16 @@ class Pool(Generic[R]):
             the final error records ``.attempts`` and ``.previous_errors``.
         init_timeout: seconds a worker may take to start (initializer and object construction)
             before the run fails with :class:`~mtasklite_like.WorkerInitError`.
-        backend: where workers run: ``'processes'`` (default) or ``'threads'``; more can be
-            registered. With one worker, items run in the caller whatever the backend among these two.
+        backend: where workers run: ``'processes'`` (default), ``'threads'`` or ``'ray'`` (one Ray
+            actor per worker, on the machine or on a cluster: see docs/distributed.md; the ``ray``
+            extra); more can be registered. With one worker, items run in the caller on processes
+            and threads, and on one actor on Ray.
+        backend_options: options of each worker for backends that take them: one dict for all
+            workers or a list with one dict per worker. On Ray, the actor options
+            (``num_cpus``, ``num_gpus``, fractional GPUs, ``resources``, ``memory``, ``runtime_env``,
+            ...); a request the cluster cannot meet fails at the start of the run.
+        address: the cluster to join (Ray: ``'auto'``, ``'ray://host:10001'``, ...). Default: the
+            Ray already initialised in this process, else a local one started with modest defaults.
         input_thread: where the input is read. ``None`` (default): in a background thread when it
             has no ``len()`` (a generator, an iterator, a file, a socket, a queue), so results that
             are finished reach you while it waits for its next item; in your thread when it has one
@@ -171,6 +181,8 @@ class Pool(Generic[R]):
         retries: int = 0,
         init_timeout: float | None = None,
         backend: BackendName | str | None = None,
+        backend_options: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        address: str | None = None,
         input_thread: bool | None = None,
         memory_budget: int | None = DEFAULT_BUDGET,
         journal: str | os.PathLike[str] | None = None,
@@ -315,11 +327,14 @@ class Pool(Generic[R]):
         ]
         if backend_name == "processes" and self.num_workers > 1:
             check_picklable(specs, start_method)
+        extra = per_worker_options(backend_options, address, self.num_workers)
+        check_backend_options(backend_name, extra, specs)
         alone = self.num_workers == 1 and backend_name in _INLINE_WHEN_ALONE
         self._workers = WorkerSet(
             specs,
             "inline" if alone else backend_name,
             start_method=start_method,
+            options=extra,
             grace=self.join_timeout,
             max_tasks_per_worker=max_tasks_per_worker,
         )

@@ -304,8 +304,11 @@ def run_pqdm(
     *,
     use_threads: bool,
     caller: FrameType | None,
+    backend: str | None = None,
 ) -> PqdmResult[R]:
-    """The body of ``processes.pqdm`` and ``threads.pqdm``; ``caller`` is the calling frame."""
+    """The body of ``processes.pqdm``, ``threads.pqdm`` and ``ray.pqdm``; ``caller`` is the calling
+    frame, ``backend`` the backend the module stands for (None: the one ``use_threads`` says, or
+    what ``backend=`` in ``kwargs`` names)."""
     # The American spelling is accepted too, as Pool accepts the British one.
     american = kwargs.pop("exception_behavior", None)
     if american is not None:
@@ -316,6 +319,11 @@ def run_pqdm(
             )
         exception_behaviour = american
     pool_kw, bar_kw = _split_kwargs(kwargs, tqdm_class)
+    if backend is not None:
+        named = pool_kw.get("backend", backend)
+        if named != backend:
+            raise ValueError(f"this pqdm runs on {backend!r}; backend={named!r} asks for another backend")
+        pool_kw["backend"] = backend
     pool: Pool[R] = Pool(
         worker_or_worker_arr,
         n_jobs,

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from ._backends import make_backend
+from ._backends import BackendOptions, make_backend
 from ._backends.base import Backend, Capabilities
 from ._ledger import Msg
 from ._worker import WorkerSpec
@@ -35,11 +35,13 @@ class WorkerSet:
         *,
         start_method: str | None,
         grace: float,
+        options: BackendOptions | None = None,
         max_tasks_per_worker: int | None,
     ) -> None:
         self.specs = specs
         self.backend_name = backend_name
         self.start_method = start_method
+        self.options = options
         self.grace = grace
         self.max_tasks = max_tasks_per_worker
         #: keep the workers between runs (inside ``with Pool(...)``)
@@ -73,7 +75,7 @@ class WorkerSet:
         self._holder = weakref.ref(run)
         backend = self.backend
         if backend is None or not backend.alive:
-            backend = make_backend(self.backend_name, self.specs, self.start_method)
+            backend = make_backend(self.backend_name, self.specs, self.start_method, self.options)
             now = backend.clock()
             n = backend.n_workers
             self.quota = None if self.max_tasks is None else [self.max_tasks] * n

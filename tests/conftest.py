@@ -1,25 +1,115 @@
-"""Shared fixtures: every behaviour test runs on each backend."""
+"""Shared fixtures: every behaviour test runs on each backend.
+
+The ``backend`` fixture gives ``Pool`` keyword arguments for one backend. Tests in the modules of
+``RAY_MODULES`` run on Ray too, against one local Ray started for the whole test run (lazily, by
+the first test that needs it) and shut down at the end; those tests are moved to the end of the
+run, so that no process is forked while Ray's threads run in the test process. A test marked
+``no_ray(reason)`` stays off Ray. On Ray, ``n_jobs`` takes fewer values: each worker is an actor,
+and actors cost more to start than processes.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-#: keyword arguments that select a backend; n_jobs=1 runs in the caller
+#: keyword arguments that select a backend; n_jobs=1 runs in the caller (processes, threads)
 BACKENDS = {
     "threads": {"use_threads": True},
     "processes": {"use_threads": False},
+    "ray": {"use_threads": False, "backend": "ray"},
 }
+#: test modules whose backend-generic tests also run on Ray
+RAY_MODULES = {"test_order_and_bounds", "test_exceptions", "test_delayed_init"}
+N_JOBS = {"threads": [1, 2, 3, 4], "processes": [1, 2, 3, 4], "ray": [1, 3]}
+
+#: the test Ray: 2 CPUs, no dashboard, a small object store; two simulated GPUs and a custom
+#: resource, so per-worker resources and Ray's CUDA_VISIBLE_DEVICES can be tested without a GPU
+RAY_INIT = {
+    "num_cpus": 2,
+    "num_gpus": 2,
+    "resources": {"mtl_slot": 2},
+    "include_dashboard": False,
+    "object_store_memory": 100 * 2**20,
+    "log_to_driver": False,
+}
+#: set for every Ray the tests start: no usage report, no token (it would break `ray start` + address)
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ray: runs on the test run's local Ray (moved to the end of the run)")
+    config.addinivalue_line("markers", "no_ray(reason): a backend-generic test that does not run on Ray")
+
+
+def _on_ray(metafunc: pytest.Metafunc) -> bool:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    return module in RAY_MODULES and metafunc.definition.get_closest_marker("no_ray") is None
+
+
+def _given(metafunc: pytest.Metafunc) -> set[str]:
+    """Argument names a test parametrizes itself."""
+    names: set[str] = set()
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        argnames = mark.args[0]
+        if isinstance(argnames, str):
+            argnames = argnames.split(",")
+        names.update(n.strip() for n in argnames)
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    given = _given(metafunc)
+    wants = {n for n in ("backend", "n_jobs") if n in metafunc.fixturenames and n not in given}
+    if "backend" not in wants:
+        if "n_jobs" in wants:
+            metafunc.parametrize("n_jobs", [1, 2, 3, 4], indirect=True)
+        return
+    names = ["processes", "threads"] + (["ray"] if _on_ray(metafunc) else [])
+    marks = {"ray": [pytest.mark.ray]}
+    if "n_jobs" in wants:
+        metafunc.parametrize(
+            ("backend", "n_jobs"),
+            [pytest.param(b, n, id=f"{b}-{n}", marks=marks.get(b, [])) for b in names for n in N_JOBS[b]],
+            indirect=True,
+        )
+    else:
+        metafunc.parametrize(
+            "backend", [pytest.param(b, id=b, marks=marks.get(b, [])) for b in names], indirect=True
+        )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Ray last: its threads then never run in a process that later tests fork.
+    items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> dict:
-    """Pool keyword arguments for one backend (threads or processes)."""
+    """Pool keyword arguments for one backend (threads, processes, and Ray where it applies)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
     return dict(BACKENDS[request.param])
 
 
-@pytest.fixture(params=[1, 2, 3, 4])
+@pytest.fixture
 def n_jobs(request: pytest.FixtureRequest) -> int:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """The test run's local Ray, started on first use and shut down at the end of the run."""
+    ray = pytest.importorskip("ray")
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(**RAY_INIT)
+    yield ray
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(autouse=True)

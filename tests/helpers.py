@@ -120,3 +120,11 @@ def pid_running(pid):
 
 def boom_in_init_helper():
     raise RuntimeError("initializer failed")
+
+
+def remote_workers(backend, jobs):
+    """True when workers run in other processes, so exceptions travel with their traceback as text:
+    processes with more than one worker (one runs in the caller), and Ray actors always."""
+    if backend.get("backend") == "ray":
+        return True
+    return jobs > 1 and not backend["use_threads"]

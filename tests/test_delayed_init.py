@@ -15,7 +15,7 @@ from mtasklite_like import (
     WorkerInitError,
     delayed_init,
 )
-from tests.helpers import BrokenInit, Counter, boom_in_init_helper, square
+from tests.helpers import BrokenInit, Counter, boom_in_init_helper, remote_workers, square
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,13 +135,14 @@ def test_init_error_is_raised_in_every_mode(backend, mode, jobs):
     err = info.value
     assert "no GPU here" in str(err)
     assert isinstance(err.__cause__, RuntimeError)
-    if jobs > 1 and not backend["use_threads"]:
+    if remote_workers(backend, jobs):
         # the worker's traceback travels with the original exception
         assert "raise RuntimeError(message)" in str(err.__cause__.__cause__)
     else:
         assert err.__cause__.__traceback__ is not None
 
 
+@pytest.mark.no_ray("the initializer closes over a lock; tests/test_ray.py has the Ray version")
 def test_initializer_runs_once_per_worker_before_items(backend):
     import collections
 

@@ -17,14 +17,15 @@ from mtasklite_like import (
     WorkerDiedError,
     is_exception,
 )
-from tests.helpers import fail_odd, fail_on_3, square
+from tests.helpers import fail_odd, fail_on_3, remote_workers, square
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def _check_traceback(exc, backend, jobs, func_name):
-    """Process workers attach the worker's traceback text as __cause__; others keep __traceback__."""
-    if jobs > 1 and not backend["use_threads"]:
+    """Process and Ray workers attach the worker's traceback text as __cause__; others keep
+    __traceback__."""
+    if remote_workers(backend, jobs):
         assert isinstance(exc.__cause__, RemoteTraceback)
         assert func_name in str(exc.__cause__)
         assert "Traceback (most recent call last)" in str(exc.__cause__)
@@ -67,6 +68,7 @@ def test_immediate_raises_the_original_exception(backend, n_jobs):
         assert seen == [0, 1, 2]
 
 
+@pytest.mark.no_ray("the task closes over a threading.Event; tests/test_ray.py has the Ray version")
 def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
     # item 0 blocks for 60 s on one worker; item 1 fails on the other one at once
     items = [(60, 0), "boom"]

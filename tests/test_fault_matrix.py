@@ -2,7 +2,11 @@
 
 One item (FAULTY) of each input misbehaves; for every combination the run must end (hard
 timeout), account for each input item exactly once or raise an error that names the faulty
-item, and leave no child process behind.
+item, and leave no child process behind (on Ray: no actor process).
+
+On Ray every fault runs in every exception mode, with the order and the kind of input rotating
+from fault to fault, so that each fault meets both orders and each mode all four pairings (each
+actor costs more to start than a process: the full grid would take minutes).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from mtasklite_like import (
     WorkerDiedError,
     is_exception,
 )
+from tests.helpers import pid_running
 
 N = 12
 FAULTY = 5
@@ -112,11 +117,13 @@ def _children(pid):
 
 @pytest.fixture(autouse=True)
 def no_leftover_children():
+    # Children that were there before the test (a local Ray's own services) are not its workers.
+    before = set(_children(os.getpid()))
     yield
     deadline = time.monotonic() + 5
-    while _children(os.getpid()) and time.monotonic() < deadline:
+    while set(_children(os.getpid())) - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _children(os.getpid()) == [], "worker processes outlived the pool"
+    assert set(_children(os.getpid())) - before == set(), "worker processes outlived the pool"
 
 
 @pytest.mark.timeout(30)
@@ -126,21 +133,51 @@ def no_leftover_children():
 @pytest.mark.parametrize("mode", ["ignore", "immediate", "deferred"])
 @pytest.mark.parametrize(("fault", "backend"), CASES)
 def test_fault(fault, backend, mode, ordered, sized):
+    _check_fault(fault, {"use_threads": backend == "threads"}, mode, ordered, sized)
+
+
+RAY_CASES = [
+    pytest.param(
+        fault, mode, ordered, sized,
+        id=f"{fault}-{mode}-{'ordered' if ordered else 'unordered'}-{'sized' if sized else 'unsized'}",
+    )
+    for k, fault in enumerate(FAULTS)
+    for m, mode in enumerate(("ignore", "immediate", "deferred"))
+    for ordered, sized in [((k + m) % 2 == 0, (k // 2 + m) % 2 == 0)]
+]
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("fault", "mode", "ordered", "sized"), RAY_CASES)
+def test_fault_on_ray(ray_session, fault, mode, ordered, sized):
+    actors = _check_fault(fault, {"backend": "ray"}, mode, ordered, sized)
+    # Every actor of the pool, the replaced ones included, has ended.
+    deadline = time.monotonic() + 5
+    while any(pid_running(p) for p in actors) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in actors if pid_running(p)], "actors outlived the pool"
+
+
+def _check_fault(fault, backend, mode, ordered, sized):
+    """Run the faulty input and check the outcome; return every worker pid seen during the run."""
     error_type, _ = FAULTS[fault]
     pool = Pool(
         functools.partial(task, fault),
         2,
         exception_behavior=mode,
         is_unordered=not ordered,
-        use_threads=backend == "threads",
         task_timeout=TIMEOUT if fault == "timeout" else None,
         join_timeout=0.2,
+        **backend,
     )
     seen = []
+    pids = set()
     t0 = time.monotonic()
     try:
         for r in pool(_inputs(fault, sized)):
             seen.append(r)
+            pids.update(p for p in pool.worker_pids if p)
     except Exception as exc:
         raised = exc
     else:
@@ -162,7 +199,7 @@ def test_fault(fault, backend, mode, ordered, sized):
         assert _names_faulty_item(raised), raised
         assert errors == []
         assert elapsed < 10
-        return
+        return pids
 
     # 'ignore' and 'deferred': every item comes out exactly once, the faulty one as its error.
     assert len(seen) == N
@@ -176,6 +213,7 @@ def test_fault(fault, backend, mode, ordered, sized):
     else:
         assert isinstance(raised, DeferredExceptions)
         assert raised.exceptions == errors
+    return pids
 
 
 @pytest.mark.timeout(30)

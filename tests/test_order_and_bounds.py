@@ -36,6 +36,13 @@ class CountingInput:
             yield self.make(i)
 
 
+def started(pool, n):
+    """Run one slow item per worker, so every worker is up before what a test measures (starting
+    a Ray actor takes up to a second, and one started late is not what these tests are about)."""
+    assert list(pool([(0.2, -1)] * n)) == [-1] * n
+    return pool
+
+
 def test_ordered_output_matches_input_order(backend, n_jobs):
     rng = random.Random(n_jobs)
     items = [(rng.random() * 0.004, i) for i in range(120)]
@@ -45,7 +52,8 @@ def test_ordered_output_matches_input_order(backend, n_jobs):
 def test_unordered_output_is_completion_order(backend):
     # item 0 is slow; the others (slow enough to travel one by one) all finish long before it
     items = [(1.0, 0)] + [(0.02, i) for i in range(1, 20)]
-    results = list(Pool(sleep_then_return, 2, is_unordered=True, **backend)(items))
+    with Pool(sleep_then_return, 2, is_unordered=True, **backend) as pool:
+        results = list(started(pool, 2)(items))
     assert sorted(results) == list(range(20))
     assert results[-1] == 0
     assert results[0] != 0
@@ -55,7 +63,9 @@ def test_slow_item_does_not_stall_other_workers_in_ordered_mode(backend):
     # One slow head item; every other item fits in the read-ahead window (3 workers x 1 item x 8)
     # and must be processed while it runs: no barrier per chunk, no idle worker.
     items = [(1.0, 0)] + [(0.01, i) for i in range(1, 20)]
-    results = list(Pool(stamp, 3, **backend)(items))
+    with Pool(stamp, 3, **backend) as pool:
+        assert [v for v, _ in pool([(0.2, -1)] * 3)] == [-1] * 3  # every worker up first
+        results = list(pool(items))
     assert [v for v, _ in results] == list(range(20))
     slow_done = results[0][1]
     assert all(t < slow_done for _, t in results[1:])
@@ -102,14 +112,15 @@ def test_unbounded_reads_ahead_more(backend, bounded):
     # the window ahead (2 workers x 2 items x 1 per batch x 8 ordered slack = 32 items); unbounded,
     # it keeps reading and running the input for as long as the head item takes.
     src = CountingInput(500, make=lambda i: (1.0 if i == 0 else 0.001, i))
-    results = Pool(sleep_then_return, 2, bounded=bounded, chunk_size=1, **backend)(src)
-    assert next(results) == 0  # returns once the head item is done
-    ahead = src.pulled - 1
-    if bounded:
-        assert ahead <= 32
-    else:
-        assert ahead > 64, f"unbounded read only {ahead} items ahead while the head item ran for 1 s"
-    assert list(results) == list(range(1, 500))
+    with Pool(sleep_then_return, 2, bounded=bounded, chunk_size=1, **backend) as pool:
+        results = started(pool, 2)(src)
+        assert next(results) == 0  # returns once the head item is done
+        ahead = src.pulled - 1
+        if bounded:
+            assert ahead <= 32
+        else:
+            assert ahead > 64, f"unbounded read only {ahead} items ahead while the head item ran for 1 s"
+        assert list(results) == list(range(1, 500))
 
 
 def test_immediate_mode_stops_reading_input(backend):

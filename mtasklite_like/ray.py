@@ -1,0 +1,45 @@
+"""``pqdm`` on Ray actors: ``from mtasklite_like.ray import pqdm``.
+
+The same call as ``mtasklite_like.processes.pqdm``, with each worker a Ray actor, on this machine
+or a cluster. ``address=`` picks the cluster and ``backend_options=`` the actor options of the
+workers (``{"num_gpus": 1}``, or a list with one dict per worker); see docs/distributed.md. Ray is
+an optional extra: ``pip install "mtasklite-like[ray]"``. Importing this module does not import Ray.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, TypeVar
+
+from tqdm import tqdm as tqdm_type
+from tqdm.auto import tqdm as tqdm_auto
+
+from ._options import ArgumentType, ExceptionMode
+from ._pqdm import DOC, PqdmResult, run_pqdm
+
+__all__ = ["PqdmResult", "pqdm"]
+
+R = TypeVar("R")
+
+
+def pqdm(
+    input_iterable: Iterable[Any],
+    worker_or_worker_arr: Callable[..., R] | Sequence[Callable[..., R]],
+    n_jobs: int | None = None,
+    argument_type: ArgumentType | Literal["direct"] | None = "single_arg",
+    bounded: bool = True,
+    exception_behaviour: ExceptionMode = "ignore",
+    tqdm_class: type[tqdm_type[Any]] = tqdm_auto,
+    **kwargs: Any,
+) -> PqdmResult[R]:
+    return run_pqdm(
+        input_iterable, worker_or_worker_arr, n_jobs, argument_type, bounded, exception_behaviour,
+        tqdm_class, kwargs, use_threads=False, caller=sys._getframe(1), backend="ray",
+    )
+
+
+pqdm.__doc__ = DOC.format(kind="Ray actors") + """
+    Ray options pass through ``**kwargs`` too: ``address`` (the cluster) and ``backend_options``
+    (actor options: ``num_cpus``, ``num_gpus``, ``resources``, ..., one dict or one per worker).
+    """

@@ -1,0 +1,84 @@
+"""Task functions and worker classes for the Ray tests (module level: actors import them by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from mtasklite_like import delayed_init
+
+
+def tag_from_env(x):
+    return os.environ.get("MTL_INIT_TAG"), x
+
+
+def set_tag(tag):
+    os.environ["MTL_INIT_TAG"] = tag
+
+
+def gpu_view(_x):
+    import ray
+
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES"), tuple(ray.get_gpu_ids())
+
+
+def fail_or_wait(x):
+    """'boom' fails at once; anything else sleeps that many seconds."""
+    if x == "boom":
+        raise LookupError("fails fast")
+    time.sleep(x)
+    return x
+
+
+def slow_square(x):
+    time.sleep(0.02)
+    return x * x
+
+
+def exit_on(x, bad, how="os_exit"):
+    if x == bad:
+        if how == "os_exit":
+            os._exit(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.005)
+    return x
+
+
+def record_then_square(folder, x):
+    """Leaves a file per computed item, so a test can tell which items ran."""
+    with open(os.path.join(folder, f"done-{x}-{os.getpid()}-{time.monotonic_ns()}"), "w"):
+        pass
+    return x * x
+
+
+def array_of(n):
+    import numpy as np
+
+    return np.full(n, 7, dtype=np.uint8)
+
+
+def array_sum(a):
+    return int(a.sum()), a.flags.writeable
+
+
+@delayed_init
+class SlowInit:
+    def __init__(self, seconds):
+        time.sleep(seconds)
+
+    def __call__(self, x):
+        return x
+
+
+@delayed_init
+class Pid:
+    def __init__(self):
+        self.pid = os.getpid()
+
+    def __call__(self, x):
+        return self.pid, x
+
+
+def pid_and_item(x):
+    return os.getpid(), x
