@@ -111,6 +111,12 @@ def _children(pid):
         except OSError:
             continue
         if fields.get("PPid") == str(pid) and not fields.get("State", "").startswith("Z"):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"resource_tracker" in f.read():
+                        continue  # multiprocessing's tracker: lives as long as this process
+            except OSError:
+                continue
             out.append(int(entry))
     return out
 

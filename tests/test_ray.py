@@ -252,11 +252,12 @@ def test_a_pool_never_shuts_down_a_ray_it_did_not_start_and_kills_its_actors(ray
     with Pool(rh.Pid(), 2, backend="ray") as pool:
         first = {pid for pid, _ in pool(range(10))}
         assert {pid for pid, _ in pool(range(10))} == first  # the same actors across calls
-        files = [a.path for a in _actors(pool)]
+        files = [f"/dev/shm/{a.progress.name.lstrip('/')}" for a in _actors(pool)]
+        assert all(a.writes_progress for a in _actors(pool))
+        assert all(os.path.exists(path) for path in files)
     assert ray.is_initialized()
     assert _gone(first)
-    # The actors' progress files went with them.
-    assert all(path is not None for path in files)
+    # The actors' progress segments went with them.
     assert not any(os.path.exists(path) for path in files)
 
 

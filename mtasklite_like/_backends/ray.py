@@ -25,8 +25,9 @@ Reports
 Death
     When an actor dies (a crash, ``os._exit``, a signal, ``ray.kill``, its node lost), every call
     it held fails with Ray's actor error. Results it delivered before are handed on first, then one
-    ``WorkerDied`` names the item it was running, read from the actor's progress file when the
-    actor ran on this machine (see ``ray_worker``); elsewhere the batch it was running is known,
+    ``WorkerDied`` names the item it was running, read from the actor's progress segment (16 bytes
+    of shared memory the caller makes for each actor and removes with it) when the actor ran on
+    this machine (see ``ray_worker``); elsewhere the batch it was running is known,
     and a batch of one item names its item.
 
 Stopping
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -48,7 +50,7 @@ from .._worker import WorkerSpec
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .config import BackendOptions
 from .ray_connect import check_resources, connect, import_ray
-from .ray_worker import DIED, DONE, READY, RayWorker, Unsendable, measure, read_progress, remove_progress
+from .ray_worker import DIED, DONE, PROGRESS_SIZE, READY, RayWorker, Unsendable, measure
 
 __all__ = ["RayBackend"]
 
@@ -70,16 +72,43 @@ def _actor_class() -> Any:
 class _Actor:
     """One worker's actor, as the caller sees it."""
 
-    __slots__ = ("handle", "held", "index", "path", "pid", "token")
+    __slots__ = ("handle", "held", "index", "pid", "progress", "writes_progress")
 
-    def __init__(self, index: int, handle: Any) -> None:
+    def __init__(self, index: int, handle: Any, progress: Any) -> None:
         self.index = index
         self.handle = handle
         #: ``(message id, number of items)`` of the calls it holds, oldest (running) first
         self.held: deque[tuple[int, int]] = deque()
         self.pid: int | None = None
-        self.path: str | None = None
-        self.token: int | None = None
+        #: the shared-memory segment the actor writes the item it runs into (None: none could be made)
+        self.progress: Any = progress
+        #: whether the actor mapped it (False on another machine)
+        self.writes_progress = False
+
+    def release_progress(self) -> None:
+        """Remove the actor's progress segment (the actor may still have it mapped: harmless)."""
+        segment, self.progress = self.progress, None
+        if segment is not None:
+            with contextlib.suppress(Exception):
+                segment.close()
+            with contextlib.suppress(Exception):
+                segment.unlink()
+
+
+def _new_progress() -> Any:
+    """A progress segment for one actor, or None where shared memory cannot be made. Made by the
+    caller through ``multiprocessing.shared_memory``, so that its resource tracker removes it even
+    when the caller is killed before it could."""
+    try:
+        from multiprocessing import shared_memory
+
+        segment = shared_memory.SharedMemory(create=True, size=PROGRESS_SIZE)
+    except (OSError, ImportError):
+        return None
+    buf = segment.buf
+    assert buf is not None
+    struct.pack_into("qq", buf, 0, -1, -1)
+    return segment
 
 
 class RayBackend(Backend):
@@ -114,8 +143,10 @@ class RayBackend(Backend):
     def _start_one(self, spec: WorkerSpec) -> _Actor:
         cls = _actor_class()
         options = dict(self._per_worker[spec.index])
-        handle = cls.options(**options).remote(spec) if options else cls.remote(spec)
-        actor = _Actor(spec.index, handle)
+        progress = _new_progress()
+        name = None if progress is None else progress.name
+        handle = cls.options(**options).remote(spec, name) if options else cls.remote(spec, name)
+        actor = _Actor(spec.index, handle, progress)
         self._calls[handle.ready.remote()] = (actor, _READY_CALL)
         return actor
 
@@ -145,7 +176,7 @@ class RayBackend(Backend):
         for actor in [*actors, *self._retired]:
             with contextlib.suppress(Exception):
                 ray.kill(actor.handle, no_restart=True)
-            remove_progress(actor.path, actor.token)
+            actor.release_progress()
         self._retired.clear()
 
     def _retire(self, actor: _Actor, *, kill: bool) -> None:
@@ -155,13 +186,14 @@ class RayBackend(Backend):
             with contextlib.suppress(Exception):
                 actor.handle.close.remote()
                 actor.handle.__ray_terminate__.remote()
+            actor.release_progress()
         self._retired.append(actor)
 
     def _bury(self, actor: _Actor) -> None:
         """Kill a dead or stuck actor (harmless if it is gone) and remove its progress file."""
         with contextlib.suppress(Exception):
             self._ray.kill(actor.handle, no_restart=True)
-        remove_progress(actor.path, actor.token)
+        actor.release_progress()
 
     def _forget(self, actor: _Actor) -> None:
         """Drop every call in flight on ``actor``: nothing it reports reaches ``recv`` any more."""
@@ -237,7 +269,7 @@ class RayBackend(Backend):
         """Turn what a call returned into its event."""
         if msg_id == _READY_CALL:
             if value[0] == READY:
-                _, actor.pid, actor.path, actor.token = value
+                _, actor.pid, actor.writes_progress = value
                 events.append(WorkerReady(actor.index))
             else:
                 _, exc, tb = value
@@ -278,10 +310,10 @@ class RayBackend(Backend):
 
     def _running(self, actor: _Actor) -> tuple[int, int] | None:
         """``(message id, position)`` of the item the actor was running when it died, if known."""
-        if actor.path is not None and actor.token is not None:
-            found = read_progress(actor.path, actor.token)
-            if found is not None:
-                return found
+        if actor.writes_progress and actor.progress is not None:
+            batch_id, position = struct.unpack_from("qq", actor.progress.buf)
+            if batch_id >= 0:
+                return batch_id, position
         if actor.held and actor.held[0][1] == 1:
             # Calls run in the order they were sent: the oldest one held was running (or was
             # about to), and it carries one item.

@@ -13,9 +13,9 @@ met only when the actor itself dies.
   The same pickling pass, with large buffers left out of band (not copied), measures the size of
   what is returned.
 - *Which item was running.* The actor writes the batch and position of each item it starts into
-  a small memory-mapped file of its own. When the actor dies, a caller on the same machine reads
-  it (a random token written at its start proves it is the same file), so the death is reported
-  against that item only; elsewhere the batch it was running is known, not the position.
+  a 16-byte shared-memory segment the caller made for it. When the actor dies, the caller reads
+  it, so the death is reported against that item only. An actor on another machine cannot map
+  the segment: there the batch it was running is known, not the position.
 - ``SystemExit`` or ``KeyboardInterrupt`` raised by a task ends the worker, as it would end a
   process: the actor reports it against the item, and the caller replaces the actor.
 """
@@ -26,9 +26,6 @@ import contextlib
 import mmap
 import os
 import pickle
-import secrets
-import struct
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -56,8 +53,8 @@ INIT_ERROR = 1
 READY = 2
 DIED = 3
 
-#: the progress file: a token, then the running batch id and position (three int64)
-PROGRESS_SIZE = 24
+#: the progress segment: the running batch id and the position in it (two int64)
+PROGRESS_SIZE = 16
 
 
 class Unsendable:
@@ -106,24 +103,31 @@ def measure(obj: Any) -> int:
 
 
 class _Progress:
-    """The memory-mapped progress file: ``[0]`` the running batch id, ``[1]`` its position."""
+    """The caller's progress segment for this actor, mapped here: ``[0]`` the running batch id,
+    ``[1]`` its position.
 
-    def __init__(self) -> None:
-        folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        fd, self.path = tempfile.mkstemp(prefix="mtasklite_like-ray-", dir=folder)
+    The caller creates the segment (``multiprocessing.shared_memory``, so that its resource tracker
+    removes it even if the caller is SIGKILLed) and removes it when the actor goes; the actor only
+    writes into it. On another machine the name does not exist and the actor runs without one.
+    """
+
+    def __init__(self, name: str) -> None:
+        fd = os.open(os.path.join("/dev/shm", name), os.O_RDWR)
         try:
-            self.token = secrets.randbits(62)
-            os.write(fd, struct.pack("qqq", self.token, -1, -1))
             self._map = mmap.mmap(fd, PROGRESS_SIZE)
         finally:
             os.close(fd)
-        self.view = memoryview(self._map)[8:].cast("q")
+        self.view = memoryview(self._map).cast("q")
+
+    def close(self) -> None:
+        self.view.release()
+        self._map.close()
 
 
 class RayWorker:
     """One worker: its object is built here, once; each call runs one batch on it."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, progress: str | None = None) -> None:
         self._index = spec.index
         self._call: Callable[[Any], Any] | None = None
         self._progress: _Progress | None = None
@@ -134,18 +138,16 @@ class RayWorker:
             self._init: tuple[Any, ...] = (INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))
             return
         self._init = (READY,)
-        # Made once the object is built: an actor killed while it builds (init_timeout) leaves no
-        # file behind, since the caller learns its name only from ready().
-        with contextlib.suppress(OSError):
-            self._progress = _Progress()
-            self._positions = self._progress.view
+        if progress is not None:
+            with contextlib.suppress(OSError, ValueError):  # not on the caller's machine
+                self._progress = _Progress(progress)
+                self._positions = self._progress.view
 
     def ready(self) -> tuple[Any, ...]:
-        """``(READY, pid, progress path, token)`` or ``(INIT_ERROR, exception, traceback text)``."""
+        """``(READY, pid, writes progress)`` or ``(INIT_ERROR, exception, traceback text)``."""
         if self._init[0] != READY:
             return self._init
-        path, token = (self._progress.path, self._progress.token) if self._progress else (None, None)
-        return (READY, os.getpid(), path, token)
+        return (READY, os.getpid(), self._progress is not None)
 
     def run(
         self, batch_id: int, indices: Sequence[int], items: list[Any], unsendable: bool
@@ -176,10 +178,13 @@ class RayWorker:
         return (DONE, results, packed, elapsed, nbytes)
 
     def close(self) -> None:
-        """Remove the progress file (called when the pool stops this actor politely)."""
-        if self._progress is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._progress.path)
+        """Unmap the progress segment (called when the pool stops this actor politely; the caller
+        removes the segment)."""
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            self._positions = [-1, -1]
+            with contextlib.suppress(Exception):
+                progress.close()
 
 
 def _drop_unpicklable(
@@ -209,26 +214,3 @@ def _failing_unsendable(call: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return call(item)
 
     return checked
-
-
-def read_progress(path: str, token: int) -> tuple[int, int] | None:
-    """``(batch id, position)`` from an actor's progress file, when it is here and its own."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(PROGRESS_SIZE)
-    except OSError:
-        return None
-    if len(data) != PROGRESS_SIZE:
-        return None
-    found, batch_id, position = struct.unpack("qqq", data)
-    if found != token:
-        return None
-    return batch_id, position
-
-
-def remove_progress(path: str | None, token: int | None) -> None:
-    """Delete an actor's progress file, if it is on this machine and still its own."""
-    if path is None or token is None or read_progress(path, token) is None:
-        return
-    with contextlib.suppress(OSError):
-        os.unlink(path)
