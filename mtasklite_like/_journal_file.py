@@ -117,9 +117,13 @@ class Journal:
             self.close()
             raise
 
-    def append(self, kind: int, payload: bytes, count: int) -> None:
-        """Append one record; fsync when enough time or results have gone by since the last one."""
-        _write_all(self.fd, record_head(kind, payload), payload)
+    def append(self, kind: int, payload: bytes | list[bytes], count: int) -> None:
+        """Append one record (its payload as bytes, or as parts written one after another); fsync
+        when enough time or results have gone by since the last one."""
+        if isinstance(payload, bytes):
+            _write_all(self.fd, record_head(kind, payload), payload)
+        else:
+            _write_all(self.fd, record_head(kind, payload), *payload)
         self._unsynced += count
         if self._unsynced >= self._fsync_items or time.monotonic() - self._last_sync >= self._fsync_seconds:
             self.sync()
@@ -188,6 +192,8 @@ def _unlock(ident: tuple[int, int] | None) -> None:
 
 
 def _write_all(fd: int, *parts: bytes) -> None:
+    if len(parts) > 512:  # within any system's IOV_MAX
+        parts = (b"".join(parts),)
     total = sum(len(p) for p in parts)
     written = os.writev(fd, parts)
     if written != total:  # a short write (signal, nearly full disk): write the rest

@@ -10,7 +10,10 @@ File format (version 1), all integers little-endian:
 ``record`` (repeated)
     payload length (u32), CRC-32 of the length, kind and payload (u32), kind (u8), payload (a
     pickle). Kinds: ``1`` finished items ``(keys, results)``, ``2`` finished items without their
-    results ``keys``, ``3`` failed items ``(keys, exceptions)``.
+    results ``keys``, ``3`` failed items ``(keys, exceptions)``, ``4`` finished items as the
+    workers pickled their results: u32 length of the keys' pickle, that pickle, then for each batch
+    a u32 length and the pickle of its list of results (the caller writes the workers' bytes
+    instead of pickling the results a second time).
 
 Records are only ever appended. A record whose bytes run past the end of the file, or the last
 record when its checksum is wrong, is a write torn by a crash: it is cut off (with a
@@ -37,6 +40,7 @@ __all__ = [
     "JOURNAL_FILE",
     "KIND_DONE",
     "KIND_DONE_NO_RESULT",
+    "KIND_DONE_RAW",
     "KIND_FAILED",
     "MAGIC",
     "NO_RESULT",
@@ -46,7 +50,9 @@ __all__ = [
     "JournalPicklingError",
     "JournalState",
     "JournalWarning",
+    "decode_raw",
     "encode_done",
+    "encode_done_raw",
     "encode_failed",
     "header_bytes",
     "journal_path",
@@ -66,7 +72,9 @@ _REC_LEN_KIND = struct.Struct("<IB")
 KIND_DONE = 1
 KIND_DONE_NO_RESULT = 2
 KIND_FAILED = 3
-_KINDS = (KIND_DONE, KIND_DONE_NO_RESULT, KIND_FAILED)
+KIND_DONE_RAW = 4
+_KINDS = (KIND_DONE, KIND_DONE_NO_RESULT, KIND_FAILED, KIND_DONE_RAW)
+_U32 = struct.Struct("<I")
 
 
 class JournalError(MtaskliteLikeError):
@@ -128,11 +136,16 @@ def header_bytes(info: dict[str, Any]) -> bytes:
     return MAGIC + _HEAD.pack(VERSION, len(text)) + text + _CRC.pack(zlib.crc32(text))
 
 
-def record_head(kind: int, payload: bytes) -> bytes:
-    """The 9 bytes written before ``payload``: its length, the CRC-32 of length, kind and payload,
-    and the kind. One checksum covers a whole record, however many items it holds."""
-    crc = zlib.crc32(payload, zlib.crc32(_REC_LEN_KIND.pack(len(payload), kind)))
-    return _REC.pack(len(payload), crc, kind)
+def record_head(kind: int, payload: bytes | Sequence[bytes]) -> bytes:
+    """The 9 bytes written before ``payload`` (bytes, or the parts written one after another): its
+    length, the CRC-32 of length, kind and payload, and the kind. One checksum covers a whole
+    record, however many items it holds."""
+    parts = [payload] if isinstance(payload, bytes) else payload
+    length = sum(len(p) for p in parts)
+    crc = zlib.crc32(_REC_LEN_KIND.pack(length, kind))
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return _REC.pack(length, crc, kind)
 
 
 def encode_done(keys: Sequence[Any], results: Sequence[Any], with_results: bool) -> bytes:
@@ -140,6 +153,30 @@ def encode_done(keys: Sequence[Any], results: Sequence[Any], with_results: bool)
     if with_results:
         return dumps((keys, results))
     return dumps(keys)
+
+
+def encode_done_raw(keys: Sequence[Any], blobs: Sequence[bytes]) -> list[bytes]:
+    """The payload of a record of finished items whose results come pickled by the workers, one
+    pickle per batch, in order: as parts, to be written together (see ``KIND_DONE_RAW``)."""
+    head = dumps(keys)
+    parts = [_U32.pack(len(head)), head]
+    for blob in blobs:
+        parts.append(_U32.pack(len(blob)))
+        parts.append(blob)
+    return parts
+
+
+def decode_raw(payload: bytes) -> tuple[Any, list[Any]]:
+    """``(keys, results)`` of a ``KIND_DONE_RAW`` payload."""
+    (n,) = _U32.unpack_from(payload, 0)
+    keys = pickle.loads(payload[4 : 4 + n])
+    results: list[Any] = []
+    pos = 4 + n
+    while pos < len(payload):
+        (m,) = _U32.unpack_from(payload, pos)
+        results.extend(pickle.loads(payload[pos + 4 : pos + 4 + m]))
+        pos += 4 + m
+    return keys, results
 
 
 def unpicklable(
@@ -242,7 +279,7 @@ def parse_journal(data: bytes, path: str) -> JournalState:
                 "aside, or pass journal_fresh=True to start over"
             )
         try:
-            body = pickle.loads(payload)
+            body = decode_raw(payload) if kind == KIND_DONE_RAW else pickle.loads(payload)
         except Exception as exc:
             raise JournalError(
                 f"{path}: the record at byte {pos} cannot be unpickled ({type(exc).__name__}: {exc}); "
@@ -259,7 +296,7 @@ def parse_journal(data: bytes, path: str) -> JournalState:
 def _apply(state: JournalState, kind: int, body: Any) -> None:
     """Add one record to ``state``: a later record wins over an earlier one for the same key."""
     done, failed = state.done, state.failed
-    if kind == KIND_DONE:
+    if kind in (KIND_DONE, KIND_DONE_RAW):
         keys, values = body
         done.update(zip(keys, values))
         if failed:

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from ._results import ResultIterator
 
     #: ``plain(pool, items)``: an ordinary run of ``pool`` over ``items``
-    PlainRun = Callable[[Pool[Any], Iterable[Any]], ResultIterator[Any]]
+    #: ``plain(pool, items, keep_raw=False)``: an ordinary run (``keep_raw``: see ``RunOptions``)
+    PlainRun = Callable[..., ResultIterator[Any]]
 
 __all__ = ["JournalRun", "Kept"]
 
@@ -92,6 +93,7 @@ class JournalRun:
         self._deferred: list[BaseException] = []
         self._inner: Any = None
         self._pos = 0  # input position of the next result (fast path)
+        self._raw = False  # the fast path journals the workers' pickled results
 
         try:
             self.total: int | None = len(iterable)  # type: ignore[arg-type]
@@ -157,7 +159,9 @@ class JournalRun:
                     self._items = deque()
                     recorded = _recording(source, self._items)
                     pool_input = recorded if self.total is None else _Sized(recorded, self.total)
-                self._inner = plain(pool, pool_input)
+                # Results the workers pickled are journaled as they are, without pickling them again.
+                self._raw = journal is not None and options.results and options.save_callback is None
+                self._inner = plain(pool, pool_input, keep_raw=True) if self._raw else plain(pool, pool_input)
             elif not pool.is_unordered:
                 ordered = OrderedResume(self)
                 self._fill = ordered.fill
@@ -252,10 +256,19 @@ class JournalRun:
 
     # -- what the fills share -------------------------------------------------------------------------
 
-    def settle(self, keys: Sequence[Any], results: list[Any], items: Sequence[Any] | None, out: Any) -> bool:
+    def settle(
+        self,
+        keys: Sequence[Any],
+        results: list[Any],
+        items: Sequence[Any] | None,
+        out: Any,
+        raw: list[tuple[int, int, bytes]] | None = None,
+        start: int = 0,
+    ) -> bool:
         """Journal a batch and put what the caller gets into ``out``; False when an ``'immediate'``
-        run stops there (``out`` ends before the failure, which is raised after it)."""
-        stop = self.settler.settle(keys, results, items, out)
+        run stops there (``out`` ends before the failure, which is raised after it). ``raw`` and
+        ``start``: see ``Settler.settle``."""
+        stop = self.settler.settle(keys, results, items, out, raw, start)
         if stop is None:
             return True
         self.error = stop
@@ -330,10 +343,11 @@ class JournalRun:
             assert items is not None and self._key_fn is not None
             keys = [self._key_fn(x) for x in items]
             check_hashable(keys)
+        raw = self._inner.take_raw() if self._raw else None
         if self.mode == ExceptionBehaviour.DEFERRED:
             settled: list[Any] = []
-            self.settle(keys, chunk, items, settled)
+            self.settle(keys, chunk, items, settled, raw, start)
             self.deliver(settled)
         else:
-            self.settle(keys, chunk, items, self.out)
+            self.settle(keys, chunk, items, self.out, raw, start)
         return True

@@ -18,8 +18,10 @@ from ._journal_file import Journal
 from ._journal_format import (
     KIND_DONE,
     KIND_DONE_NO_RESULT,
+    KIND_DONE_RAW,
     KIND_FAILED,
     encode_done,
+    encode_done_raw,
     encode_failed,
     unpicklable,
 )
@@ -53,16 +55,34 @@ class Settler:
             journal.close()
 
     def settle(
-        self, keys: Sequence[Any], results: list[Any], items: Sequence[Any] | None, out: Any
+        self,
+        keys: Sequence[Any],
+        results: list[Any],
+        items: Sequence[Any] | None,
+        out: Any,
+        raw: list[tuple[int, int, bytes]] | None = None,
+        start: int = 0,
     ) -> BaseException | None:
         """Journal one batch of computed results, then put what the caller gets into ``out``.
 
         Failures are journaled as such. Successes are pickled before the caller sees them, so a
         result that cannot be stored fails its item (:class:`JournalPicklingError`) instead. Returns
         the error at which an ``'immediate'`` run stops (``out`` then ends before it), or None.
+
+        ``raw``: the results as the workers pickled them, ``(position, count, bytes)`` per batch,
+        positions counted like ``start`` (the position of ``results[0]``). When they cover the
+        results exactly, those bytes are journaled as they are: the results are known to pickle,
+        and are not pickled again (see ``KIND_DONE_RAW``).
         """
         options = self.options
         journal = self.journal
+        if (
+            raw and journal is not None and options.save_callback is None and options.results
+            and _covers(raw, start, len(results))
+        ):
+            journal.append(KIND_DONE_RAW, encode_done_raw(keys, [blob for _, _, blob in raw]), len(results))
+            out.extend(results)
+            return None
         failed: list[int] = []
         if not self._immediate and any(map(isinstance, results, REPEAT_EXC)):
             failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
@@ -161,3 +181,14 @@ class Settler:
         """Hand every result still waiting to ``save_callback`` (the end of a run, ``close()``)."""
         if self.options.save_callback is not None and self._pending_count:
             self._run_callbacks(full_only=False)
+
+
+def _covers(raw: list[tuple[int, int, bytes]], start: int, count: int) -> bool:
+    """Whether the batches of ``raw`` follow one another from ``start`` over exactly ``count``
+    results (batches that failed, or were retried, have no pickled results: then they do not)."""
+    pos = start
+    for first, n, _ in raw:
+        if first != pos:
+            return False
+        pos += n
+    return pos == start + count

@@ -26,7 +26,7 @@ class Batch:
     final failures by position; ``history`` the failed attempts of items that were retried.
     """
 
-    __slots__ = ("errors", "history", "id", "indices", "items", "pending", "results")
+    __slots__ = ("errors", "history", "id", "indices", "items", "pending", "raw", "results")
 
     def __init__(self, batch_id: int, indices: Sequence[int], items: list[Any]) -> None:
         self.id = batch_id
@@ -36,6 +36,7 @@ class Batch:
         self.errors: dict[int, BaseException] | None = None
         self.history: dict[int, list[BaseException]] | None = None
         self.pending = len(items)
+        self.raw: bytes | None = None  # the results as the worker pickled them (see BatchDone.raw)
 
     def slots(self) -> list[Any]:
         """The results list, created on first need."""
@@ -134,13 +135,22 @@ class Ledger:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def record(self, msg: Msg, results: list[Any], failures: Iterable[tuple[int, BaseException]]) -> None:
-        """A worker answered ``msg``: ``results`` per item, ``failures`` by position in the message."""
+    def record(
+        self,
+        msg: Msg,
+        results: list[Any],
+        failures: Iterable[tuple[int, BaseException]],
+        raw: bytes | None = None,
+    ) -> None:
+        """A worker answered ``msg``: ``results`` per item, ``failures`` by position in the message;
+        ``raw`` the results as the worker pickled them, if it did."""
         batch = msg.batch
         failures = list(failures)
         if msg.positions is None and batch.results is None:
             # The common case, a whole batch answered at once: keep the worker's list as it is.
             batch.results = results
+            if not failures:
+                batch.raw = raw
             batch.pending -= len(results) - len(failures)
             for k, exc in failures:
                 self._failed(batch, k, exc)

@@ -78,6 +78,9 @@ class RunOptions:
     max_tasks_per_worker: int | None = None
     input_thread: bool | None = None
     memory_budget: int | None = None
+    #: internal: keep the workers' pickled results beside the results (``Release.raw``), for a
+    #: journaled run that writes them as they are
+    keep_raw_results: bool = False
 
 
 def default_n_jobs(use_threads: bool) -> int:

@@ -11,6 +11,7 @@ workers, since they may be busy with items nobody will read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 import weakref
@@ -422,6 +423,8 @@ class Pool(Generic[R]):
         return f"<mtasklite_like.Pool {self.num_workers} worker(s), {kind}>"
 
 
-def plain_run(pool: Pool[R], items: Iterable[Any]) -> ResultIterator[R]:
-    """An ordinary run of ``pool`` over ``items`` (what a journaled run drives underneath)."""
-    return ResultIterator(pool, pool._options, pool._workers, items)
+def plain_run(pool: Pool[R], items: Iterable[Any], keep_raw: bool = False) -> ResultIterator[R]:
+    """An ordinary run of ``pool`` over ``items`` (what a journaled run drives underneath);
+    ``keep_raw``: keep the workers' pickled results too (``ResultIterator.take_raw``)."""
+    options = dataclasses.replace(pool._options, keep_raw_results=True) if keep_raw else pool._options
+    return ResultIterator(pool, options, pool._workers, items)

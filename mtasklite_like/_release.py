@@ -27,8 +27,12 @@ __all__ = ["Release"]
 class Release:
     """Orders complete batches into ``ready`` and applies the exception mode."""
 
-    def __init__(self, *, ordered: bool, mode: str) -> None:
+    def __init__(self, *, ordered: bool, mode: str, keep_raw: bool = False) -> None:
         self.ready: deque[Any] = deque()
+        #: with ``keep_raw`` (ordered runs only): ``(position of the first result, count, the
+        #: results as the worker pickled them)`` of each released batch that has them
+        self.keep_raw = keep_raw
+        self.raw: deque[tuple[int, int, bytes]] = deque()
         self.ordered = ordered
         self.immediate = mode == ExceptionBehaviour.IMMEDIATE
         self.deferring = mode == ExceptionBehaviour.DEFERRED
@@ -63,6 +67,10 @@ class Release:
     def _release(self, batch: Batch) -> BaseException | None:
         results = batch.results
         assert results is not None
+        if batch.raw is not None:
+            if self.keep_raw and not batch.errors:
+                self.raw.append((self.released, len(results), batch.raw))
+            batch.raw = None
         self.released += len(results)
         if batch.errors:
             failures = sorted(batch.errors.items())

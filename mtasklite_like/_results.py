@@ -84,6 +84,14 @@ class ResultIterator(Generic[R]):
         ready.clear()
         return out
 
+    def take_raw(self) -> list[tuple[int, int, bytes]]:
+        """For a journaled run: ``(position, count, pickled results)`` of the batches released since
+        the last call whose results the workers pickled on their own (see ``RunOptions``)."""
+        raw = self._run.release.raw
+        out = list(raw)
+        raw.clear()
+        return out
+
     @property
     def heartbeat(self) -> Callable[[], None] | None:
         """Called at least every 0.2 s while the consumer waits for a result (e.g. a bar's refresh)."""

@@ -50,7 +50,10 @@ class Run:
         alone = workers.backend_name == "inline"
         self._feeder = make_feeder(iterable, False if choice is None and alone else choice)
         self.total = self._feeder.total
-        self.release = Release(ordered=options.ordered, mode=options.exception_behavior)
+        self.release = Release(
+            ordered=options.ordered, mode=options.exception_behavior,
+            keep_raw=options.keep_raw_results and options.ordered,
+        )
         self.ready = self.release.ready
         self.started = False
         self.finished = False
@@ -109,6 +112,7 @@ class Run:
         # A reader in the background starts on the first items while the workers start.
         self._feeder.start(self.workers.n_workers)
         backend = self.workers.acquire(self)
+        backend.raw_results = self.release.keep_raw  # for this run only
         self._feeder.wake_with(backend.wake)
         self._backend = backend
         self.started = True
@@ -193,7 +197,7 @@ class Run:
             # elsewhere, or n_jobs=1 where nothing can interrupt a task): same outcome as a kill.
             overrun = _faults.overrun_error
             failures = [(k, overrun(i, timeout, event.elapsed)) for k, i in enumerate(msg.indices())]
-        self._ledger.record(msg, event.results, failures)
+        self._ledger.record(msg, event.results, failures, event.raw)
         worker = msg.worker
         if self.workers.quota_spent(worker) and not self._ledger.loads[worker]:
             # The worker has done its share and holds nothing: replace it with a fresh one.

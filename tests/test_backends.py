@@ -95,8 +95,8 @@ def test_workers_reset_the_running_position_before_naming_a_new_batch():
     from mtasklite_like._backends.processes import _serve
 
     inbox = queue.SimpleQueue()
-    inbox.put((7, range(0, 3), [1, 2, 3], False))
-    inbox.put((8, range(3, 5), [4, 5], False))
+    inbox.put((7, range(0, 3), [1, 2, 3], False, False))
+    inbox.put((8, range(3, 5), [4, 5], False, True))
     inbox.put(None)
     progress = _RecordingProgress()
     _serve(square, inbox, lambda data: None, progress)

@@ -28,6 +28,7 @@ from mtasklite_like import (
     read_journal,
 )
 from mtasklite_like._journal import JOURNAL_FILE, MAGIC
+from mtasklite_like._journal_format import KIND_DONE_RAW, KIND_FAILED
 from mtasklite_like.processes import pqdm as pqdm_processes
 from tests import journal_helpers as h
 
@@ -528,3 +529,52 @@ def test_a_generator_read_in_the_background_keeps_items_and_results_paired(tmp_p
     )
     assert list(pool(words())) == [f"ITEM-{i}" for i in range(3000)]
     assert seen == [(f"item-{i}", f"ITEM-{i}") for i in range(3000)]
+
+
+# -- the workers' pickled results, journaled as they are ---------------------------------------------
+
+
+def _record_kinds(run_dir):
+    data = (Path(run_dir) / JOURNAL_FILE).read_bytes()
+    _, length = struct.unpack_from("<HI", data, len(MAGIC))
+    pos = len(MAGIC) + 6 + length + 4
+    kinds: Counter = Counter()
+    while pos + 9 <= len(data):
+        size, _, kind = struct.unpack_from("<IIB", data, pos)
+        kinds[kind] += 1
+        pos += 9 + size
+    return kinds
+
+
+@pytest.mark.parametrize("items", [range(5000), list(range(5000)), iter(range(5000))],
+                         ids=["range", "list", "generator"])
+def test_process_workers_results_are_journaled_as_they_pickled_them(log, run_dir, items):
+    expected = [x * x for x in range(5000)]
+    out = list(Pool(h.logged_square, 2, journal=run_dir)(items))
+    assert out == expected
+    kinds = _record_kinds(run_dir)
+    assert kinds and set(kinds) == {KIND_DONE_RAW}, kinds
+    state = read_journal(run_dir)
+    assert state.done == {x: x * x for x in range(5000)}
+    # A second run reads those records back and computes nothing.
+    before = len(h.read_log(log))
+    again = items if isinstance(items, (range, list)) else iter(range(5000))
+    assert list(Pool(h.logged_square, 2, journal=run_dir)(again)) == expected
+    assert len(h.read_log(log)) == before
+
+
+def test_batches_with_failures_are_pickled_by_the_caller(log, run_dir):
+    out = list(Pool(h.logged_fail_on_3, 2, journal=run_dir, exception_behavior="ignore")(range(2000)))
+    assert [r for r in out if not isinstance(r, Exception)] == [x * x for x in range(2000) if x % 10 != 3]
+    kinds = _record_kinds(run_dir)
+    assert kinds[KIND_FAILED] >= 1 and kinds[1] + kinds[KIND_DONE_RAW] >= 1
+    state = read_journal(run_dir)
+    assert state.done == {x: x * x for x in range(2000) if x % 10 != 3}
+    assert set(state.failed) == {x for x in range(2000) if x % 10 == 3}
+
+
+def test_thread_workers_pickle_nothing_so_the_caller_does(run_dir):
+    assert list(Pool(h.logged_square, 2, use_threads=True, journal=run_dir)(range(3000))) == [
+        x * x for x in range(3000)
+    ]
+    assert set(_record_kinds(run_dir)) == {1}

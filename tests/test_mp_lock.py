@@ -20,6 +20,7 @@ import pytest
 
 from mtasklite_like import DeferredExceptions, read_journal
 from mtasklite_like._journal import JOURNAL_FILE, MAGIC
+from mtasklite_like._journal_format import KIND_DONE_RAW, decode_raw
 from mtasklite_like.mp_lock import (
     InvalidArgumentsError,
     is_mp_lock_completed,
@@ -104,8 +105,9 @@ def journal_key_counts(run_dir):
         size, _, kind = struct.unpack_from("<IIB", data, pos)
         if pos + 9 + size > len(data):
             break
-        body = pickle.loads(data[pos + 9 : pos + 9 + size])
-        if kind == 1:
+        payload = data[pos + 9 : pos + 9 + size]
+        body = decode_raw(payload) if kind == KIND_DONE_RAW else pickle.loads(payload)
+        if kind in (1, KIND_DONE_RAW):
             counts.update(body[0])
         elif kind == 2:
             counts.update(body)

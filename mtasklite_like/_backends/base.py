@@ -70,9 +70,11 @@ class Event:
 
 class BatchDone(Event):
     """A batch finished: its results in item order, the failed positions, the compute time, and the
-    size in bytes of the message that carried it (0 when nothing was serialised)."""
+    size in bytes of the message that carried it (0 when nothing was serialised). ``raw``: the
+    results list as the worker pickled it, when the run asked for it (``Backend.raw_results``) and
+    the batch had no failures; None otherwise."""
 
-    __slots__ = ("batch_id", "elapsed", "failures", "nbytes", "results")
+    __slots__ = ("batch_id", "elapsed", "failures", "nbytes", "raw", "results")
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class BatchDone(Event):
         failures: Sequence[tuple[int, BaseException]],
         elapsed: float,
         nbytes: int = 0,
+        raw: bytes | None = None,
     ) -> None:
         super().__init__(worker)
         self.batch_id = batch_id
@@ -89,6 +92,7 @@ class BatchDone(Event):
         self.failures = failures
         self.elapsed = elapsed
         self.nbytes = nbytes
+        self.raw = raw
 
 
 class WorkerReady(Event):
@@ -137,6 +141,9 @@ class Backend(ABC):
     """Runs workers. One instance serves one pool until ``stop``; it is not reused after that."""
 
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: set by a run that keeps the workers' pickled results (a journaled run writes them as they
+    #: are instead of pickling the results again); backends that pickle nothing ignore it
+    raw_results: bool = False
 
     #: the clock the engine measures deadlines with; a simulated backend brings its own
     clock: Callable[[], float] = staticmethod(time.monotonic)

@@ -53,6 +53,7 @@ __all__ = ["ProcessBackend", "describe_exitcode"]
 _DONE = 0
 _INIT_ERROR = 1
 _READY = 2
+_DONE_RAW = 3  # results pickled on their own, kept as bytes by the parent (Backend.raw_results)
 # The parent asks a worker to finish with this message.
 _STOP_BYTES = pickle.dumps(None)
 _READY_BYTES = pickle.dumps((_READY,))
@@ -198,7 +199,7 @@ def _serve(call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any) -
         msg = inbox.get()
         if msg is None:
             return
-        batch_id, indices, items, has_unsendable = msg
+        batch_id, indices, items, has_unsendable, raw = msg
         # Reset the position first: a death between the two writes must not pair this batch with
         # the position of an item of the previous one.
         progress[1] = -1
@@ -212,7 +213,10 @@ def _serve(call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any) -
         if not failures:
             # The common case: one pickling pass, no per-item work.
             try:
-                message = dumps_oob((_DONE, batch_id, results, (), elapsed))
+                if raw:
+                    message = dumps_oob((_DONE_RAW, batch_id, dumps(results), elapsed))
+                else:
+                    message = dumps_oob((_DONE, batch_id, results, (), elapsed))
             except Exception:
                 pass
             else:
@@ -329,9 +333,13 @@ class ProcessBackend(Backend):
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         try:
-            data, buffers = dumps_oob((batch_id, indices, items, False), main_by_value=self._main_by_value)
+            data, buffers = dumps_oob(
+                (batch_id, indices, items, False, self.raw_results), main_by_value=self._main_by_value
+            )
         except Exception:
-            data, buffers = dumps_oob((batch_id, indices, _sendable_items(indices, items), True))
+            data, buffers = dumps_oob(
+                (batch_id, indices, _sendable_items(indices, items), True, self.raw_results)
+            )
         size = len(data) + sum(b.nbytes for b in buffers or ())
         try:
             size = send_message(self._procs[worker].task_conn, data, buffers, self._pipe_capacity)
@@ -393,6 +401,9 @@ class ProcessBackend(Backend):
             _, batch_id, results, packed, elapsed = msg
             failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
             return BatchDone(worker, batch_id, results, failures, elapsed, nbytes)
+        if msg[0] == _DONE_RAW:
+            _, batch_id, raw, elapsed = msg
+            return BatchDone(worker, batch_id, loads(raw), (), elapsed, nbytes, raw)
         if msg[0] == _READY:
             return WorkerReady(worker)
         _, exc, tb = msg
