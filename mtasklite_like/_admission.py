@@ -13,6 +13,12 @@ Three limits decide it:
 - *window*: with ``bounded=True``, items pulled and not yet consumed stay under
   ``workers x credit x batch size``, times a slack in ordered mode (x8 for single slow items, x2
   for batches) so workers keep going while an earlier slow item holds back the release.
+
+Coroutine workers (``concurrency``) run many items at once and take new batches while earlier
+ones run, so their credit is what keeps ``concurrency`` items running plus an eighth of that
+waiting. Under ``max_per_second`` every item travels alone and a worker holds no more than it
+runs at once (1 for a plain function, ``concurrency`` for coroutines): an item handed over starts
+at once, so pacing the hand-over (``_rate_limit``, in ``_dispatch``) paces the starts.
 """
 
 from __future__ import annotations
@@ -39,13 +45,17 @@ class Admission:
         self._ordered = options.ordered
         self._batches = capabilities.batches
         self._n = n_workers
+        self._concurrency = options.concurrency
+        self._paced = options.max_per_second is not None
+        self.max_per_second = options.max_per_second
         self.fixed_credit: int | None
         if not capabilities.batches:
             self.fixed_credit = 1
             self.sizer = BatchSizer(1, max_size=1, adaptive=False)
-        elif options.task_timeout is not None:
+        elif options.task_timeout is not None or self._paced:
             # A deadline is per item and runs from when a worker starts the item: so each worker
-            # holds exactly one item, and the caller knows when it started.
+            # holds exactly one item, and the caller knows when it started. Paced starts too:
+            # an item handed over must start at once.
             self.fixed_credit = 1
             self.sizer = BatchSizer(n_workers, max_size=1, adaptive=False)
         else:
@@ -54,10 +64,19 @@ class Admission:
 
     def credit(self) -> int:
         """How many batches one worker may hold now."""
+        if self._concurrency and self._batches:
+            return self._coroutine_credit()
         if self.fixed_credit is not None:
             return self.fixed_credit
         sizer = self.sizer
         return 2 if sizer.size() > 1 or sizer.uniform else 1
+
+    def _coroutine_credit(self) -> int:
+        n = self._concurrency
+        if self._paced:
+            return n  # each item alone, and never more than the worker runs at once
+        size = self.sizer.size()
+        return -(-(n + n // 8) // size) + 1
 
     def window(self, credit: int) -> int | None:
         """Items that may be pulled and not yet consumed, or None when unbounded."""
@@ -77,7 +96,7 @@ class Admission:
 
     def guards_overdue(self, credit: int) -> bool:
         """Whether to keep a second single item away from a worker whose task is overdue."""
-        return credit > 1 and self.sizer.size() <= 1 and self.fixed_credit is None
+        return credit > 1 and self.sizer.size() <= 1 and self.fixed_credit is None and not self._concurrency
 
     def pick_worker(
         self,

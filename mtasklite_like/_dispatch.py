@@ -6,6 +6,9 @@ supplied with its limit: what the workers could take at once beyond what was han
 past the window. A batch is cut from whatever the input has given, up to the batch size, so a slow
 input never makes items wait for a batch to fill: the batch size follows the input rate as well as
 the task time.
+
+Under ``max_per_second`` every hand-over takes a token from the run's :class:`~._rate_limit.RateLimiter`;
+when none is due, :attr:`Dispatch.paced_until` tells the run how long to wait.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ._admission import Admission
 from ._backends.base import Backend
 from ._feeder import Feeder, InputThread
 from ._ledger import Ledger, Msg
+from ._rate_limit import RateLimiter
 from ._release import Release
 from ._worker_set import WorkerSet
 
@@ -41,6 +45,10 @@ class Dispatch:
         self.release = release
         self.backend = backend
         self.clock: Callable[[], float] = backend.clock
+        rate = admission.max_per_second
+        self.limiter = None if rate is None else RateLimiter(rate)
+        #: when the next item may be handed over, if the rate limit held one back; else None
+        self.paced_until: float | None = None
 
     def consumed(self) -> int:
         """Results the consumer has taken so far."""
@@ -55,6 +63,7 @@ class Dispatch:
         window = admission.window(credit)
         guard = admission.guards_overdue(credit)
         busy_for = self.workers.busy_for(self.clock(), self.ledger.in_flight.values()) if guard else None
+        self.paced_until = None
         try:
             self._fill(credit, window, busy_for)
         finally:
@@ -66,6 +75,8 @@ class Dispatch:
         while True:
             worker = admission.pick_worker(ledger.loads, credit, workers.quota, busy_for)
             if worker < 0:
+                return
+            if self.limiter is not None and (ledger.retry or not feeder.done) and self._paced():
                 return
             if ledger.retry:
                 # A retried item travels alone, so an item that kills its worker cannot take
@@ -86,7 +97,19 @@ class Dispatch:
             batch = ledger.open_batch(range(first, first + len(items)), items)
             self._send(*ledger.dispatch(worker, batch, None, self.clock()))
 
+    def _paced(self) -> bool:
+        """True (and ``paced_until`` set) when the rate limit holds the next hand-over back."""
+        assert self.limiter is not None
+        now = self.clock()
+        due = self.limiter.next_at(now)
+        if due > now:
+            self.paced_until = due
+            return True
+        return False
+
     def _send(self, msg_id: int, msg: Msg) -> None:
+        if self.limiter is not None:
+            self.limiter.try_acquire(self.clock())
         items = msg.items()
         self.workers.spend_quota(msg.worker, len(items))
         self.ledger.sent(msg, self.backend.send(msg.worker, msg_id, msg.indices(), items))

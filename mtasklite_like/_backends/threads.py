@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from .._async_worker import serve_coroutines
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
@@ -57,6 +58,9 @@ class _Slot:
 
 
 def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
+    if spec.concurrency:
+        _coroutine_thread_main(spec, slot)
+        return
     index = spec.index
     try:
         call = build_worker_callable(spec, own_process=False)
@@ -73,7 +77,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         # batches must not start, since nobody will read their results.
         if msg is _STOP or slot.abandoned:
             return
-        batch_id, items = msg
+        batch_id, _, items = msg
         progress = slot.progress
         progress[1] = -1  # first, so a death never pairs this batch with an old position
         progress[0] = batch_id
@@ -88,9 +92,37 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         slot.outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
 
 
+def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
+    """A coroutine worker: its own event loop in this thread (see ``_async_worker``)."""
+    index = spec.index
+
+    def next_message() -> Any:
+        msg = slot.inbox.get()
+        return None if msg is _STOP or slot.abandoned else msg
+
+    def done(batch_id: int, indices: Sequence[int], results: list[Any],
+             failures: list[tuple[int, BaseException]], elapsed: float) -> None:
+        slot.outbox.put(BatchDone(index, batch_id, results, failures, elapsed))
+
+    try:
+        serve_coroutines(
+            spec,
+            own_process=False,
+            next_message=next_message,
+            ready=lambda: slot.outbox.put(WorkerReady(index)),
+            init_failed=lambda exc: slot.outbox.put(WorkerInitFailed(index, exc)),
+            done=done,
+            progress=slot.progress,
+            name=f"{threading.current_thread().name}-inbox",
+        )
+    except BaseException as exc:
+        cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+        slot.outbox.put(WorkerDied(index, cause, running=(slot.progress[0], slot.progress[1])))
+
+
 class ThreadBackend(Backend):
     # A stuck thread can be abandoned (the run goes on) but not killed.
-    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True, coroutines=True)
 
     def __init__(self, specs: list[WorkerSpec], name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
@@ -124,7 +156,7 @@ class ThreadBackend(Backend):
         self._slots[worker] = self._start_one(self._specs[worker])
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
-        self._slots[worker].inbox.put((batch_id, items))
+        self._slots[worker].inbox.put((batch_id, indices, items))
         return 0  # handed over as objects, never serialised
 
     def recv(self, timeout: float | None) -> list[Event]:
