@@ -144,9 +144,12 @@ class AsyncDriver:
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        #: a request is being served by the helper (only the helper touches the run meanwhile)
-        self.busy = False
+        #: the helper is making a call: only the helper touches the run meanwhile (guarded by the lock)
+        self._in_call = False
         self._close_requested = False
+        #: on the loop: the future of the ``next`` request whose outcome is not delivered yet
+        self.pending: asyncio.Future[Any] | None = None
+        self._on_resolved: list[asyncio.Future[None]] = []
         #: an error the engine raised while nobody awaited it: raised by the next ``__anext__``
         self.left_error: BaseException | None = None
 
@@ -154,19 +157,30 @@ class AsyncDriver:
 
     def next_result(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         """A future of ``(True, result)``, ``(False, None)`` at the end, or an exception."""
-        return self._submit(loop, self._run.next_slow)
+        future = self._submit(loop, self._run.next_slow)
+        self.pending = future
+        return future
+
+    def resolved(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future done once the pending request's outcome is delivered (or kept, if orphaned)."""
+        future: asyncio.Future[None] = loop.create_future()
+        if self.pending is None:
+            future.set_result(None)
+        else:
+            self._on_resolved.append(future)
+        return future
 
     def close_later(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         """Close the run in the helper thread; the future completes once it is closed."""
         with self._lock:
-            if self.busy:
+            if self._in_call:
                 self._close_requested = True  # ends the wait in progress
         return self._submit(loop, self._run.close)
 
     def _submit(self, loop: asyncio.AbstractEventLoop, call: Callable[[], Any]) -> asyncio.Future[Any]:
         future = loop.create_future()
         with self._lock:
-            self.busy = True
+            self._in_call = True  # from now on, a close from elsewhere is left to the helper
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._main, name="mtasklite_like-async-results", daemon=True
@@ -178,7 +192,7 @@ class AsyncDriver:
     def close(self) -> None:
         """Stop the run now, from any thread (a finalizer, ``close()``); never races the helper."""
         with self._lock:
-            if self.busy:
+            if self._in_call:
                 self._close_requested = True  # the helper closes the run once its call returns
                 self._requests.put(None)
                 return
@@ -194,20 +208,20 @@ class AsyncDriver:
                 return
             loop, future, call = request
             run = self._run
+            with self._lock:
+                self._in_call = True
             user_heartbeat = run.heartbeat
             run.heartbeat = self._heartbeat_with(user_heartbeat)
             try:
                 outcome: Any = (True, call())
-            except StopIteration:
-                outcome = (False, None)
-            except _Closed:
+            except (StopIteration, _Closed):
                 outcome = (False, None)
             except BaseException as exc:
                 outcome = exc
             finally:
                 run.heartbeat = user_heartbeat
             with self._lock:
-                self.busy = False
+                self._in_call = False
                 closing = self._close_requested
             if closing:
                 run.close()
@@ -227,14 +241,19 @@ class AsyncDriver:
 
     def _resolve(self, future: asyncio.Future[Any], outcome: Any) -> None:
         """On the consumer's loop: hand the outcome over, or keep it if nobody awaits any more."""
+        if future is self.pending:
+            self.pending = None
         if not future.cancelled():
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
-            return
-        # The consumer was cancelled while the helper worked: keep the result for the next call.
-        if isinstance(outcome, BaseException):
+        elif isinstance(outcome, BaseException):
+            # The consumer was cancelled while the helper worked: keep it for the next call.
             self.left_error = outcome
         elif outcome[0]:
             self._ready.appendleft(outcome[1])
+        waiters, self._on_resolved = self._on_resolved, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -25,10 +25,12 @@ Object life cycle
     own deadline (``RunOptions.watchdog_timeout``) only catches a loop that is blocked.
 
 Deaths
-    ``progress`` receives the position of each item as it starts. With several items running, the
-    worker cannot know which of them killed it (``os._exit``, a crash); the one that started last
-    is named. A coroutine raising ``SystemExit`` or ``KeyboardInterrupt`` ends the worker as it
-    would end a plain one, and that item is named exactly.
+    ``progress`` names the item whose coroutine runs a step, each time one does (a thin wrapper
+    around the coroutine), so a worker that dies in a coroutine (``os._exit``, a crash in an
+    extension) is reported against that item, as a plain worker's death is against the item it ran;
+    one killed from outside while its loop waits is reported against the item that ran last. A
+    coroutine raising ``SystemExit`` or ``KeyboardInterrupt`` ends the worker as it would end a
+    plain one.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import inspect
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import Callable, Coroutine, Generator, MutableSequence, Sequence
 from typing import Any
 
 from ._errors import TaskTimeoutError
@@ -56,6 +58,50 @@ class FailedItem:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+class _Tracked(Coroutine[Any, Any, Any]):
+    """A coroutine that writes its item's position into ``progress`` before each of its steps."""
+
+    __slots__ = ("_coro", "_id", "_pos", "_progress")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], progress: MutableSequence[int], batch_id: int,
+                 pos: int) -> None:
+        self._coro = coro
+        self._progress = progress
+        self._id = batch_id
+        self._pos = pos
+
+    def _mark(self) -> None:
+        progress = self._progress
+        progress[1] = -1  # first, so a death in between never pairs this batch with another position
+        progress[0] = self._id
+        progress[1] = self._pos
+
+    def send(self, value: Any) -> Any:
+        self._mark()
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._mark()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # pragma: no cover - the old three-argument form
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self
+
+    def __iter__(self) -> _Tracked:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __repr__(self) -> str:
+        return repr(self._coro)
 
 
 class _Batch:
@@ -145,6 +191,8 @@ class _Runner:
         if not inspect.isawaitable(awaitable):
             self._end(batch, pos, started, value=awaitable)  # a plain value: nothing to await
             return
+        if progress is not None and inspect.iscoroutine(awaitable):
+            awaitable = _Tracked(awaitable, progress, batch.id, pos)
         task = asyncio.ensure_future(awaitable, loop=self.loop)
         self.free -= 1
         handle = None if self.timeout is None else self.loop.call_later(self.timeout, self._expire, task)
@@ -250,8 +298,14 @@ def serve_coroutines(
         if runner:
             runner[0].name_fatal_item()
             runner[0].stopping = True  # the worker ends: its batches are reported as its death
+        # Cancelling the other coroutines runs steps of theirs: keep the fatal item named.
+        fatal = None if progress is None else (progress[0], progress[1])
+        _close_loop(loop)
+        if progress is not None and fatal is not None:
+            progress[1] = -1
+            progress[0], progress[1] = fatal
         raise
-    finally:
+    else:
         _close_loop(loop)
 
 

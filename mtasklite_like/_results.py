@@ -100,25 +100,30 @@ class ResultIterator(Generic[R]):
         """No result ready: the engine runs in the helper thread while this coroutine waits."""
         stopper = self._stopper
         driver = stopper.driver
+        loop = asyncio.get_running_loop()
+        if driver is not None and driver.pending is not None:
+            if not driver.pending.cancelled():
+                raise RuntimeError(
+                    "another task is already waiting for the next result of this iterator; iterate a "
+                    "result iterator from one task at a time"
+                )
+            # An earlier call was cancelled while the engine worked for it: take what it produces.
+            await driver.resolved(loop)
+            if self._ready:
+                return self._ready.popleft()  # type: ignore[no-any-return]
         if driver is not None and driver.left_error is not None:
             error, driver.left_error = driver.left_error, None
             raise error
         run = self._run
-        if run.finished and (driver is None or not driver.busy):
+        if run.finished:
             try:
                 return run.next_slow()  # type: ignore[no-any-return]  # never waits once finished
             except StopIteration:
                 raise StopAsyncIteration from None
-        loop = asyncio.get_running_loop()
         if self._async_input is not None and self._async_input.loop is None and not run.started:
             self._async_input.loop = loop  # the source's __anext__ runs on this loop
         if driver is None:
             driver = stopper.driver = AsyncDriver(run, self._ready)
-        elif driver.busy:
-            raise RuntimeError(
-                "another task is already waiting for the next result of this iterator; iterate a "
-                "result iterator from one task at a time"
-            )
         found, value = await driver.next_result(loop)
         if not found:
             raise StopAsyncIteration
