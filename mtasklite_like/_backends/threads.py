@@ -77,7 +77,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         # batches must not start, since nobody will read their results.
         if msg is _STOP or slot.abandoned:
             return
-        batch_id, _, items = msg
+        batch_id, items = msg
         progress = slot.progress
         progress[1] = -1  # first, so a death never pairs this batch with an old position
         progress[0] = batch_id
@@ -127,6 +127,7 @@ class ThreadBackend(Backend):
     def __init__(self, specs: list[WorkerSpec], name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
         self._specs = specs
+        self._coroutines = bool(specs and specs[0].concurrency)
         self._name = name
         self._outbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._slots: list[_Slot] = []
@@ -156,7 +157,8 @@ class ThreadBackend(Backend):
         self._slots[worker] = self._start_one(self._specs[worker])
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
-        self._slots[worker].inbox.put((batch_id, indices, items))
+        # A coroutine worker names an item that overran task_timeout by its input index.
+        self._slots[worker].inbox.put((batch_id, indices, items) if self._coroutines else (batch_id, items))
         return 0  # handed over as objects, never serialised
 
     def recv(self, timeout: float | None) -> list[Event]:
