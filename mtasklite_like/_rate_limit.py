@@ -7,10 +7,10 @@ hand-over paces the starts. The bucket holds about one token: items start on a r
 
 The schedule, not the moment of the last start, decides the next one: a hand-over that happens a
 little late (the caller was busy, a wait woke late) does not push every later start back, so the
-long-run rate is the one asked for. Lateness of more than half an interval is forgiven, not
-banked: an idle pool never saves up tokens for a burst (after a pause, the second item starts half
-an interval after the first at the earliest). In any window of ``w`` seconds at most
-``rate * w + 2`` items start.
+long-run rate is the one asked for (a busy machine wakes a waiting thread several milliseconds
+late now and then). Lateness of more than one interval is forgiven, not banked: an idle pool never
+saves up tokens for a burst (after a pause, at most two items start together). In any window of
+``w`` seconds at most ``rate * w + 2`` items start.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class RateLimiter:
         elif now < due:
             return False
         # Keep to the schedule when a little late; forgive (never bank) a longer delay.
-        self._next = max(due, now - 0.5 * self.interval) + self.interval
+        self._next = max(due, now - self.interval) + self.interval
         return True
 
     def next_at(self, now: float) -> float:
