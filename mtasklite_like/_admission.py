@@ -15,8 +15,9 @@ Three limits decide it:
   for batches) so workers keep going while an earlier slow item holds back the release.
 
 Coroutine workers (``concurrency``) run many items at once and take new batches while earlier
-ones run, so their credit is what keeps ``concurrency`` items running plus an eighth of that
-waiting. Under ``max_per_second`` every item travels alone and a worker holds no more than it
+ones run, so their credit counts items, not batches: ``concurrency`` running plus an eighth of
+that (at least a batch) waiting, whatever size the batches have grown to. Under
+``max_per_second`` every item travels alone and a worker holds no more than it
 runs at once (1 for a plain function, ``concurrency`` for coroutines): an item handed over starts
 at once, so pacing the hand-over (``_rate_limit``, in ``_dispatch``) paces the starts.
 """
@@ -48,6 +49,8 @@ class Admission:
         self._concurrency = options.concurrency
         self._paced = options.max_per_second is not None
         self.max_per_second = options.max_per_second
+        #: the credit counts items a worker holds, not batches (coroutine workers)
+        self.counts_items = bool(self._concurrency) and capabilities.batches
         self.fixed_credit: int | None
         if not capabilities.batches:
             self.fixed_credit = 1
@@ -64,7 +67,7 @@ class Admission:
 
     def credit(self) -> int:
         """How many batches one worker may hold now."""
-        if self._concurrency and self._batches:
+        if self.counts_items:
             return self._coroutine_credit()
         if self.fixed_credit is not None:
             return self.fixed_credit
@@ -72,18 +75,18 @@ class Admission:
         return 2 if sizer.size() > 1 or sizer.uniform else 1
 
     def _coroutine_credit(self) -> int:
+        """Items a coroutine worker may hold."""
         n = self._concurrency
         if self._paced:
             return n  # each item alone, and never more than the worker runs at once
-        size = self.sizer.size()
-        return -(-(n + n // 8) // size) + 1
+        return n + max(n // 8, self.sizer.size())
 
     def window(self, credit: int) -> int | None:
         """Items that may be pulled and not yet consumed, or None when unbounded."""
         if not self._bounded:
             return None
         size = self.sizer.size()
-        window = self._n * credit * size
+        window = self._n * credit * (1 if self.counts_items else size)
         if not self._ordered or not self._batches:
             return window
         return window * (_ORDERED_SLACK if size <= 1 else _ORDERED_SLACK_BATCHED)
@@ -91,7 +94,7 @@ class Admission:
     def read_limit(self, credit: int, window: int | None, pulled: int, consumed: int) -> int:
         """How many items a reader in the background may have read in all: what the workers could
         take at once beyond what was handed out, never past the window."""
-        limit = pulled + self._n * credit * self.sizer.size()
+        limit = pulled + self._n * credit * (1 if self.counts_items else self.sizer.size())
         return limit if window is None else min(limit, consumed + window)
 
     def guards_overdue(self, credit: int) -> bool:
@@ -118,9 +121,14 @@ class Admission:
                 worker, best = w, load
         return worker
 
-    def batch_size(self, remaining: int | None, quota_left: int | None, room: int | None) -> int:
-        """Items for the next batch: ``remaining`` input (if known), the worker's quota, the window's room."""
+    def batch_size(
+        self, remaining: int | None, quota_left: int | None, room: int | None, credit_left: int | None = None
+    ) -> int:
+        """Items for the next batch: ``remaining`` input (if known), the worker's quota, the window's
+        room, and what is left of the worker's credit when it counts items."""
         size = self.sizer.size(remaining)
+        if credit_left is not None:
+            size = min(size, credit_left)
         if quota_left is not None:
             size = min(size, quota_left)
         if room is not None:

@@ -72,8 +72,9 @@ class Dispatch:
 
     def _fill(self, credit: int, window: int | None, busy_for: dict[int, float] | None) -> None:
         admission, ledger, workers, feeder = self.admission, self.ledger, self.workers, self.feeder
+        loads = ledger.held if admission.counts_items else ledger.loads
         while True:
-            worker = admission.pick_worker(ledger.loads, credit, workers.quota, busy_for)
+            worker = admission.pick_worker(loads, credit, workers.quota, busy_for)
             if worker < 0:
                 return
             if self.limiter is not None and (ledger.retry or not feeder.done) and self._paced():
@@ -91,7 +92,10 @@ class Dispatch:
                 return
             first = feeder.pulled
             # Whatever has been read, up to a batch: a slow input never makes items wait for more.
-            items = feeder.take(admission.batch_size(feeder.remaining(), workers.quota_left(worker), room))
+            left = credit - loads[worker] if admission.counts_items else None
+            items = feeder.take(
+                admission.batch_size(feeder.remaining(), workers.quota_left(worker), room, left)
+            )
             if not items:
                 return  # the input has nothing yet (its reader wakes the wait), or it ended
             batch = ledger.open_batch(range(first, first + len(items)), items)

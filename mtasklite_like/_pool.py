@@ -427,6 +427,21 @@ class Pool(Generic[R]):
         self._workers.keep = False
         self.close()
 
+    async def __aenter__(self) -> Pool[R]:
+        """``async with Pool(...) as pool``: as ``with``, for use inside an event loop."""
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        import asyncio
+
+        self._workers.keep = False
+        await asyncio.to_thread(self.close)  # stopping workers may take a moment: not on the loop
+
     def __repr__(self) -> str:
         kind = "inline" if self._workers.backend_name == "inline" else self.backend
         return f"<mtasklite_like.Pool {self.num_workers} worker(s), {kind}>"
