@@ -191,6 +191,17 @@ def test_async_delayed_init_objects_build_once_per_worker_and_aclose(server, bac
     assert server.wait_for(lambda: sorted(server.log) == sorted(f"closed-{n}" for n in names)), server.log
 
 
+def test_a_worker_replaced_after_max_tasks_per_worker_closes_its_object(server):
+    urls = [server.url(f"/echo/{i}?ms=5") for i in range(12)]
+    out = list(Pool(h.Session(server.url("/log")), n_jobs=2, use_threads=True, concurrency=2,
+                    max_tasks_per_worker=3)(urls))
+    assert [body for body, _, _ in out] == [str(i) for i in range(12)]
+    names = {name for _, name, _ in out}
+    assert len(names) == 4  # 12 items, 3 per object
+    # Each object was closed: three by their replacement, the last ones when the run ended.
+    assert server.wait_for(lambda: {f"closed-{n}" for n in names} <= set(server.log)), server.log
+
+
 # -- async consumption -------------------------------------------------------------------------------
 
 
