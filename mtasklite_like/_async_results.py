@@ -181,12 +181,12 @@ class AsyncDriver:
         future = loop.create_future()
         with self._lock:
             self._in_call = True  # from now on, a close from elsewhere is left to the helper
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._main, name="mtasklite_like-async-results", daemon=True
-            )
-            self._thread.start()
-        self._requests.put((loop, future, call))
+            self._requests.put((loop, future, call))
+            if self._thread is None:  # none, or it ended with the run: start one
+                self._thread = threading.Thread(
+                    target=self._main, name="mtasklite_like-async-results", daemon=True
+                )
+                self._thread.start()
         return future
 
     def close(self) -> None:
@@ -196,8 +196,9 @@ class AsyncDriver:
                 self._close_requested = True  # the helper closes the run once its call returns
                 self._requests.put(None)
                 return
+            if self._thread is not None:
+                self._requests.put(None)
         self._run.close()
-        self._requests.put(None)
 
     # -- the helper thread -----------------------------------------------------------------------
 
@@ -205,7 +206,11 @@ class AsyncDriver:
         while True:
             request = self._requests.get()
             if request is None:
-                return
+                with self._lock:
+                    if self._requests.empty():
+                        self._thread = None
+                        return
+                continue  # asked to end, but a request came since: serve it first
             loop, future, call = request
             run = self._run
             with self._lock:
@@ -229,6 +234,11 @@ class AsyncDriver:
                 loop.call_soon_threadsafe(self._resolve, future, outcome)
             except RuntimeError:
                 pass  # the consumer's loop is closed: nobody to tell
+            with self._lock:
+                # The run is over and nothing else is asked: end; a later request starts a helper.
+                if run.finished and self._requests.empty():
+                    self._thread = None
+                    return
 
     def _heartbeat_with(self, user: Callable[[], None] | None) -> Callable[[], None]:
         def heartbeat() -> None:

@@ -133,8 +133,8 @@ class ResultIterator(Generic[R]):
         """Stop now, like :meth:`close`, without blocking the event loop: the workers are stopped
         from a helper thread while this coroutine waits."""
         stopper = self._stopper
-        if stopper.driver is None and not self._run.started:
-            stopper.close()
+        if self._run.finished or (stopper.driver is None and not self._run.started):
+            stopper.close()  # nothing is running: closing cannot block
             return
         if stopper.driver is None:
             stopper.driver = AsyncDriver(self._run, self._ready)

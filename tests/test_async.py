@@ -264,6 +264,33 @@ def test_break_in_async_for_stops_every_worker_and_cancels_pending_coroutines(se
         assert seen["threads"] and _wait(lambda: not any(t.is_alive() for t in seen["threads"]))
 
 
+def test_the_helper_thread_ends_with_the_run():
+    async def main():
+        results = Pool(_square, n_jobs=2, use_threads=True)(range(50))
+        out = [r async for r in results]  # the iterator stays referenced
+        return out, results
+
+    out, results = asyncio.run(main())
+    assert out == [i * i for i in range(50)]
+    assert _wait(lambda: not any(t.name == "mtasklite_like-async-results" for t in threading.enumerate()))
+    results.close()
+
+
+async def _env_and_init(name):
+    return os.environ.get(name), os.environ.get("INIT_MARK")
+
+
+def _mark_init():
+    os.environ["INIT_MARK"] = "ran"
+
+
+def test_worker_env_and_initializer_apply_to_coroutine_workers():
+    pool = Pool(_env_and_init, n_jobs=2, concurrency=2, worker_env=[{"WHO": "a"}, {"WHO": "b"}],
+                initializer=_mark_init)
+    out = list(pool(["WHO"] * 8))
+    assert {who for who, _ in out} <= {"a", "b"} and all(mark == "ran" for _, mark in out)
+
+
 def test_a_cancelled_anext_loses_no_result():
     async def main():
         results = Pool(_sleep_then, n_jobs=2, use_threads=True)([(0.3, 0), (0.0, 1), (0.0, 2)])
