@@ -405,6 +405,37 @@ def run_big(w: Workload, repeat: int, log: Any) -> list[Row]:
     return list(rows.values())
 
 
+# -- rate limits ----------------------------------------------------------------------------------------
+
+
+def run_rate(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """One run of ``max_per_second`` over an endless input: starts in the span, the most in any
+    second (both from the server's timestamps). The reference Config's ``run`` is (rate, seconds)."""
+    from .asyncio_io import rate_run
+
+    per_second, seconds = w.reference.run
+    ref = w.reference
+    peak = w.peers[0]
+    rows = [Row(w.name, ref.label, ref.short, True, w.items, "items", note=ref.note),
+            Row(w.name, peak.label, peak.short, False, w.items, "items", note=peak.note)]
+    try:
+        with _deadline(ref.label):
+            result = rate_run(per_second, seconds)
+    except Exception as exc:
+        for row, cfg in zip(rows, (ref, peak)):
+            row.status, row.error = "ERROR", _error_text(exc)
+            row.target = cfg.target.text if cfg.target else ""
+            log(row)
+        return rows
+    for row, cfg, key in zip(rows, (ref, peak), ("started", "max_per_1s")):
+        row.samples = [float(result[key])]
+        row.value = row.measured = float(result[key])
+        row.measured_unit = "items"
+        _apply_target(row, cfg)
+        log(row)
+    return rows
+
+
 def run(w: Workload, repeat: int, log: Any) -> list[Row]:
     if w.prepare is not None:
         w.notes.update(w.prepare())
@@ -421,4 +452,6 @@ def run(w: Workload, repeat: int, log: Any) -> list[Row]:
         return run_latency(w, repeat, log)
     if w.kind == "big":
         return run_big(w, repeat, log)
+    if w.kind == "rate":
+        return run_rate(w, repeat, log)
     raise ValueError(f"unknown workload kind {w.kind!r}")

@@ -35,6 +35,8 @@ def format_value(row: Row) -> str:
         return f"{v:.1f} ms"
     if row.unit == "MB":
         return f"{v:.1f} MB"
+    if row.unit == "items":
+        return f"{v:,.0f}"
     return f"{v:g} {row.unit}"
 
 
@@ -45,6 +47,8 @@ def format_measured(row: Row) -> str:
         # Three decimals near the limits, so that a FAIL never shows the limit itself (1.05x).
         digits = 3 if row.measured < 10 else 1
         return f"{row.measured:.{digits}f}{row.measured_unit}"
+    if row.measured_unit == "items":
+        return f"{row.measured:,.0f}"
     return f"{row.measured:.1f} {row.measured_unit}"
 
 
@@ -67,7 +71,7 @@ def _line(cells: Sequence[str]) -> str:
 
 def row_cells(row: Row) -> list[str]:
     items = f"{row.items:,}" + ("*" if "fewer items" in row.note else "")
-    if row.unit == "MB":
+    if row.unit in ("MB", "items"):
         ratio = "-"
     elif row.reference:
         ratio = "(ours)"
@@ -150,6 +154,9 @@ latency-*: ms from an item leaving the source to its result reaching the consume
   ours/this: this p50 / our p50 (> 1: ours is faster).
 * run on fewer items because the peer is slow; items/s stay comparable with the other rows.
 memory: peak RSS growth of the calling process (largest run), each run in a fresh child process.
+http-*: coroutine workers against a local HTTP server (its own process) answering after 50 ms; ideal =
+  requests x 50 ms / 256 requests in flight. rate-limit: one run over an endless input, counted from
+  the server's arrival timestamps. async-for: ours/this = async for throughput / for throughput.
 big-*: every run in a fresh child process; ours/this from wall times in the same round; the reference's
   target is the caller's peak RSS growth in MiB (largest run). Memory per row in the table below:
   workers' sum = last sampled VmHWM (every 100 ms) of each process the caller started, summed;
@@ -269,6 +276,9 @@ def write_chart(path: Path, workloads: Sequence[Workload], rows: Sequence[Row], 
             ax.set_xlabel("seconds (lower is better)", fontsize=8)
             texts = [f"{r.value:.2f} s ({r.measured:.2f}x ideal)" if r.measured else f"{r.value:.2f} s"
                      for r in wrows]
+        elif w.kind == "rate":
+            ax.set_xlabel("requests started", fontsize=8)
+            texts = [f"{v:,.0f}" for v in values]
         else:
             limit = 10.0 if w.kind == "latency" else 50.0
             ax.axvline(limit, color="black", linestyle="--", linewidth=1, label=f"target {limit:g} {unit}")

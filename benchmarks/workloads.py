@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import peers
+from . import asyncio_io, peers
 
 # -- tasks -----------------------------------------------------------------------------------------
 
@@ -70,6 +70,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
     "<": operator.lt,
+    "~3%": lambda value, limit: abs(value - limit) <= 0.03 * limit,
 }
 
 
@@ -121,7 +122,8 @@ class Config:
 class Workload:
     name: str
     title: str
-    kind: str  # "throughput", "ideal", "startup", "memory", "latency", "big" (time and memory of large items)
+    kind: str  # "throughput", "ideal", "startup", "memory", "latency", "big" (time and memory of large
+    # items), "rate" (starts per second under max_per_second, from the server's timestamps)
     reference: Config
     peers: list[Config]
     items: int = 0
@@ -516,7 +518,76 @@ def build(quick: bool) -> list[Workload]:
 
     return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
             mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty, *big,
-            *ray_rows.workloads(quick)]
+            *ray_rows.workloads(quick), *_async_rows(quick)]
+
+
+def _async_rows(quick: bool) -> list[Workload]:
+    """Coroutine workers against a local HTTP server with 50 ms latency (``benchmarks.asyncio_io``),
+    the rate limit measured from the server's timestamps, and ``async for`` over a CPU-bound map."""
+    p = functools.partial
+    io_n = 1_000 if quick else 5_000
+    width = asyncio_io.CONCURRENCY
+
+    def ideal(k: int) -> float:
+        return k * asyncio_io.DELAY / width
+
+    def http(name: str, where: str, **options: Any) -> Workload:
+        threads = ", use_threads=True" if options else ""
+        return Workload(
+            name=name,
+            title=(f"{io_n:,} HTTP requests to a local server with 50 ms latency, {where} "
+                   f"(ideal {ideal(io_n):.2f} s = {io_n:,} x 50 ms / {width})"),
+            kind="ideal",
+            items=io_n,
+            make_input=asyncio_io.paths,
+            expected=asyncio_io.expected,
+            ideal=ideal,
+            reference=Config(f"ours: Pool(Session(), n_jobs=2, concurrency=128{threads})",
+                             "ours 2 x 128", p(asyncio_io.ours_http, n_jobs=2, concurrency=128, **options),
+                             target=Target("<= 1.3 x ideal", "<=", 1.3),
+                             note="a @delayed_init keep-alive session per worker"),
+            peers=[
+                Config("asyncio.Semaphore(256) + gather, by hand", "asyncio gather",
+                       asyncio_io.asyncio_gather_http, note="one keep-alive session"),
+                Config("multiprocessing.pool.ThreadPool(256).map, http.client", "ThreadPool(256)",
+                       asyncio_io.threadpool_http, note="a keep-alive connection per thread"),
+            ],
+            prepare=asyncio_io.start_server,
+            repeat_factor=0.6,
+        )
+
+    seconds = 3.0 if quick else 10.0
+    rate = Workload(
+        name="rate-limit",
+        title=(f"max_per_second=100 over {seconds:g} s: requests started, from the server's timestamps "
+               "(2 thread workers x 16 coroutines, an endless input)"),
+        kind="rate",
+        items=int(100 * seconds),
+        reference=Config("ours: items started in the first "
+                         f"{seconds:g} s", "ours, started", (100.0, seconds),
+                         target=Target(f"{100 * seconds:,.0f} +/- 3%", "~3%", 100 * seconds)),
+        peers=[Config("ours: most started in any 1 s window", "ours, max in 1 s", None,
+                      target=Target("<= 105", "<=", 105))],
+        prepare=asyncio_io.start_server,
+    )
+
+    async_for = Workload(
+        name="async-for",
+        title=f"{200_000 if not quick else 20_000:,} x x*x, processes, 2 workers: async for vs for",
+        kind="throughput",
+        items=20_000 if quick else 200_000,
+        task=square,
+        make_input=_sized,
+        expected=_squares,
+        reference=Config("ours: async for over Pool(n_jobs=2), in asyncio.run", "ours async for",
+                         p(asyncio_io.ours_async_for, n_jobs=2)),
+        peers=[Config("ours: for over Pool(n_jobs=2)", "ours for", p(peers.ours_pool, n_jobs=2),
+                      target=faster_than(0.8), note="async for / for >= 0.8")],
+        repeat_factor=6.0,
+    )
+
+    return [http("http-threads", "2 thread workers x 128 coroutines", use_threads=True),
+            http("http-processes", "2 process workers x 128 coroutines"), rate, async_for]
 
 
 def _big_items(quick: bool) -> list[Workload]:

@@ -13,6 +13,13 @@ Three limits decide it:
 - *window*: with ``bounded=True``, items pulled and not yet consumed stay under
   ``workers x credit x batch size``, times a slack in ordered mode (x8 for single slow items, x2
   for batches) so workers keep going while an earlier slow item holds back the release.
+
+Coroutine workers (``concurrency``) run many items at once and take new batches while earlier
+ones run, so their credit counts items, not batches: ``concurrency`` running plus an eighth of
+that (at least a batch) waiting, whatever size the batches have grown to. Under
+``max_per_second`` every item travels alone and a worker holds no more than it
+runs at once (1 for a plain function, ``concurrency`` for coroutines): an item handed over starts
+at once, so pacing the hand-over (``_rate_limit``, in ``_dispatch``) paces the starts.
 """
 
 from __future__ import annotations
@@ -39,13 +46,19 @@ class Admission:
         self._ordered = options.ordered
         self._batches = capabilities.batches
         self._n = n_workers
+        self._concurrency = options.concurrency
+        self._paced = options.max_per_second is not None
+        self.max_per_second = options.max_per_second
+        #: the credit counts items a worker holds, not batches (coroutine workers)
+        self.counts_items = bool(self._concurrency) and capabilities.batches
         self.fixed_credit: int | None
         if not capabilities.batches:
             self.fixed_credit = 1
             self.sizer = BatchSizer(1, max_size=1, adaptive=False)
-        elif options.task_timeout is not None:
+        elif options.task_timeout is not None or self._paced:
             # A deadline is per item and runs from when a worker starts the item: so each worker
-            # holds exactly one item, and the caller knows when it started.
+            # holds exactly one item, and the caller knows when it started. Paced starts too:
+            # an item handed over must start at once.
             self.fixed_credit = 1
             self.sizer = BatchSizer(n_workers, max_size=1, adaptive=False)
         else:
@@ -54,10 +67,19 @@ class Admission:
 
     def credit(self) -> int:
         """How many batches one worker may hold now."""
+        if self.counts_items:
+            return self._coroutine_credit()
         if self.fixed_credit is not None:
             return self.fixed_credit
         sizer = self.sizer
         return 2 if sizer.size() > 1 or sizer.uniform else 1
+
+    def _coroutine_credit(self) -> int:
+        """Items a coroutine worker may hold."""
+        n = self._concurrency
+        if self._paced:
+            return n  # each item alone, and never more than the worker runs at once
+        return n + max(n // 8, self.sizer.size())
 
     def window(self, credit: int, cap: int | None = None) -> int | None:
         """Items that may be pulled and not yet consumed, or None when unbounded. ``cap``: the
@@ -66,7 +88,7 @@ class Admission:
         if not self._bounded:
             return None
         size = self._size(cap)
-        window = self._n * credit * size
+        window = self._n * credit * (1 if self.counts_items else size)
         if not self._ordered or not self._batches:
             return window
         return window * (_ORDERED_SLACK if size <= 1 else _ORDERED_SLACK_BATCHED)
@@ -76,7 +98,7 @@ class Admission:
     ) -> int:
         """How many items a reader in the background may have read in all: what the workers could
         take at once beyond what was handed out, never past the window."""
-        limit = pulled + self._n * credit * self._size(cap)
+        limit = pulled + self._n * credit * (1 if self.counts_items else self._size(cap))
         return limit if window is None else min(limit, consumed + window)
 
     def _size(self, cap: int | None) -> int:
@@ -85,7 +107,7 @@ class Admission:
 
     def guards_overdue(self, credit: int) -> bool:
         """Whether to keep a second single item away from a worker whose task is overdue."""
-        return credit > 1 and self.sizer.size() <= 1 and self.fixed_credit is None
+        return credit > 1 and self.sizer.size() <= 1 and self.fixed_credit is None and not self._concurrency
 
     def pick_worker(
         self,
@@ -107,9 +129,14 @@ class Admission:
                 worker, best = w, load
         return worker
 
-    def batch_size(self, remaining: int | None, quota_left: int | None, room: int | None) -> int:
-        """Items for the next batch: ``remaining`` input (if known), the worker's quota, the window's room."""
+    def batch_size(
+        self, remaining: int | None, quota_left: int | None, room: int | None, credit_left: int | None = None
+    ) -> int:
+        """Items for the next batch: ``remaining`` input (if known), the worker's quota, the window's
+        room, and what is left of the worker's credit when it counts items."""
         size = self.sizer.size(remaining)
+        if credit_left is not None:
+            size = min(size, credit_left)
         if quota_left is not None:
             size = min(size, quota_left)
         if room is not None:

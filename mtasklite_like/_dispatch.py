@@ -6,6 +6,9 @@ supplied with its limit: what the workers could take at once beyond what was han
 past the window. A batch is cut from whatever the input has given, up to the batch size, so a slow
 input never makes items wait for a batch to fill: the batch size follows the input rate as well as
 the task time. The run's :class:`~._budget.ByteBudget` bounds it all in bytes as well.
+
+Under ``max_per_second`` every hand-over takes a token from the run's :class:`~._rate_limit.RateLimiter`;
+when none is due, :attr:`Dispatch.paced_until` tells the run how long to wait.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ._backends.base import Backend
 from ._budget import ByteBudget
 from ._feeder import Feeder, InputThread
 from ._ledger import Ledger, Msg
+from ._rate_limit import RateLimiter
 from ._release import Release
 from ._worker_set import WorkerSet
 
@@ -44,6 +48,10 @@ class Dispatch:
         self.backend = backend
         self.budget = budget
         self.clock: Callable[[], float] = backend.clock
+        rate = admission.max_per_second
+        self.limiter = None if rate is None else RateLimiter(rate)
+        #: when the next item may be handed over, if the rate limit held one back; else None
+        self.paced_until: float | None = None
 
     def consumed(self) -> int:
         """Results the consumer has taken so far."""
@@ -59,6 +67,7 @@ class Dispatch:
         window = admission.window(credit, cap)
         guard = admission.guards_overdue(credit)
         busy_for = self.workers.busy_for(self.clock(), self.ledger.in_flight.values()) if guard else None
+        self.paced_until = None
         try:
             self._fill(credit, window, busy_for)
         finally:
@@ -80,9 +89,12 @@ class Dispatch:
             self.admission, self.ledger, self.workers, self.feeder, self.budget
         )
         bounded_in_bytes = budget.limit is not None
+        loads = ledger.held if admission.counts_items else ledger.loads
         while True:
-            worker = admission.pick_worker(ledger.loads, credit, workers.quota, busy_for)
+            worker = admission.pick_worker(loads, credit, workers.quota, busy_for)
             if worker < 0:
+                return
+            if self.limiter is not None and (ledger.retry or not feeder.done) and self._paced():
                 return
             if ledger.retry:
                 # A retried item travels alone, so an item that kills its worker cannot take
@@ -95,7 +107,8 @@ class Dispatch:
             room = None if window is None else window - (feeder.pulled - self.consumed())
             if room is not None and room <= 0:
                 return
-            size = admission.batch_size(feeder.remaining(), workers.quota_left(worker), room)
+            left = credit - loads[worker] if admission.counts_items else None
+            size = admission.batch_size(feeder.remaining(), workers.quota_left(worker), room, left)
             if bounded_in_bytes:
                 size = budget.batch_items(size, self._held(), feeder.buffered())
                 if size <= 0:
@@ -108,7 +121,19 @@ class Dispatch:
             batch = ledger.open_batch(range(first, first + len(items)), items)
             self._send(*ledger.dispatch(worker, batch, None, self.clock()))
 
+    def _paced(self) -> bool:
+        """True (and ``paced_until`` set) when the rate limit holds the next hand-over back."""
+        assert self.limiter is not None
+        now = self.clock()
+        due = self.limiter.next_at(now)
+        if due > now:
+            self.paced_until = due
+            return True
+        return False
+
     def _send(self, msg_id: int, msg: Msg) -> None:
+        if self.limiter is not None:
+            self.limiter.try_acquire(self.clock())
         items = msg.items()
         self.workers.spend_quota(msg.worker, len(items))
         nbytes = self.backend.send(msg.worker, msg_id, msg.indices(), items)

@@ -80,6 +80,7 @@ class Ledger:
     def __init__(self, n_workers: int, retries: int) -> None:
         self.retries = retries
         self.loads = [0] * n_workers  # messages each worker holds
+        self.held = [0] * n_workers  # items each worker holds (coroutine workers' credit counts these)
         self.in_flight: dict[int, Msg] = {}
         self.retry: deque[tuple[Batch, int]] = deque()
         self.bytes_in_flight = 0  # serialised size of the messages workers hold
@@ -102,7 +103,9 @@ class Ledger:
         msg = Msg(worker, batch, positions, now)
         self.in_flight[msg_id] = msg
         self.loads[worker] += 1
-        self.items_in_flight += len(msg.item_positions())
+        n = len(msg.item_positions())
+        self.items_in_flight += n
+        self.held[worker] += n
         return msg_id, msg
 
     def sent(self, msg: Msg, nbytes: int) -> None:
@@ -115,6 +118,7 @@ class Ledger:
         msg = self.in_flight.pop(msg_id, None)
         if msg is not None:
             self.loads[msg.worker] -= 1
+            self.held[msg.worker] -= len(msg.item_positions())
             self.bytes_in_flight -= msg.nbytes
             self.items_in_flight -= len(msg.item_positions())
         return msg
@@ -127,6 +131,7 @@ class Ledger:
             self.bytes_in_flight -= msg.nbytes
             self.items_in_flight -= len(msg.item_positions())
         self.loads[worker] = 0
+        self.held[worker] = 0
         return held
 
     def idle(self) -> bool:

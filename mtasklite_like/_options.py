@@ -7,6 +7,7 @@ values each option accepts, for editors and type checkers.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ._serialize import dumps
 from ._worker import WorkerSpec
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "ArgumentType",
     "BackendName",
     "ExceptionMode",
@@ -25,12 +27,14 @@ __all__ = [
     "RunOptions",
     "check_backend",
     "check_budget",
+    "check_concurrency",
     "check_count",
     "check_env",
     "check_picklable",
     "check_seconds",
     "check_worker",
     "default_n_jobs",
+    "is_coroutine_worker",
     "per_worker_options",
     "worker_envs",
 ]
@@ -64,6 +68,9 @@ class RunOptions:
             (False), or decide by the input (None; see ``_feeder.make_feeder``).
         memory_budget: bytes the run may hold in items read ahead, batches in flight and results
             not yet consumed (None: bounded in items only); see ``_budget``.
+        concurrency: items each worker runs at once, for coroutine workers (``async def``); 0 for
+            plain functions, which run one item at a time.
+        max_per_second: the most items started per second across the pool, or None.
     """
 
     ordered: bool = True
@@ -81,6 +88,28 @@ class RunOptions:
     #: internal: keep the workers' pickled results beside the results (``Release.raw``), for a
     #: journaled run that writes them as they are
     keep_raw_results: bool = False
+    concurrency: int = 0
+    max_per_second: float | None = None
+
+    @property
+    def watchdog_timeout(self) -> float | None:
+        """The deadline the engine enforces on a message, from when the worker could start it.
+
+        A plain worker runs one item at a time, so this is ``task_timeout``. A coroutine worker
+        enforces ``task_timeout`` itself, per item, by cancelling the coroutine; an item it holds
+        waits at most one ``task_timeout`` for a free slot (it never holds more than twice its
+        ``concurrency``), then runs at most one more. The engine steps in only past that, plus a
+        second of slack: when the worker's event loop is blocked (a coroutine calling a blocking
+        function) and cannot cancel anything.
+        """
+        timeout = self.task_timeout
+        if timeout is None or not self.concurrency:
+            return timeout
+        return 2 * timeout + 1.0
+
+
+#: items each coroutine worker runs at once when ``concurrency`` is not given
+DEFAULT_CONCURRENCY = 16
 
 
 def default_n_jobs(use_threads: bool) -> int:
@@ -161,6 +190,56 @@ def check_worker(worker: Any, where: str) -> None:
             f"{where} must be callable (a function, lambda, partial, bound method, callable object) or a "
             f"@delayed_init object, not {type(worker).__name__} {worker!r:.80}"
         )
+
+
+def is_coroutine_worker(worker: Any) -> bool:
+    """True for a worker whose calls return coroutines: an ``async def`` function (also through
+    ``functools.partial`` or as a bound method), an object whose ``__call__`` is ``async def``,
+    or a ``@delayed_init`` shell of such a class."""
+    if isinstance(worker, DelayedObject):
+        return inspect.iscoroutinefunction(_call_method(worker.cls))
+    if inspect.iscoroutinefunction(worker):
+        return True
+    if inspect.isroutine(worker) or isinstance(worker, type):
+        return False
+    return inspect.iscoroutinefunction(_call_method(type(worker)))
+
+
+def _call_method(cls: type) -> Any:
+    """The ``__call__`` a class's instances run, or None."""
+    for klass in cls.__mro__:
+        if klass is not object and "__call__" in vars(klass):
+            return vars(klass)["__call__"]
+    return None
+
+
+def check_concurrency(concurrency: Any, workers: list[Any]) -> int:
+    """Items each worker runs at once: 0 for plain functions, ``concurrency`` (default
+    :data:`DEFAULT_CONCURRENCY`) for coroutine workers. Mixed lists and ``concurrency`` without a
+    coroutine worker are refused with what to change."""
+    kinds = [is_coroutine_worker(w) for w in workers]
+    if any(kinds) and not all(kinds):
+        plain = kinds.index(False)
+        raise TypeError(
+            f"worker #{plain} of the list is a plain function while worker #{kinds.index(True)} is a "
+            "coroutine function (async def); give a list of one kind only"
+        )
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ValueError(
+            f"concurrency must be a whole number >= 1 (items each worker runs at once), not {concurrency!r}"
+        )
+    if not kinds[0]:
+        if concurrency is not None:
+            raise ValueError(
+                f"concurrency={concurrency!r} applies to coroutine workers (async def functions, or "
+                f"@delayed_init objects with an async def __call__), and {workers[0]!r:.80} is a plain "
+                "function, which runs one item at a time; drop concurrency, or make the worker "
+                "async def (use more workers, n_jobs, for plain functions)"
+            )
+        return 0
+    return DEFAULT_CONCURRENCY if concurrency is None else concurrency
 
 
 def check_backend(backend: str | None, use_threads: bool) -> str:

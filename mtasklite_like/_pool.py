@@ -15,10 +15,11 @@ import dataclasses
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
+from ._async_results import wrap_async_input
 from ._backends import check_backend_options
 from ._budget import DEFAULT_BUDGET
 from ._journal import check_journal_options, journaled_run
@@ -30,6 +31,7 @@ from ._options import (
     RunOptions,
     check_backend,
     check_budget,
+    check_concurrency,
     check_count,
     check_picklable,
     check_seconds,
@@ -38,6 +40,7 @@ from ._options import (
     per_worker_options,
     worker_envs,
 )
+from ._rate_limit import check_rate
 from ._results import ResultIterator
 from ._worker import WorkerSpec
 from ._worker_set import WorkerSet
@@ -156,6 +159,14 @@ class Pool(Generic[R]):
             finished results and their items, one call at a time; with a journal, a batch is
             journaled after its callback returns.
         save_batch: results per ``save_callback`` call (default 100; the last call may get fewer).
+        concurrency: for coroutine workers (an ``async def`` function, or a ``@delayed_init`` object
+            whose ``__call__`` is ``async def``): how many items each worker runs at once on its
+            event loop (default 16). Refused for plain functions. See docs/async.md.
+        max_per_second: start at most this many items per second across the whole pool, evenly
+            spaced (no bursts); for polite crawling and API quotas. Items then travel one by one.
+
+    ``async for result in pool(items)`` works too, inside a running event loop, and ``items`` may
+    then be an async iterable.
     """
 
     def __init__(
@@ -193,6 +204,8 @@ class Pool(Generic[R]):
         journal_results: bool = True,
         save_callback: Callable[[list[Any], list[Any]], Any] | None = None,
         save_batch: int | None = None,
+        concurrency: int | None = None,
+        max_per_second: float | None = None,
     ) -> None:
         # -- modes ----------------------------------------------------------------------------------
         if exception_behaviour is not None:
@@ -235,6 +248,9 @@ class Pool(Generic[R]):
             count = default_n_jobs(use_threads) if n_jobs is None else check_count(n_jobs, "n_jobs")
             workers = [worker_or_worker_arr] * count
         self.num_workers = len(workers)
+        #: items each worker runs at once: 0 for plain functions (see docs/async.md)
+        self.concurrency = check_concurrency(concurrency, workers)
+        self.max_per_second = check_rate(max_per_second)
 
         # -- options --------------------------------------------------------------------------------
         self.chunk_size = None if chunk_size is None else check_count(chunk_size, "chunk_size")
@@ -303,6 +319,12 @@ class Pool(Generic[R]):
             journal, journal_key, journal_fresh, journal_keep_failures, journal_results, save_callback,
             save_batch,
         )
+        if self._journal is not None and self.is_unordered and self.concurrency:
+            raise ValueError(
+                "a journaled run with is_unordered=True wraps the workers in a plain function, which "
+                "cannot await a coroutine worker; use an ordered journaled run (is_unordered=False) "
+                "with this async def worker"
+            )
 
         if on_worker_death is None:
             # Under 'ignore' a death is one more per-item error; elsewhere it stops the run.
@@ -322,15 +344,22 @@ class Pool(Generic[R]):
             max_tasks_per_worker=max_tasks_per_worker,
             input_thread=input_thread,
             memory_budget=budget,
+            concurrency=self.concurrency,
+            max_per_second=self.max_per_second,
         )
+        item_timeout = task_timeout if self.concurrency else None
         specs = [
-            WorkerSpec(i, w, argument_kind, envs[i], initializer, initargs) for i, w in enumerate(workers)
+            WorkerSpec(i, w, argument_kind, envs[i], initializer, initargs, concurrency=self.concurrency,
+                       task_timeout=item_timeout)
+            for i, w in enumerate(workers)
         ]
         if backend_name == "processes" and self.num_workers > 1:
             check_picklable(specs, start_method)
         extra = per_worker_options(backend_options, address, self.num_workers)
         check_backend_options(backend_name, extra, specs)
-        alone = self.num_workers == 1 and backend_name in _INLINE_WHEN_ALONE
+        # Coroutine workers run on an event loop of their own, never in the caller (whose loop, if
+        # any, must not be blocked), so one of them is a real thread or process too.
+        alone = self.num_workers == 1 and backend_name in _INLINE_WHEN_ALONE and not self.concurrency
         self._workers = WorkerSet(
             specs,
             "inline" if alone else backend_name,
@@ -382,14 +411,22 @@ class Pool(Generic[R]):
         backend = self._workers.backend
         return list(backend.pids) if backend is not None and backend.alive else []
 
-    def __call__(self, input_iterable: Iterable[Any]) -> ResultIterator[R]:
+    def __call__(self, input_iterable: Iterable[Any] | AsyncIterable[Any]) -> ResultIterator[R]:
         """Return a lazy iterator of the results of the workers over ``input_iterable``
-        (a :class:`~mtasklite_like.JournaledIterator` when the pool has a journal or save_callback)."""
-        if not hasattr(input_iterable, "__iter__") and not hasattr(input_iterable, "__getitem__"):
-            raise TypeError(f"the pool's input must be iterable, not {type(input_iterable).__name__}")
+        (a :class:`~mtasklite_like.JournaledIterator` when the pool has a journal or save_callback).
+
+        The result is also an async iterator (``async for``), and ``input_iterable`` may be an
+        async iterable (see docs/async.md)."""
+        items: Any = input_iterable
+        if hasattr(items, "__aiter__") and not hasattr(items, "__iter__"):
+            items = wrap_async_input(items)
+        if not hasattr(items, "__iter__") and not hasattr(items, "__getitem__"):
+            raise TypeError(
+                f"the pool's input must be iterable (or async iterable), not {type(items).__name__}"
+            )
         if self._journal is not None:
-            return journaled_run(self, input_iterable, self._journal, plain_run)  # type: ignore[return-value]
-        return plain_run(self, input_iterable)
+            return journaled_run(self, items, self._journal, plain_run)  # type: ignore[return-value]
+        return plain_run(self, items)
 
     def close(self) -> None:
         """Stop the workers (a run in progress is stopped too). The pool may be called again later."""
@@ -417,6 +454,21 @@ class Pool(Generic[R]):
     ) -> None:
         self._workers.keep = False
         self.close()
+
+    async def __aenter__(self) -> Pool[R]:
+        """``async with Pool(...) as pool``: as ``with``, for use inside an event loop."""
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        import asyncio
+
+        self._workers.keep = False
+        await asyncio.to_thread(self.close)  # stopping workers may take a moment: not on the loop
 
     def __repr__(self) -> str:
         kind = "inline" if self._workers.backend_name == "inline" else self.backend

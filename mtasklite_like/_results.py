@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._async_results import AsyncDriver, AsyncInput, check_not_in_running_loop
 from ._options import RunOptions
 from ._run import Run
 from ._worker_set import WorkerSet
@@ -19,11 +21,33 @@ __all__ = ["ResultIterator"]
 R = TypeVar("R")
 
 
+class _Stopper:
+    """What stops a run, for the iterator's finalizer: it must not refer to the iterator."""
+
+    __slots__ = ("async_input", "driver", "run")
+
+    def __init__(self, run: Run, async_input: AsyncInput | None) -> None:
+        self.run = run
+        self.async_input = async_input
+        self.driver: AsyncDriver | None = None
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.close()  # the run may be in the helper's hands right now
+        else:
+            self.run.close()
+        if self.async_input is not None:
+            self.async_input.close()
+
+
 class ResultIterator(Generic[R]):
     """Lazy results of ``pool(iterable)``: an iterator, a context manager, sized for sized input.
 
     Leaving the ``with`` block, calling :meth:`close`, or dropping the last reference stops the
     workers still busy with this input. ``parent_obj`` is the pool.
+
+    It is also an async iterator: ``async for result in pool(items)`` inside an event loop never
+    blocks the loop (see docs/async.md); ``async with`` and :meth:`aclose` stop it without blocking.
 
     For progress displays and wrappers: :attr:`total`, :attr:`failure_count`, :attr:`finished`,
     :meth:`take_ready` and :attr:`heartbeat`.
@@ -33,12 +57,20 @@ class ResultIterator(Generic[R]):
         self, pool: Pool[Any], options: RunOptions, workers: WorkerSet, iterable: Iterable[Any]
     ) -> None:
         self.parent_obj = pool
+        async_input = iterable if isinstance(iterable, AsyncInput) else None
         run = Run(options, workers, iterable)
         self._run = run
         self._ready = run.ready
+        self._async_input = async_input
+        #: why a blocking wait inside a running event loop is refused (None: it is allowed)
+        self._loop_guard = (
+            "runs coroutine workers" if options.concurrency
+            else "reads an async iterable" if async_input is not None else None
+        )
+        self._stopper = _Stopper(run, async_input)
         # Stops the run when this iterator is garbage-collected (e.g. after ``break`` in a for loop
         # over ``pool(items)``), and at interpreter exit. The callback must not refer to ``self``.
-        self._finalizer = weakref.finalize(self, run.close)
+        self._finalizer = weakref.finalize(self, self._stopper.close)
 
     def __iter__(self) -> ResultIterator[R]:
         return self
@@ -49,7 +81,79 @@ class ResultIterator(Generic[R]):
         ready = self._ready
         if ready:
             return ready.popleft()  # type: ignore[no-any-return]
+        if self._loop_guard is not None:
+            check_not_in_running_loop(self._loop_guard)
         return self._run.next_slow()  # type: ignore[no-any-return]
+
+    # -- async iteration --------------------------------------------------------------------------
+
+    def __aiter__(self) -> ResultIterator[R]:
+        return self
+
+    async def __anext__(self) -> R:
+        ready = self._ready
+        if ready:
+            return ready.popleft()  # type: ignore[no-any-return]
+        return await self._anext_slow()
+
+    async def _anext_slow(self) -> R:
+        """No result ready: the engine runs in the helper thread while this coroutine waits."""
+        stopper = self._stopper
+        driver = stopper.driver
+        loop = asyncio.get_running_loop()
+        if driver is not None and driver.pending is not None:
+            if not driver.pending.cancelled():
+                raise RuntimeError(
+                    "another task is already waiting for the next result of this iterator; iterate a "
+                    "result iterator from one task at a time"
+                )
+            # An earlier call was cancelled while the engine worked for it: take what it produces.
+            await driver.resolved(loop)
+            if self._ready:
+                return self._ready.popleft()  # type: ignore[no-any-return]
+        if driver is not None and driver.left_error is not None:
+            error, driver.left_error = driver.left_error, None
+            raise error
+        run = self._run
+        if run.finished:
+            try:
+                return run.next_slow()  # type: ignore[no-any-return]  # never waits once finished
+            except StopIteration:
+                raise StopAsyncIteration from None
+        if self._async_input is not None and self._async_input.loop is None and not run.started:
+            self._async_input.loop = loop  # the source's __anext__ runs on this loop
+        if driver is None:
+            driver = stopper.driver = AsyncDriver(run, self._ready)
+        found, value = await driver.next_result(loop)
+        if not found:
+            raise StopAsyncIteration
+        return value  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        """Stop now, like :meth:`close`, without blocking the event loop: the workers are stopped
+        from a helper thread while this coroutine waits."""
+        stopper = self._stopper
+        if self._run.finished or (stopper.driver is None and not self._run.started):
+            stopper.close()  # nothing is running: closing cannot block
+            return
+        if stopper.driver is None:
+            stopper.driver = AsyncDriver(self._run, self._ready)
+        await stopper.driver.close_later(asyncio.get_running_loop())
+        stopper.close()
+
+    async def __aenter__(self) -> ResultIterator[R]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        # The ``async with pool(items)`` block owns a pool that is not itself in a ``with`` block.
+        if not self.parent_obj.managed:
+            self.parent_obj.close()  # the run is over: nothing is left to wait for
 
     # -- for wrappers and progress displays -----------------------------------------------------
 
@@ -122,7 +226,7 @@ class ResultIterator(Generic[R]):
 
     def close(self) -> None:
         """Stop now: workers busy with this input are stopped, results not yet read are dropped."""
-        self._run.close()
+        self._stopper.close()
 
     def __enter__(self) -> ResultIterator[R]:
         return self
@@ -133,7 +237,7 @@ class ResultIterator(Generic[R]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._run.close()
+        self._stopper.close()
         # The ``with pool(items)`` block owns a pool that is not itself in a ``with`` block.
         if not self.parent_obj.managed:
             self.parent_obj.close()

@@ -131,14 +131,18 @@ class Run:
         assert backend is not None
         feeder = self._feeder
         self._fill()
-        if self._ledger.idle() and (feeder.done or not feeder.streams):
+        assert self._dispatch is not None
+        paced = self._dispatch.paced_until  # the rate limit holds an item back until then
+        if self._ledger.idle() and paced is None and (feeder.done or not feeder.streams):
             if not feeder.done:
                 raise RuntimeError("mtasklite_like internal error: nothing in flight and input not done")
             self._complete()
             return
         deadline = self.workers.next_deadline(
-            self._ledger.in_flight.values(), self.options.task_timeout, self.options.init_timeout
+            self._ledger.in_flight.values(), self.options.watchdog_timeout, self.options.init_timeout
         )
+        if paced is not None:
+            deadline = paced if deadline is None else min(deadline, paced)
         wait = _POLL_SECONDS if deadline is None else min(_POLL_SECONDS, max(0.0, deadline - self._clock()))
         if self.heartbeat is not None:
             wait = min(wait, HEARTBEAT_SECONDS)
@@ -191,7 +195,7 @@ class Run:
         self._admission.observe(len(event.results), event.elapsed)
         self._budget.measure_results(event.results, event.nbytes)
         failures: Iterable[tuple[int, BaseException]] = event.failures
-        timeout = self.options.task_timeout
+        timeout = self.options.watchdog_timeout
         if timeout is not None and event.elapsed > timeout:
             # The item overran but finished before its deadline was checked (the caller was busy
             # elsewhere, or n_jobs=1 where nothing can interrupt a task): same outcome as a kill.
@@ -219,7 +223,7 @@ class Run:
             if late is not None:
                 self._fail(_faults.init_timeout_error(late, limit))
                 return
-        timeout = self.options.task_timeout
+        timeout = self.options.watchdog_timeout
         if timeout is not None and self.workers.capabilities.interrupts_tasks:
             self._settle(_faults.settle_overdue(now, timeout, self._ledger, self.workers))
 

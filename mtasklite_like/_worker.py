@@ -10,18 +10,32 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from types import CoroutineType
 from typing import Any
 
 from ._delayed import materialize
 from .constants import ArgumentPassing
 
-__all__ = ["WorkerSpec", "build_worker_callable", "make_caller", "run_batch", "temporary_env"]
+__all__ = [
+    "WorkerSpec",
+    "build_worker_callable",
+    "build_worker_object",
+    "make_caller",
+    "run_batch",
+    "temporary_env",
+]
 
 
 class WorkerSpec:
-    """Everything one worker needs to start: its callable or shell, environment and initializer."""
+    """Everything one worker needs to start: its callable or shell, environment and initializer.
 
-    __slots__ = ("argument_type", "env", "index", "initargs", "initializer", "worker")
+    ``concurrency`` is 0 for a plain function, which runs one item at a time; for a coroutine
+    worker it is how many items the worker runs at once on its event loop (``_async_worker``),
+    each cancelled past ``task_timeout`` seconds.
+    """
+
+    __slots__ = ("argument_type", "concurrency", "env", "index", "initargs", "initializer", "task_timeout",
+                 "worker")
 
     def __init__(
         self,
@@ -31,6 +45,9 @@ class WorkerSpec:
         env: Mapping[str, str] | None = None,
         initializer: Callable[..., Any] | None = None,
         initargs: Sequence[Any] = (),
+        *,
+        concurrency: int = 0,
+        task_timeout: float | None = None,
     ) -> None:
         self.index = index
         self.worker = worker
@@ -38,6 +55,8 @@ class WorkerSpec:
         self.env = dict(env) if env else {}
         self.initializer = initializer
         self.initargs = tuple(initargs)
+        self.concurrency = concurrency
+        self.task_timeout = task_timeout
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -82,8 +101,8 @@ def temporary_env(env: Mapping[str, str]):  # type: ignore[no-untyped-def]
                     os.environ[k] = v
 
 
-def build_worker_callable(spec: WorkerSpec, *, own_process: bool) -> Callable[[Any], Any]:
-    """Run the initializer and build the worker's object; return the per-item callable.
+def build_worker_object(spec: WorkerSpec, *, own_process: bool) -> Any:
+    """Run the initializer and build the worker's object (the function itself for a plain worker).
 
     In a process of its own the environment is set for good (``CUDA_VISIBLE_DEVICES`` must stay
     set for the life of the worker); in a thread or in the caller it is set only while the object
@@ -93,13 +112,16 @@ def build_worker_callable(spec: WorkerSpec, *, own_process: bool) -> Callable[[A
         os.environ.update(spec.env)
         if spec.initializer is not None:
             spec.initializer(*spec.initargs)
-        fn = materialize(spec.worker)
-    else:
-        with temporary_env(spec.env):
-            if spec.initializer is not None:
-                spec.initializer(*spec.initargs)
-            fn = materialize(spec.worker)
-    return make_caller(fn, spec.argument_type)
+        return materialize(spec.worker)
+    with temporary_env(spec.env):
+        if spec.initializer is not None:
+            spec.initializer(*spec.initargs)
+        return materialize(spec.worker)
+
+
+def build_worker_callable(spec: WorkerSpec, *, own_process: bool) -> Callable[[Any], Any]:
+    """Run the initializer and build the worker's object; return the per-item callable."""
+    return make_caller(build_worker_object(spec, own_process=own_process), spec.argument_type)
 
 
 def run_batch(
@@ -122,12 +144,31 @@ def run_batch(
             except Exception as exc:
                 failures.append((len(results), exc))
                 append(None)
-        return results, failures
-    for pos, item in enumerate(items):
-        progress[1] = pos
-        try:
-            append(call(item))
-        except Exception as exc:
-            failures.append((pos, exc))
-            append(None)
+    else:
+        for pos, item in enumerate(items):
+            progress[1] = pos
+            try:
+                append(call(item))
+            except Exception as exc:
+                failures.append((pos, exc))
+                append(None)
+    if results and (type(results[0]) is CoroutineType or type(results[-1]) is CoroutineType):
+        _fail_coroutine_results(results, failures)
     return results, failures
+
+
+def _fail_coroutine_results(results: list[Any], failures: list[tuple[int, Exception]]) -> None:
+    """A plain worker returned coroutines (a wrapper around an ``async def`` function, say): they
+    would never run, so each such item fails with what to change instead."""
+    for pos, value in enumerate(results):
+        if type(value) is CoroutineType:
+            value.close()  # never awaited, and never will be: no warning about it
+            results[pos] = None
+            failures.append((pos, TypeError(
+                f"the worker returned a coroutine ({value.__qualname__}) instead of a result: it was "
+                "given as a plain function, so nothing awaits it. Give the pool the async def function "
+                "itself (or a @delayed_init object whose __call__ is async def): coroutine workers run "
+                "up to `concurrency` items at once. Layers that wrap the function in a plain one "
+                "(mapreduce.parallelize, journaled unordered runs) need a plain function"
+            )))
+    failures.sort(key=lambda f: f[0])

@@ -76,6 +76,12 @@ class WorkerSet:
         backend = self.backend
         if backend is None or not backend.alive:
             backend = make_backend(self.backend_name, self.specs, self.start_method, self.options)
+            if self.specs[0].concurrency and not backend.capabilities.coroutines:
+                backend.stop(0.0)
+                raise TypeError(
+                    f"the {self.backend_name!r} backend cannot run coroutine workers (async def); use "
+                    "backend='threads' or 'processes', or give a plain function"
+                )
             now = backend.clock()
             n = backend.n_workers
             self.quota = None if self.max_tasks is None else [self.max_tasks] * n

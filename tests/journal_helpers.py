@@ -120,3 +120,9 @@ def logged_part_squares(xs: list[int]) -> list[int]:
 
 def part_cubes(xs: list[int]) -> list[int]:
     return [x**3 for x in xs]
+
+
+async def async_logged_square(x: int) -> int:
+    """A coroutine worker that records its calls."""
+    log_call(x)
+    return x * x

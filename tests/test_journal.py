@@ -578,3 +578,16 @@ def test_thread_workers_pickle_nothing_so_the_caller_does(run_dir):
         x * x for x in range(3000)
     ]
     assert set(_record_kinds(run_dir)) == {1}
+
+
+def test_coroutine_workers_on_processes_journal_and_resume(log, run_dir):
+    expected = [x * x for x in range(600)]
+    results = Pool(h.async_logged_square, 2, concurrency=8, journal=run_dir)(range(600))
+    assert [next(results) for _ in range(200)] == expected[:200]
+    results.close()
+    first = len(h.read_log(log))
+    assert list(Pool(h.async_logged_square, 2, concurrency=8, journal=run_dir)(range(600))) == expected
+    # The second run computes none of the first 200, which the first run had delivered (and so
+    # journaled); items the first run computed but had not delivered may run again.
+    assert not {int(k) for k in h.read_log(log)[first:]} & set(range(200))
+    assert read_journal(run_dir).done == {x: x * x for x in range(600)}

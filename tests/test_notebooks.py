@@ -15,7 +15,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 EXPECTED = {
     "quickstart.ipynb", "pqdm_migration.ipynb", "spacy_per_worker.ipynb", "per_gpu_workers.ipynb",
     "huge_generator.ipynb", "exceptions_and_faults.ipynb", "map_reduce.ipynb", "tuple_jobs.ipynb",
-    "shared_arrays.ipynb", "resumable_run.ipynb",
+    "shared_arrays.ipynb", "resumable_run.ipynb", "async_download.ipynb",
 }
 
 

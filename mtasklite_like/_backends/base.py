@@ -49,6 +49,7 @@ class Capabilities:
         names_running_item: ``WorkerDied.running`` says which item a dead worker was running.
         has_pids: workers are operating-system processes with pids (``WorkerDied.pid``, ``pids``).
         wakes: :meth:`Backend.wake` cuts a ``recv`` short (see the module docstring).
+        coroutines: runs coroutine workers (``WorkerSpec.concurrency``; see ``_async_worker``).
     """
 
     batches: bool = True
@@ -57,6 +58,7 @@ class Capabilities:
     names_running_item: bool = True
     has_pids: bool = False
     wakes: bool = False
+    coroutines: bool = False
 
 
 class Event:

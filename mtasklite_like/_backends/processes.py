@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import multiprocess
 from multiprocess.connection import wait
 
+from .._async_worker import FailedItem, serve_coroutines
 from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, dumps_oob, loads, main_needs_by_value
 from .._worker import WorkerSpec, build_worker_callable, run_batch
@@ -173,6 +174,9 @@ def _process_main(
     parent_pid = os.getppid()
     become_worker(parent_pid, nested=nested)  # may run pools of its own (see nesting.py)
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
+    if spec.concurrency:
+        _serve_coroutines(spec, task_conn, result_conn, progress, parent_pid, capacity)
+        return
     try:
         call = build_worker_callable(spec, own_process=True)
     except BaseException as exc:
@@ -225,6 +229,47 @@ def _serve(call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any) -
         send(_encode_done(batch_id, indices, results, failures, elapsed))
 
 
+def _serve_coroutines(
+    spec: WorkerSpec, task_conn: Any, result_conn: Any, progress: Any, parent_pid: int, capacity: int
+) -> None:
+    """A coroutine worker's process: batches run on its event loop (see ``_async_worker``)."""
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
+
+    def next_message() -> Any:
+        msg = inbox.get()
+        if msg is None:
+            return None
+        # (the last field asks for results pickled on their own: coroutine workers never do, so a
+        # journaled run pickles their results in the caller)
+        batch_id, indices, items, has_unsendable, _ = msg
+        if has_unsendable:
+            items = [FailedItem(TaskPicklingError(x.message)) if type(x) is _Unsendable else x for x in items]
+        return batch_id, indices, items
+
+    def send(message: tuple[bytes, list[memoryview] | None]) -> None:
+        try:
+            send_message(result_conn, message[0], message[1], capacity)
+        except (BrokenPipeError, EOFError, ConnectionError):
+            os._exit(0)  # the parent is gone or closed our pipe while stopping us
+
+    def init_failed(exc: BaseException) -> None:
+        send((dumps((_INIT_ERROR, *_pack_exception(exc, f"worker {spec.index}"))), None))
+
+    serve_coroutines(
+        spec,
+        own_process=True,
+        next_message=next_message,
+        ready=lambda: send((_READY_BYTES, None)),
+        init_failed=init_failed,
+        done=lambda batch_id, indices, results, failures, elapsed: send(
+            _encode_done(batch_id, indices, results, failures, elapsed)
+        ),
+        progress=progress,
+        name="mtasklite_like-inbox",
+    )
+
+
 def _failing_unsendable(call: Any) -> Any:
     def checked(item: Any) -> Any:
         if type(item) is _Unsendable:
@@ -251,7 +296,7 @@ class _Proc:
 
 
 class ProcessBackend(Backend):
-    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True, wakes=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True, wakes=True, coroutines=True)
 
     def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
                  name: str = "mtasklite_like") -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from .._async_worker import serve_coroutines
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
@@ -57,6 +58,9 @@ class _Slot:
 
 
 def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
+    if spec.concurrency:
+        _coroutine_thread_main(spec, slot)
+        return
     index = spec.index
     try:
         call = build_worker_callable(spec, own_process=False)
@@ -88,13 +92,42 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         slot.outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
 
 
+def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
+    """A coroutine worker: its own event loop in this thread (see ``_async_worker``)."""
+    index = spec.index
+
+    def next_message() -> Any:
+        msg = slot.inbox.get()
+        return None if msg is _STOP or slot.abandoned else msg
+
+    def done(batch_id: int, indices: Sequence[int], results: list[Any],
+             failures: list[tuple[int, BaseException]], elapsed: float) -> None:
+        slot.outbox.put(BatchDone(index, batch_id, results, failures, elapsed))
+
+    try:
+        serve_coroutines(
+            spec,
+            own_process=False,
+            next_message=next_message,
+            ready=lambda: slot.outbox.put(WorkerReady(index)),
+            init_failed=lambda exc: slot.outbox.put(WorkerInitFailed(index, exc)),
+            done=done,
+            progress=slot.progress,
+            name=f"{threading.current_thread().name}-inbox",
+        )
+    except BaseException as exc:
+        cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+        slot.outbox.put(WorkerDied(index, cause, running=(slot.progress[0], slot.progress[1])))
+
+
 class ThreadBackend(Backend):
     # A stuck thread can be abandoned (the run goes on) but not killed.
-    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True, coroutines=True)
 
     def __init__(self, specs: list[WorkerSpec], name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
         self._specs = specs
+        self._coroutines = bool(specs and specs[0].concurrency)
         self._name = name
         self._outbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._slots: list[_Slot] = []
@@ -124,7 +157,8 @@ class ThreadBackend(Backend):
         self._slots[worker] = self._start_one(self._specs[worker])
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
-        self._slots[worker].inbox.put((batch_id, items))
+        # A coroutine worker names an item that overran task_timeout by its input index.
+        self._slots[worker].inbox.put((batch_id, indices, items) if self._coroutines else (batch_id, items))
         return 0  # handed over as objects, never serialised
 
     def recv(self, timeout: float | None) -> list[Event]:

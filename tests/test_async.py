@@ -1,0 +1,541 @@
+"""Coroutine workers, ``async for`` over results, async inputs and rate limits, against a real server.
+
+The server (``tests/async_helpers.py``) runs on 127.0.0.1 and is the witness: it counts requests
+in flight (in all and per worker), timestamps their arrival and sees abandoned connections, so
+concurrency limits, rate limits and cancellations are checked where they happen, not in the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+import time
+
+import pytest
+
+from mtasklite_like import Pool, TaskTimeoutError, WorkerDiedError, delayed_init, is_exception
+from mtasklite_like._backends import register_backend
+from mtasklite_like._rate_limit import RateLimiter, check_rate
+from mtasklite_like.threads import pqdm as threads_pqdm
+from tests import async_helpers as h
+from tests.fake_backend import FakeBackend, Step, run_step
+
+pytestmark = pytest.mark.timeout(30)
+
+BACKENDS = ["threads", "processes"]
+
+
+@pytest.fixture(scope="module")
+def server_module():
+    with h.LocalServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(server_module):
+    server_module.reset()
+    return server_module
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+# -- concurrency -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrency_never_exceeds_the_limit_per_worker(server, backend):
+    urls = [server.url(f"/echo/{i}?ms=100") for i in range(40)]
+    with Pool(h.get, n_jobs=2, backend=backend, concurrency=4) as pool:
+        out = list(pool(urls))
+    assert out == [str(i) for i in range(40)]
+    per_worker = server.max_client_in_flight
+    assert len(per_worker) == 2, per_worker  # two workers, each its own client
+    assert max(per_worker.values()) == 4  # the limit is reached and never exceeded
+    assert server.max_in_flight <= 8
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("unordered", [False, True])
+def test_results_keep_their_order_whatever_the_latencies(server, backend, unordered):
+    delays = [(7 * i) % 5 * 20 for i in range(30)]  # 0 to 80 ms, shuffled
+    urls = [server.url(f"/echo/{i}?ms={d}") for i, d in enumerate(delays)]
+    out = list(Pool(h.get, n_jobs=2, backend=backend, concurrency=8, is_unordered=unordered)(urls))
+    expected = [str(i) for i in range(30)]
+    assert (sorted(out, key=int) if unordered else out) == expected
+
+
+def test_one_coroutine_worker_runs_in_a_worker_thread_not_in_the_caller(server):
+    with Pool(h.get, n_jobs=1, use_threads=True, concurrency=3) as pool:
+        out = list(pool([server.url(f"/echo/{i}") for i in range(9)]))
+        assert pool.workers_alive
+    assert out == [str(i) for i in range(9)]
+    assert server.max_client_in_flight.most_common(1)[0][1] == 3
+    assert h.client_id() not in server.max_client_in_flight
+
+
+# -- failures, timeouts, retries, deaths ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_exception_in_one_coroutine_leaves_the_others_alone_under_ignore(server, backend):
+    urls = [server.url(f"/fail/{i}" if i == 5 else f"/echo/{i}") for i in range(20)]
+    out = list(Pool(h.get, n_jobs=2, backend=backend, concurrency=8, exception_behavior="ignore")(urls))
+    assert isinstance(out[5], h.HTTPStatusError)
+    assert [r for i, r in enumerate(out) if i != 5] == [str(i) for i in range(20) if i != 5]
+    assert server.aborted == []  # nobody else was cancelled
+    assert len(server.completed) == 20
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_task_timeout_cancels_the_coroutine(server, backend):
+    urls = [server.url(f"/hang/{i}" if i in (2, 7) else f"/echo/{i}") for i in range(12)]
+    pool = Pool(h.get, n_jobs=2, backend=backend, concurrency=4, task_timeout=0.5,
+                exception_behavior="ignore")
+    out = list(pool(urls))
+    for i in (2, 7):
+        assert isinstance(out[i], TaskTimeoutError)
+        assert f"input item #{i} ran longer than task_timeout=0.5 s" in str(out[i])
+        assert "cancelled" in str(out[i])
+    assert [r for i, r in enumerate(out) if i not in (2, 7)] == [str(i) for i in range(12) if i not in (2, 7)]
+    # The server saw the two hung requests abandoned: their coroutines were cancelled (and closed
+    # their connections), not left running.
+    assert server.wait_for(lambda: sorted(server.aborted) == ["/hang/2", "/hang/7"]), server.aborted
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retries_run_a_failed_coroutine_again(server, backend):
+    urls = [server.url(f"/flaky/k{i}") for i in range(6)]
+    out = list(Pool(h.get, n_jobs=2, backend=backend, concurrency=3, retries=1)(urls))
+    assert out == [f"k{i}" for i in range(6)]
+    assert all(server.flaky[f"k{i}"] == 2 for i in range(6))
+
+
+def test_a_worker_killed_in_a_coroutine_fails_that_item_alone(server):
+    urls = [server.url(f"/echo/{i}?ms=30") for i in range(16)]
+    urls[6] = server.url("/echo/die")
+    out = list(Pool(h.get_or_die, n_jobs=2, concurrency=4, exception_behavior="ignore")(urls))
+    assert isinstance(out[6], WorkerDiedError)
+    assert out[6].indices == [6]
+    assert [r for i, r in enumerate(out) if i != 6] == [str(i) for i in range(16) if i != 6]
+
+
+def test_a_worker_death_raises_under_immediate(server):
+    urls = [server.url(f"/echo/{i}?ms=30") for i in range(8)]
+    urls[3] = server.url("/echo/die")
+    with pytest.raises(WorkerDiedError, match="while running input item #3"):
+        list(Pool(h.get_or_die, n_jobs=2, concurrency=4)(urls))
+
+
+def _exit_in_coroutine_factory():
+    async def task(x):
+        if x == 4:
+            raise SystemExit("bye")
+        await asyncio.sleep(0.01)
+        return x
+
+    return task
+
+
+def test_system_exit_in_a_coroutine_ends_a_thread_worker_like_a_plain_one():
+    out = list(Pool(_exit_in_coroutine_factory(), n_jobs=2, use_threads=True, concurrency=3,
+                    exception_behavior="ignore")(range(10)))
+    assert isinstance(out[4], WorkerDiedError) and out[4].indices == [4]
+    assert [r for i, r in enumerate(out) if i != 4] == [i for i in range(10) if i != 4]
+
+
+# -- objects built in each worker -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_delayed_init_objects_build_once_per_worker_and_aclose(server, backend):
+    urls = [server.url(f"/echo/{i}?ms=20") for i in range(24)]
+    with Pool(h.Session(server.url("/log")), n_jobs=2, backend=backend, concurrency=4) as pool:
+        out = list(pool(urls))
+        names = {name for _, name, _ in out}
+        assert [body for body, _, _ in out] == [str(i) for i in range(24)]
+        assert len(names) == 2  # one object per worker, for every item
+        assert server.log == []  # still open while the pool is
+    # Leaving the block stops the workers; each awaits its object's aclose() on its way out.
+    assert server.wait_for(lambda: sorted(server.log) == sorted(f"closed-{n}" for n in names)), server.log
+
+
+def test_a_worker_replaced_after_max_tasks_per_worker_closes_its_object(server):
+    urls = [server.url(f"/echo/{i}?ms=5") for i in range(12)]
+    out = list(Pool(h.Session(server.url("/log")), n_jobs=2, use_threads=True, concurrency=2,
+                    max_tasks_per_worker=3)(urls))
+    assert [body for body, _, _ in out] == [str(i) for i in range(12)]
+    names = {name for _, name, _ in out}
+    assert len(names) == 4  # 12 items, 3 per object
+    # Each object was closed: three by their replacement, the last ones when the run ended.
+    assert server.wait_for(lambda: {f"closed-{n}" for n in names} <= set(server.log)), server.log
+
+
+# -- async consumption -------------------------------------------------------------------------------
+
+
+def _wait_for_event(event):
+    """A plain task that only finishes if the consumer's loop keeps running."""
+    return event.wait(10)
+
+
+def test_async_for_never_blocks_the_event_loop():
+    event = threading.Event()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, event.set)  # runs only if the loop is free while we wait
+        return [r async for r in Pool(_wait_for_event, n_jobs=2, use_threads=True)([event] * 4)]
+
+    assert asyncio.run(main()) == [True] * 4
+
+
+def test_process_coroutine_workers_reach_a_server_on_the_consumers_own_loop():
+    """If the async for blocked its loop, this server could not answer and the run would hang."""
+    server = h.LocalServer()
+
+    async def main():
+        srv = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+        server.port = srv.sockets[0].getsockname()[1]
+        async with srv:
+            urls = [server.url(f"/echo/{i}?ms=20") for i in range(20)]
+            pool = Pool(h.get, n_jobs=2, concurrency=5, task_timeout=10)
+            return [r async for r in pool(urls)]
+
+    assert asyncio.run(main()) == [str(i) for i in range(20)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_break_in_async_for_stops_every_worker_and_cancels_pending_coroutines(server, backend):
+    urls = [server.url("/echo/first?ms=0")] + [server.url(f"/hang/{i}") for i in range(1, 9)]
+    seen = {}
+
+    async def main():
+        with Pool(h.get, n_jobs=2, backend=backend, concurrency=4) as pool:
+            async for result in pool(urls):
+                seen["first"] = result
+                assert server.wait_for(lambda: server.in_flight == 8)  # every worker is busy
+                seen["pids"] = pool.worker_pids
+                seen["threads"] = [
+                    t for t in threading.enumerate() if t.name.startswith("mtasklite_like-worker")
+                ]
+                break
+            seen["alive_after_break"] = pool.workers_alive
+
+    asyncio.run(main())
+    assert seen["first"] == "first"
+    assert seen["alive_after_break"] is False
+    # Every pending coroutine was cancelled: the server saw each hung request abandoned.
+    assert server.wait_for(lambda: len(server.aborted) == 8), server.aborted
+    if backend == "processes":
+        assert len(seen["pids"]) == 2 and _wait(lambda: not any(_alive(p) for p in seen["pids"]))
+    else:
+        assert seen["threads"] and _wait(lambda: not any(t.is_alive() for t in seen["threads"]))
+
+
+def test_the_helper_thread_ends_with_the_run():
+    async def main():
+        results = Pool(_square, n_jobs=2, use_threads=True)(range(50))
+        out = [r async for r in results]  # the iterator stays referenced
+        return out, results
+
+    out, results = asyncio.run(main())
+    assert out == [i * i for i in range(50)]
+    assert _wait(lambda: not any(t.name == "mtasklite_like-async-results" for t in threading.enumerate()))
+    results.close()
+
+
+async def _env_and_init(name):
+    return os.environ.get(name), os.environ.get("INIT_MARK")
+
+
+def _mark_init():
+    os.environ["INIT_MARK"] = "ran"
+
+
+def test_worker_env_and_initializer_apply_to_coroutine_workers():
+    pool = Pool(_env_and_init, n_jobs=2, concurrency=2, worker_env=[{"WHO": "a"}, {"WHO": "b"}],
+                initializer=_mark_init)
+    out = list(pool(["WHO"] * 8))
+    assert {who for who, _ in out} <= {"a", "b"} and all(mark == "ran" for _, mark in out)
+
+
+def test_a_cancelled_anext_loses_no_result():
+    async def main():
+        results = Pool(_sleep_then, n_jobs=2, use_threads=True)([(0.3, 0), (0.0, 1), (0.0, 2)])
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(results.__anext__(), 0.05)  # cancelled while the engine waits
+        return [r async for r in results]
+
+    assert asyncio.run(main()) == [0, 1, 2]
+
+
+def _sleep_then(pair):
+    time.sleep(pair[0])
+    return pair[1]
+
+
+def test_async_with_and_aclose_stop_the_workers():
+    async def main():
+        pool = Pool(_sleep_then, n_jobs=2, use_threads=True)
+        async with pool([(0.0, 0)] + [(0.2, i) for i in range(1, 20)]) as results:
+            first = await results.__anext__()
+            assert pool.workers_alive
+        return first, pool.workers_alive
+
+    assert asyncio.run(main()) == (0, False)
+
+
+def test_errors_reach_the_async_consumer_as_they_would_a_plain_one():
+    async def main():
+        return [r async for r in Pool(lambda x: 1 // x, n_jobs=2, use_threads=True)([1, 1, 0, 1])]
+
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(main())
+
+
+# -- async iterables as input ------------------------------------------------------------------------
+
+
+async def _source(n):
+    for i in range(n):
+        await asyncio.sleep(0.001)
+        yield i
+
+
+def _square(x):
+    return x * x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_async_generator_as_input(backend):
+    async def main():
+        return [r async for r in Pool(_square, n_jobs=2, backend=backend)(_source(30))]
+
+    assert asyncio.run(main()) == [i * i for i in range(30)]
+
+
+def test_an_asyncio_queue_on_the_consumers_loop_as_input():
+    class QueueSource:
+        def __init__(self, q):
+            self.q = q
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            item = await self.q.get()
+            if item is None:
+                raise StopAsyncIteration
+            return item
+
+    async def main():
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def produce():
+            for i in range(20):
+                await q.put(i)
+                await asyncio.sleep(0.002)
+            await q.put(None)
+
+        producer = asyncio.create_task(produce())
+        out = [r async for r in Pool(_square, n_jobs=2, use_threads=True)(QueueSource(q))]
+        await producer
+        return out
+
+    assert asyncio.run(main()) == [i * i for i in range(20)]
+
+
+def test_an_async_generator_as_input_to_a_plain_for():
+    assert list(Pool(_square, n_jobs=2, use_threads=True)(_source(10))) == [i * i for i in range(10)]
+
+
+# -- rate limits -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("backend", "task"), [("threads", h.get), ("processes", h.get),
+                                               ("processes", h.get_blocking)],
+                         ids=["threads-coroutines", "processes-coroutines", "processes-plain"])
+def test_max_per_second_paces_starts_measured_by_the_server(server, backend, task):
+    rate = 40
+    urls = [server.url(f"/echo/{i}?ms=30") for i in range(40)]
+    kwargs = {"concurrency": 8} if task is h.get else {}
+    out = list(Pool(task, n_jobs=2, backend=backend, max_per_second=rate, **kwargs)(urls))
+    assert out == [str(i) for i in range(40)]
+    times = server.arrivals
+    assert len(times) == 40
+    for window in (0.1, 0.25, 0.5, 1.0):
+        # Smooth, never bursty: at most rate x window starts (+ the bucket's token and one
+        # forgiven interval) in any window.
+        assert _max_in_window(times, window) <= rate * window + 2, (window, _max_in_window(times, window))
+
+
+def test_the_rate_limiter_keeps_its_schedule_and_never_banks_tokens():
+    limiter = RateLimiter(10)  # one every 0.1 s
+    assert limiter.try_acquire(0.0)
+    assert not limiter.try_acquire(0.05) and limiter.next_at(0.05) == pytest.approx(0.1)
+    assert limiter.try_acquire(0.13)  # late by 0.03: the next is still due at 0.2
+    assert limiter.next_at(0.13) == pytest.approx(0.2)
+    assert limiter.try_acquire(0.39)  # late by 0.19, more than an interval: one catch-up at most...
+    assert limiter.try_acquire(0.39)
+    assert not limiter.try_acquire(0.39) and limiter.next_at(0.39) == pytest.approx(0.49)
+    assert limiter.try_acquire(5.0)  # after a long pause, no burst: two now at most...
+    assert limiter.try_acquire(5.0)
+    assert not limiter.try_acquire(5.0)  # ...then one every interval
+    assert limiter.next_at(5.0) == pytest.approx(5.1)
+
+
+class _PacedFake(FakeBackend):
+    """The simulated backend, noting when (virtual time) each message was handed over."""
+
+    def send(self, worker, batch_id, indices, items):
+        self.times = getattr(self, "times", [])
+        self.times.extend([self.now] * len(indices))
+        return super().send(worker, batch_id, indices, items)
+
+
+register_backend("fake-paced", lambda specs, start_method: _PacedFake(specs))
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_the_engine_hands_items_over_at_the_rate_on_a_virtual_clock(retries):
+    steps = [Step(i, seconds=0.3, raises=ValueError("x") if i % 7 == 3 else None) for i in range(50)]
+    pool = Pool(run_step, 3, backend="fake-paced", max_per_second=20, retries=retries,
+                exception_behavior="ignore")
+    out = list(pool(steps))
+    assert [r for r in out if not is_exception(r)] == [i for i in range(50) if i % 7 != 3]
+    times = FakeBackend.made[-1].times
+    assert len(times) == 50 + retries * 7  # retried items are paced too
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.05 - 1e-9  # exactly on schedule: the virtual clock is never late
+
+
+# -- pqdm ----------------------------------------------------------------------------------------------
+
+
+def test_pqdm_runs_coroutines_with_a_bar_and_passes_the_options(server):
+    import io
+
+    bar = io.StringIO()
+    urls = [server.url(f"/echo/{i}?ms=20") for i in range(12)]
+    out = threads_pqdm(urls, h.get, n_jobs=2, concurrency=3, max_per_second=200, file=bar)
+    assert list(out) == [str(i) for i in range(12)]
+    assert "12/12" in bar.getvalue()
+    assert max(server.max_client_in_flight.values()) <= 3
+
+
+# -- wrong uses ----------------------------------------------------------------------------------------
+
+
+def test_concurrency_needs_a_coroutine_worker():
+    with pytest.raises(ValueError, match="concurrency=4 applies to coroutine workers"):
+        Pool(_square, 2, concurrency=4)
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "8", True])
+def test_concurrency_must_be_a_whole_number(value):
+    with pytest.raises(ValueError, match="concurrency must be a whole number >= 1"):
+        Pool(h.get, 2, concurrency=value)
+
+
+@pytest.mark.parametrize("value", [0, -3, float("nan"), float("inf"), "10", True])
+def test_max_per_second_must_be_a_positive_number(value):
+    with pytest.raises(ValueError, match="max_per_second must be a number of items per second > 0"):
+        Pool(_square, 2, max_per_second=value)
+    assert check_rate(2) == 2.0 and check_rate(None) is None
+
+
+def test_a_list_of_workers_is_all_coroutines_or_none():
+    with pytest.raises(TypeError, match="give a list of one kind only"):
+        Pool([h.get, _square])
+
+
+def test_coroutine_workers_are_recognised_in_every_form():
+    import functools
+
+    from mtasklite_like._options import is_coroutine_worker
+
+    class Caller:
+        async def __call__(self, x):
+            return x
+
+    @delayed_init
+    class Delayed:
+        async def __call__(self, x):
+            return x
+
+    for worker in (h.get, functools.partial(h.get), Caller(), Caller().__call__, Delayed(), h.Session("x")):
+        assert is_coroutine_worker(worker), worker
+    for worker in (_square, len, functools.partial(_square), lambda x: x):
+        assert not is_coroutine_worker(worker), worker
+
+
+def test_a_plain_function_returning_a_coroutine_fails_each_item_with_what_to_do():
+    pool = Pool(lambda url: h.get(url), n_jobs=2, use_threads=True, exception_behavior="ignore")
+    out = list(pool(["a", "b"]))
+    assert all(isinstance(r, TypeError) and "returned a coroutine" in str(r) for r in out)
+    assert "async def function itself" in str(out[0])
+
+
+@pytest.mark.parametrize("source", ["coroutines", "async input"])
+def test_a_plain_for_inside_a_running_loop_is_refused_where_it_would_block_it(source):
+    async def main():
+        if source == "coroutines":
+            results = Pool(h.get, n_jobs=2, use_threads=True)(["x"])
+        else:
+            results = Pool(_square, n_jobs=2, use_threads=True)(_source(3))
+        with pytest.raises(RuntimeError, match="async for result in pool") as err:
+            next(results)
+        results.close()
+        return str(err.value)
+
+    message = asyncio.run(main())
+    assert ("runs coroutine workers" if source == "coroutines" else "reads an async iterable") in message
+
+
+def test_a_plain_pool_still_iterates_with_a_plain_for_inside_a_running_loop():
+    async def main():
+        return list(Pool(_square, n_jobs=2, use_threads=True)(range(5)))
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+def test_an_unordered_journal_refuses_coroutine_workers(tmp_path):
+    with pytest.raises(ValueError, match="use an ordered journaled run"):
+        Pool(h.get, 2, journal=tmp_path / "run", is_unordered=True)
+
+
+def test_a_backend_that_cannot_run_coroutines_says_so():
+    with pytest.raises(TypeError, match="cannot run coroutine workers"):
+        list(Pool(h.get, 2, backend="fake")(["x"]))
