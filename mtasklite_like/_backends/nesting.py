@@ -11,9 +11,11 @@ No orphans. A worker ends when its parent disappears: its reader thread sees the
 or the parent pid change (``_backends.processes``). A worker of a nested pool also asks Linux to
 kill it the moment its parent dies (``PR_SET_PDEATHSIG``), so when an outer worker is killed, its
 own workers go at once. The signal follows the parent *thread* that started the worker, which for
-a nested pool is the outer worker's main thread (tasks run there), alive as long as the worker;
-top-level workers, started by whichever thread iterates the results, rely on the pipe and pid
-watch instead, which may take up to a second.
+a nested pool is the outer worker's main thread (tasks run there), alive as long as the worker.
+Top-level workers started by the main thread ask for it too (the main thread lives as long as the
+process); those started by another thread (one that iterates the results, and may end before the
+pool) rely on the pipe and pid watch alone, which takes up to a second, and longer if the worker's
+reader thread could not start (a lock held by another thread of the caller at fork time).
 
 What cannot work fails with a message: a process pool inside a daemonic process that is not one of
 ours (a ``multiprocess.Pool`` worker, for instance).
@@ -25,7 +27,7 @@ import os
 import signal
 import sys
 
-__all__ = ["become_worker", "check_may_have_children", "inside_worker"]
+__all__ = ["become_worker", "check_may_have_children", "inside_worker", "may_die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 _inside_worker = False
@@ -36,8 +38,9 @@ def inside_worker() -> bool:
     return _inside_worker
 
 
-def become_worker(parent_pid: int, *, nested: bool) -> None:
-    """Run first in a worker process: allow it children, and tie a nested worker's life to its parent."""
+def become_worker(parent_pid: int, *, die_with_parent: bool) -> None:
+    """Run first in a worker process: allow it children, and (``die_with_parent``: a nested worker,
+    or one started by the main thread) tie its life to its parent's."""
     global _inside_worker
     _inside_worker = True
     import multiprocess
@@ -45,10 +48,18 @@ def become_worker(parent_pid: int, *, nested: bool) -> None:
     me = multiprocess.current_process()
     if me.daemon:
         me.daemon = False  # this process's own view only; its parent still treats it as daemonic
-    if nested and sys.platform.startswith("linux"):
+    if die_with_parent and sys.platform.startswith("linux"):
         _die_with_parent()
         if os.getppid() != parent_pid:
             os._exit(1)  # the parent died before the request took effect
+
+
+def may_die_with_parent() -> bool:
+    """Whether a worker started now, by this thread, may ask to die with its parent: in a worker
+    (see the module docstring), or from the main thread, which lives as long as the process."""
+    import threading
+
+    return _inside_worker or threading.current_thread() is threading.main_thread()
 
 
 def _die_with_parent() -> None:

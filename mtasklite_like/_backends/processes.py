@@ -44,7 +44,7 @@ from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, dumps_oob, loads, main_needs_by_value
 from .._worker import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
-from .nesting import become_worker, check_may_have_children, inside_worker
+from .nesting import become_worker, check_may_have_children, may_die_with_parent
 from .wakeup import WakePipe
 from .wire import decode, pipe_capacity, recv_message, send_message, wait_readable
 
@@ -166,13 +166,13 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
 
 
 def _process_main(
-    spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, nested: bool, capacity: int
+    spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, die_with_parent: bool, capacity: int
 ) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent_pid = os.getppid()
-    become_worker(parent_pid, nested=nested)  # may run pools of its own (see nesting.py)
+    become_worker(parent_pid, die_with_parent=die_with_parent)  # may run pools of its own (nesting.py)
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
     if spec.concurrency:
         _serve_coroutines(spec, task_conn, result_conn, progress, parent_pid, capacity)
@@ -335,7 +335,7 @@ class ProcessBackend(Backend):
         progress = self._ctx.RawArray("q", [-1, -1])
         process = self._ctx.Process(
             target=_process_main,
-            args=(payload, task_r, result_w, progress, inside_worker(), self._pipe_capacity),
+            args=(payload, task_r, result_w, progress, may_die_with_parent(), self._pipe_capacity),
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
