@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from types import CoroutineType
@@ -21,6 +22,7 @@ __all__ = [
     "build_worker_callable",
     "build_worker_object",
     "make_caller",
+    "pack_exception",
     "run_batch",
     "temporary_env",
 ]
@@ -172,3 +174,22 @@ def _fail_coroutine_results(results: list[Any], failures: list[tuple[int, Except
                 "(mapreduce.parallelize, journaled unordered runs) need a plain function"
             )))
     failures.sort(key=lambda f: f[0])
+
+
+def pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]:
+    """An exception and its traceback text, both safe to pickle back to the caller (a worker
+    process or actor sends them; ``where`` names the item or worker in the replacement error)."""
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    from ._errors import TaskPicklingError
+    from ._serialize import dumps, loads
+
+    try:
+        # Classes whose constructor needs other arguments than ``args`` pickle but do not unpickle
+        # in the caller, which must never happen: a round trip here finds them.
+        loads(dumps(exc))
+    except Exception as cause:
+        exc = TaskPicklingError(
+            f"{where} raised {type(exc).__name__}: {exc}; the exception could not be pickled "
+            f"back to the caller ({type(cause).__name__}: {cause}). Its traceback follows."
+        )
+    return exc, tb_text

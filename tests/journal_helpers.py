@@ -126,3 +126,24 @@ async def async_logged_square(x: int) -> int:
     """A coroutine worker that records its calls."""
     log_call(x)
     return x * x
+
+
+def journal_records(run_dir: str) -> list[tuple[int, bytes]]:
+    """Every complete record of the journal in ``run_dir`` as ``(kind, payload)``, in file order
+    (every record, not the merged view that read_journal gives)."""
+    import struct
+    from pathlib import Path
+
+    from mtasklite_like._journal import JOURNAL_FILE, MAGIC
+
+    data = (Path(run_dir) / JOURNAL_FILE).read_bytes()
+    _, length = struct.unpack_from("<HI", data, len(MAGIC))
+    pos = len(MAGIC) + 6 + length + 4
+    records = []
+    while pos + 9 <= len(data):
+        size, _, kind = struct.unpack_from("<IIB", data, pos)
+        if pos + 9 + size > len(data):
+            break
+        records.append((kind, data[pos + 9 : pos + 9 + size]))
+        pos += 9 + size
+    return records

@@ -535,15 +535,7 @@ def test_a_generator_read_in_the_background_keeps_items_and_results_paired(tmp_p
 
 
 def _record_kinds(run_dir):
-    data = (Path(run_dir) / JOURNAL_FILE).read_bytes()
-    _, length = struct.unpack_from("<HI", data, len(MAGIC))
-    pos = len(MAGIC) + 6 + length + 4
-    kinds: Counter = Counter()
-    while pos + 9 <= len(data):
-        size, _, kind = struct.unpack_from("<IIB", data, pos)
-        kinds[kind] += 1
-        pos += 9 + size
-    return kinds
+    return Counter(kind for kind, _ in h.journal_records(run_dir))
 
 
 @pytest.mark.parametrize("items", [range(5000), list(range(5000)), iter(range(5000))],

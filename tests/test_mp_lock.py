@@ -9,7 +9,6 @@ import ast
 import os
 import pickle
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from mtasklite_like import DeferredExceptions, read_journal
-from mtasklite_like._journal import JOURNAL_FILE, MAGIC
 from mtasklite_like._journal_format import KIND_DONE_RAW, decode_raw
 from mtasklite_like.mp_lock import (
     InvalidArgumentsError,
@@ -30,6 +28,7 @@ from mtasklite_like.mp_lock import (
     mp_lock_values,
 )
 from tests import journal_helpers as h
+from tests.journal_helpers import journal_records
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,21 +96,14 @@ if __name__ == '__main__':
 
 def journal_key_counts(run_dir):
     """How many times each key was journaled as finished (every record, not the merged view)."""
-    data = (Path(run_dir) / JOURNAL_FILE).read_bytes()
-    _, length = struct.unpack_from("<HI", data, len(MAGIC))
-    pos = len(MAGIC) + 6 + length + 4
     counts: Counter = Counter()
-    while pos + 9 <= len(data):
-        size, _, kind = struct.unpack_from("<IIB", data, pos)
-        if pos + 9 + size > len(data):
-            break
-        payload = data[pos + 9 : pos + 9 + size]
-        body = decode_raw(payload) if kind == KIND_DONE_RAW else pickle.loads(payload)
-        if kind in (1, KIND_DONE_RAW):
-            counts.update(body[0])
+    for kind, payload in journal_records(run_dir):
+        if kind == KIND_DONE_RAW:
+            counts.update(decode_raw(payload)[0])
+        elif kind == 1:
+            counts.update(pickle.loads(payload)[0])
         elif kind == 2:
-            counts.update(body)
-        pos += 9 + size
+            counts.update(pickle.loads(payload))
     return counts
 
 

@@ -32,7 +32,6 @@ import queue
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -42,7 +41,7 @@ from multiprocess.connection import wait
 from .._async_worker import FailedItem, serve_coroutines
 from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, dumps_oob, loads, main_needs_by_value
-from .._worker import WorkerSpec, build_worker_callable, run_batch
+from .._worker import WorkerSpec, build_worker_callable, pack_exception, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .nesting import become_worker, check_may_have_children, may_die_with_parent
 from .wakeup import WakePipe
@@ -89,24 +88,9 @@ def describe_exitcode(exitcode: int | None) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]:
-    """Return an exception and its traceback text, both safe to pickle back to the parent."""
-    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        # A round trip catches exception classes whose constructor needs other arguments than
-        # ``args``: they pickle fine but fail to unpickle in the parent, which must never happen.
-        loads(dumps(exc))
-    except Exception as cause:
-        exc = TaskPicklingError(
-            f"{where} raised {type(exc).__name__}: {exc}; the exception could not be pickled "
-            f"back to the caller ({type(cause).__name__}: {cause}). Its traceback follows."
-        )
-    return exc, tb_text
-
-
 def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
                  failures: list[tuple[int, Any]], elapsed: float) -> tuple[bytes, list[memoryview] | None]:
-    packed = [(pos, *_pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
+    packed = [(pos, *pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
     try:
         return dumps_oob((_DONE, batch_id, results, packed, elapsed))
     except Exception:
@@ -180,7 +164,7 @@ def _process_main(
     try:
         call = build_worker_callable(spec, own_process=True)
     except BaseException as exc:
-        result_conn.send_bytes(dumps((_INIT_ERROR, *_pack_exception(exc, f"worker {spec.index}"))))
+        result_conn.send_bytes(dumps((_INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))))
         return
     del spec
     result_conn.send_bytes(_READY_BYTES)
@@ -254,7 +238,7 @@ def _serve_coroutines(
             os._exit(0)  # the parent is gone or closed our pipe while stopping us
 
     def init_failed(exc: BaseException) -> None:
-        send((dumps((_INIT_ERROR, *_pack_exception(exc, f"worker {spec.index}"))), None))
+        send((dumps((_INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))), None))
 
     serve_coroutines(
         spec,

@@ -27,13 +27,11 @@ import mmap
 import os
 import pickle
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import TaskPicklingError
-from .._serialize import dumps, loads
-from .._worker import WorkerSpec, build_worker_callable, run_batch
+from .._worker import WorkerSpec, build_worker_callable, pack_exception, run_batch
 
 __all__ = [
     "DIED",
@@ -44,7 +42,6 @@ __all__ = [
     "RayWorker",
     "Unsendable",
     "measure",
-    "pack_exception",
 ]
 
 # What a call returns first.
@@ -64,20 +61,6 @@ class Unsendable:
 
     def __init__(self, message: str) -> None:
         self.message = message
-
-
-def pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]:
-    """An exception and its traceback text, both safe to pickle back to the caller."""
-    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        # Classes whose constructor needs other arguments than ``args`` pickle but do not unpickle.
-        loads(dumps(exc))
-    except Exception as cause:
-        exc = TaskPicklingError(
-            f"{where} raised {type(exc).__name__}: {exc}; the exception could not be pickled "
-            f"back to the caller ({type(cause).__name__}: {cause}). Its traceback follows."
-        )
-    return exc, tb_text
 
 
 def measure(obj: Any) -> int:
