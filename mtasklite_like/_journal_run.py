@@ -206,9 +206,9 @@ class JournalRun:
 
     def inner_next(self) -> list[Any] | None:
         """The next results the engine has ready (at least one, waiting if need be); None at the end."""
-        chunk = self._inner.take_ready()
+        chunk: list[Any] = self._inner.take_ready()
         if chunk:
-            return chunk  # type: ignore[no-any-return]
+            return chunk
         try:
             first = next(self._inner)
         except StopIteration:
@@ -217,7 +217,9 @@ class JournalRun:
             if self.mode != ExceptionBehaviour.DEFERRED:
                 raise
             return None  # the end of a deferred run: raised again by _end, with stored failures
-        return [first, *self._inner.take_ready()]
+        chunk = self._inner.take_ready()
+        chunk.insert(0, first)  # a move of pointers, not another copy of the list
+        return chunk
 
     def _end(self) -> None:
         self.settler.flush_callbacks()
