@@ -175,16 +175,32 @@ def _process_main(
         def send(message: tuple[bytes, list[memoryview] | None]) -> int:
             return send_message(result_conn, message[0], message[1], capacity)
 
-        _serve(call, inbox, send, progress)
+        _serve(call, inbox, send, progress, parent_pid)
     except (BrokenPipeError, EOFError, ConnectionError):
         # The parent is gone or closed our pipe while stopping us: nothing to report to.
         os._exit(0)
 
 
-def _serve(call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any) -> None:
+def _next_batch(inbox: queue.SimpleQueue[Any], parent_pid: int | None) -> Any:
+    """The next message from ``inbox``. While it waits, the worker's own thread also watches its
+    parent (``parent_pid``; None: no watch): a second guard beside the reader thread's, so that an
+    idle worker whose parent died ends even if that thread could not run."""
+    if parent_pid is None:
+        return inbox.get()
+    while True:
+        try:
+            return inbox.get(timeout=_PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+
+def _serve(
+    call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any, parent_pid: int | None = None
+) -> None:
     """The worker loop: run each batch from ``inbox`` and send back its results."""
     while True:
-        msg = inbox.get()
+        msg = _next_batch(inbox, parent_pid)
         if msg is None:
             return
         batch_id, indices, items, has_unsendable, raw = msg
@@ -221,7 +237,7 @@ def _serve_coroutines(
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
 
     def next_message() -> Any:
-        msg = inbox.get()
+        msg = _next_batch(inbox, parent_pid)
         if msg is None:
             return None
         # (the last field asks for results pickled on their own: coroutine workers never do, so a
