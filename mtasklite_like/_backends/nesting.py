@@ -26,11 +26,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any
 
 __all__ = ["become_worker", "check_may_have_children", "inside_worker", "may_die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 _inside_worker = False
+#: libc's prctl, looked up in the parent before a worker starts (False: none on this system)
+_prctl: Any = None
 
 
 def inside_worker() -> bool:
@@ -43,33 +46,50 @@ def become_worker(parent_pid: int, *, die_with_parent: bool) -> None:
     or one started by the main thread) tie its life to its parent's."""
     global _inside_worker
     _inside_worker = True
+    if die_with_parent and sys.platform.startswith("linux"):
+        _die_with_parent()  # first: before anything that could wait for a lock
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the parent died before the request took effect
     import multiprocess
 
     me = multiprocess.current_process()
     if me.daemon:
         me.daemon = False  # this process's own view only; its parent still treats it as daemonic
-    if die_with_parent and sys.platform.startswith("linux"):
-        _die_with_parent()
-        if os.getppid() != parent_pid:
-            os._exit(1)  # the parent died before the request took effect
 
 
 def may_die_with_parent() -> bool:
     """Whether a worker started now, by this thread, may ask to die with its parent: in a worker
-    (see the module docstring), or from the main thread, which lives as long as the process."""
+    (see the module docstring), or from the main thread, which lives as long as the process.
+
+    Called in the parent before each start: it also looks ``prctl`` up here, so that the new
+    process calls it without importing or loading anything first. A child forked while another
+    thread of the parent held an import or loader lock would wait for that lock forever, before
+    it could ask to die with its parent.
+    """
     import threading
 
+    global _prctl
+    if _prctl is None and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):  # no prctl: the pipe and pid watches remain
+            _prctl = False
     return _inside_worker or threading.current_thread() is threading.main_thread()
 
 
 def _die_with_parent() -> None:
-    try:
-        import ctypes
+    prctl = _prctl
+    if prctl is None:  # a process not started through may_die_with_parent (spawn re-imports this)
+        try:
+            import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl: the pipe and pid watch remain
-        pass
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            return
+    if prctl:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 def check_may_have_children() -> None:
