@@ -369,12 +369,20 @@ def _cleanup(proc: subprocess.Popen[str], name: str) -> None:
 
 
 def _describe(pids: list[int]) -> str:
-    """State and parent of each process still there, for a failure message."""
+    """State, parent, command line and what each thread waits in, of each process still there,
+    for a failure message."""
     rows = []
     for pid in pids:
         with contextlib.suppress(OSError):
             status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            rows.append(f"{pid}: " + " ".join(ln for ln in status if ln.startswith(("State", "PPid"))))
+            fields = " ".join(ln for ln in status if ln.startswith(("State", "PPid", "SigIgn")))
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            waits = []
+            for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+                with contextlib.suppress(OSError):
+                    name, wchan = (task / "comm").read_text().strip(), (task / "wchan").read_text().strip()
+                    waits.append(f"{name}@{wchan}")
+            rows.append(f"{pid}: {fields} cmd={cmd[:120]!r} threads={waits}")
     return "; ".join(rows)
 
 
