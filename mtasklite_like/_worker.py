@@ -21,6 +21,7 @@ __all__ = [
     "WorkerSpec",
     "build_worker_callable",
     "build_worker_object",
+    "fail_unpicklable",
     "make_caller",
     "pack_exception",
     "run_batch",
@@ -193,3 +194,29 @@ def pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]:
             f"back to the caller ({type(cause).__name__}: {cause}). Its traceback follows."
         )
     return exc, tb_text
+
+
+def fail_unpicklable(
+    indices: Sequence[int],
+    results: list[Any],
+    packed: list[tuple[int, BaseException, str]],
+    pickle_one: Callable[[Any], Any],
+) -> None:
+    """Fail, in place, the items whose result ``pickle_one`` cannot pickle (the result becomes None
+    and a ``TaskPicklingError`` joins ``packed``, kept in position order), so that one such result
+    fails its item alone instead of the whole batch."""
+    from ._errors import TaskPicklingError
+
+    failed = {pos for pos, _, _ in packed}
+    for pos, value in enumerate(results):
+        if pos in failed:
+            continue
+        try:
+            pickle_one(value)
+        except Exception as cause:
+            results[pos] = None
+            packed.append((pos, TaskPicklingError(
+                f"the result of item #{indices[pos]} ({type(value).__name__}) could not be pickled to "
+                f"send it back to the caller: {type(cause).__name__}: {cause}"
+            ), ""))
+    packed.sort(key=lambda f: f[0])

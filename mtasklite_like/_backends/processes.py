@@ -41,7 +41,7 @@ from multiprocess.connection import wait
 from .._async_worker import FailedItem, serve_coroutines
 from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, dumps_oob, loads, main_needs_by_value
-from .._worker import WorkerSpec, build_worker_callable, pack_exception, run_batch
+from .._worker import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .nesting import become_worker, check_may_have_children, may_die_with_parent
 from .wakeup import WakePipe
@@ -96,20 +96,7 @@ def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
     except Exception:
         pass
     # Some result cannot be pickled: find which, and fail those items alone.
-    failed_positions = {pos for pos, _, _ in packed}
-    for pos, value in enumerate(results):
-        if pos in failed_positions:
-            continue
-        try:
-            dumps_oob(value)
-        except Exception as cause:
-            err = TaskPicklingError(
-                f"the result of item #{indices[pos]} ({type(value).__name__}) could not be "
-                f"pickled to send it back to the caller: {type(cause).__name__}: {cause}"
-            )
-            results[pos] = None
-            packed.append((pos, err, ""))
-    packed.sort(key=lambda f: f[0])
+    fail_unpicklable(indices, results, packed, dumps_oob)
     return dumps_oob((_DONE, batch_id, results, packed, elapsed))
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import TaskPicklingError
-from .._worker import WorkerSpec, build_worker_callable, pack_exception, run_batch
+from .._worker import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
 
 __all__ = [
     "DIED",
@@ -174,19 +174,7 @@ def _drop_unpicklable(
     indices: Sequence[int], results: list[Any], packed: list[tuple[int, BaseException, str]]
 ) -> int:
     """Fail, in place, the items whose result cannot be pickled; return the size of the rest."""
-    failed = {pos for pos, _, _ in packed}
-    for pos, value in enumerate(results):
-        if pos in failed:
-            continue
-        try:
-            measure(value)
-        except Exception as cause:
-            results[pos] = None
-            packed.append((pos, TaskPicklingError(
-                f"the result of item #{indices[pos]} ({type(value).__name__}) could not be pickled to "
-                f"send it back to the caller: {type(cause).__name__}: {cause}"
-            ), ""))
-    packed.sort(key=lambda f: f[0])
+    fail_unpicklable(indices, results, packed, measure)
     return measure((results, packed))
 
 
