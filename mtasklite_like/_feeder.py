@@ -31,6 +31,10 @@ def input_length(iterable: Any) -> int | None:
         return None
 
 
+#: collections whose items are read from memory: taking them never waits or runs user code
+_IN_MEMORY = (list, tuple, range, str, bytes, bytearray, dict, set, frozenset)
+
+
 def _bound_to_its_thread(iterable: Any) -> bool:
     """Inputs known to refuse being read from another thread than the one that made them."""
     return type(iterable).__module__ == "sqlite3"
@@ -49,7 +53,7 @@ def make_feeder(iterable: Iterable[Any], choice: bool | None) -> Feeder | InputT
     iterator = iter(iterable)
     if reads_in_thread(iterable, total, choice):
         return InputThread(iterator, total)
-    return Feeder(iterator, total)
+    return Feeder(iterator, total, instant=type(iterable) in _IN_MEMORY)
 
 
 class Feeder:
@@ -58,8 +62,11 @@ class Feeder:
     streams = False
     fatal: BaseException | None = None  # only the thread reader defers these
 
-    def __init__(self, iterator: Iterator[Any], total: int | None) -> None:
+    def __init__(self, iterator: Iterator[Any], total: int | None, *, instant: bool = False) -> None:
         self.total = total
+        #: taking items never waits (a list in memory), so an event loop's thread may take them;
+        #: any other input may block (a lazy dataset, an async source bound to that very loop)
+        self.instant = instant
         self._iter = iterator
         self.pulled = 0  # items taken from the input so far
         self.done = False

@@ -49,6 +49,7 @@ class InputThread:
     """The input, read ahead in a daemon thread within the gate and the limit (see the module)."""
 
     streams = True
+    instant = True  # taking items never waits: the thread reads, the engine takes what is there
 
     def __init__(self, iterator: Iterator[Any], total: int | None) -> None:
         self.total = total

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._async_results import AsyncDriver, AsyncInput, check_not_in_running_loop
+from ._async_results import (
+    GENERATORS_RESUME_FASTER,
+    AsyncDriver,
+    AsyncInput,
+    async_results,
+    check_not_in_running_loop,
+)
 from ._options import RunOptions
 from ._run import Run
 from ._worker_set import WorkerSet
@@ -87,7 +93,9 @@ class ResultIterator(Generic[R]):
 
     # -- async iteration --------------------------------------------------------------------------
 
-    def __aiter__(self) -> ResultIterator[R]:
+    def __aiter__(self) -> AsyncIterator[R]:
+        if GENERATORS_RESUME_FASTER:
+            return async_results(self._ready, self._anext_slow)  # the same, faster (see there)
         return self
 
     async def __anext__(self) -> R:
@@ -120,6 +128,8 @@ class ResultIterator(Generic[R]):
                 return run.next_slow()  # type: ignore[no-any-return]  # never waits once finished
             except StopIteration:
                 raise StopAsyncIteration from None
+        if run.started and (driver is None or not driver.busy) and run.step_nowait():
+            return self._ready.popleft()  # type: ignore[no-any-return]  # no hand-over needed
         if self._async_input is not None and self._async_input.loop is None and not run.started:
             self._async_input.loop = loop  # the source's __anext__ runs on this loop
         if driver is None:

@@ -8,7 +8,9 @@ and :mod:`._faults`. The input comes from the :mod:`._feeder`: read in the calle
 background thread that reads only while the engine runs and wakes its wait for reports
 (``Backend.wake``) when items arrive, so a blocked input never holds back finished results. When
 the consumer stalls, workers finish what they hold and wait; the input is never read further than
-the window. See docs/architecture.md, docs/streaming.md and docs/fault_tolerance.md.
+the window. A consumer that must never block (``async for`` in an event loop's thread) calls
+:meth:`Run.step_nowait` first and leaves the waiting to a helper thread (see ``_async_results``).
+See docs/architecture.md, docs/streaming.md and docs/fault_tolerance.md.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ class Run:
         #: refreshes its clock with it); None: nothing to call
         self.heartbeat: Callable[[], None] | None = None
         self._last_heartbeat = 0.0
+        #: step_nowait may run: the backend polls and taking input never waits (set at the start)
+        self._steps_nowait = False
+        #: reports step_nowait took but left to the next waiting step, in the order they came
+        self._held: list[Event] = []
+        #: what step_nowait raised, for the next waiting step to raise after stopping the run
+        self._held_error: BaseException | None = None
 
     # -- consumer side --------------------------------------------------------------------------
 
@@ -96,6 +104,47 @@ class Run:
                 self.close()
                 raise
 
+    def step_nowait(self) -> bool:
+        """Move the run on without waiting, and say whether a result is ready.
+
+        For a consumer in an event loop's thread, which must not block: most of the time the
+        next batch has already arrived when the ready results run out, and taking it here saves
+        handing the engine to a helper thread and back (two thread wake-ups). Only what cannot
+        block is done: reports are taken with ``Backend.poll`` and input only from a reader that
+        never waits; a report that needs more than bookkeeping (a failure, a death, a spent quota,
+        an overrun) is held, with every report after it, for the next :meth:`next_slow`, which
+        also completes the run, checks deadlines and raises what this step raised.
+        """
+        if not self._steps_nowait or self.finished or self._held or self._held_error is not None:
+            return bool(self.ready)
+        backend = self._backend
+        assert backend is not None
+        try:
+            self._fill()
+            events = backend.poll()
+            for i, event in enumerate(events):
+                if not self._settles_at_once(event):
+                    self._held = events[i:]
+                    break
+                self._handle(event)
+            self._fill()
+        except BaseException as exc:  # raised by the next next_slow, after it stops the run
+            self._held_error = exc
+        finally:
+            self._feeder.close_gate()
+        return bool(self.ready)
+
+    def _settles_at_once(self, event: Event) -> bool:
+        """The report needs nothing but bookkeeping: no worker is started, stopped or waited for."""
+        if isinstance(event, BatchDone):
+            timeout = self.options.watchdog_timeout
+            return (
+                not event.failures
+                and self.workers.quota is None
+                and (timeout is None or event.elapsed <= timeout)
+            )
+        return isinstance(event, WorkerReady) and self.options.init_timeout is None
+
     def close(self) -> None:
         """Stop the run now; workers still busy with its items are stopped too."""
         if not self.finished:
@@ -125,10 +174,14 @@ class Run:
             admission, self._ledger, self.workers, self._feeder, self.release, backend, self._budget
         )
         self._wakes = backend.capabilities.wakes
+        self._steps_nowait = backend.capabilities.polls and self._feeder.instant
 
     def _step(self) -> None:
         backend = self._backend
         assert backend is not None
+        if self._held_error is not None:
+            error, self._held_error = self._held_error, None
+            raise error  # _drive stops the run first
         feeder = self._feeder
         self._fill()
         assert self._dispatch is not None
@@ -150,7 +203,10 @@ class Run:
             # Items read in the background wake the wait; look anyway when they may not.
             poll = feeder.poll_interval() if self._wakes else _UNWOKEN_POLL_SECONDS
             wait = wait if poll is None else min(wait, poll)
-        events = backend.recv(wait)
+        if self._held:
+            events, self._held = [*self._held, *backend.recv(0)], []
+        else:
+            events = backend.recv(wait)
         if self.heartbeat is not None:
             now = self._clock()
             if now - self._last_heartbeat >= HEARTBEAT_SECONDS:

@@ -8,18 +8,25 @@ concurrency limits, rate limits and cancellations are checked where they happen,
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
+import signal
 import threading
 import time
+import weakref
 
 import pytest
 
 from mtasklite_like import Pool, TaskTimeoutError, WorkerDiedError, delayed_init, is_exception
+from mtasklite_like import _results as results_module
 from mtasklite_like._backends import register_backend
+from mtasklite_like._backends.processes import ProcessBackend
+from mtasklite_like._backends.threads import ThreadBackend
 from mtasklite_like._rate_limit import RateLimiter, check_rate
 from mtasklite_like.threads import pqdm as threads_pqdm
 from tests import async_helpers as h
+from tests import helpers
 from tests.fake_backend import FakeBackend, Step, run_step
 
 pytestmark = pytest.mark.timeout(30)
@@ -323,6 +330,152 @@ def test_errors_reach_the_async_consumer_as_they_would_a_plain_one():
 
     with pytest.raises(ZeroDivisionError):
         asyncio.run(main())
+
+
+# -- async for: the loop's own thread takes what has arrived, and no more ----------------------------
+
+
+@pytest.fixture(params=["generator-view", "iterator"])
+def async_form(request, monkeypatch):
+    """Both ways ``async for`` can iterate: the view over an async generator (CPython <= 3.11) and
+    the result iterator's own coroutine ``__anext__`` (3.12 and later)."""
+    monkeypatch.setattr(results_module, "GENERATORS_RESUME_FASTER", request.param == "generator-view")
+    return request.param
+
+
+def test_the_async_form_is_the_one_asked_for(async_form):
+    results = Pool(_square, n_jobs=2, use_threads=True)(range(3))
+    assert (aiter(results) is results) == (async_form == "iterator")
+    results.close()
+
+
+def test_a_cancelled_anext_of_the_async_iterator_loses_no_result(async_form):
+    async def main():
+        results = Pool(_sleep_then, n_jobs=2, use_threads=True)(
+            [(0.3, 0), (0.0, 1), (0.0, 2), (0.3, 3), (0.0, 4)]
+        )
+        it = aiter(results)
+        out = []
+        while True:
+            try:
+                out.append(await asyncio.wait_for(anext(it), 0.05))  # often cancelled mid-wait
+            except asyncio.TimeoutError:
+                continue
+            except StopAsyncIteration:
+                return out
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+
+
+def test_after_an_error_the_async_iterator_ends_as_a_plain_one_does(async_form):
+    async def main():
+        it = aiter(Pool(helpers.fail_on_3, n_jobs=2, use_threads=True)([3, 4, 5, 6]))
+        with pytest.raises(ValueError, match="item 3 is bad"):
+            await anext(it)
+        with pytest.raises(StopAsyncIteration):
+            await anext(it)
+        return True
+
+    assert asyncio.run(main())
+
+
+def test_breaking_an_async_for_frees_the_run_without_a_garbage_collection(async_form):
+    """No reference cycle keeps the run (and its workers) alive after ``break``."""
+
+    async def main():
+        with Pool(_square, n_jobs=2, use_threads=True) as pool:
+            results = pool(range(10_000))
+            ref = weakref.ref(results)
+            async for _ in results:
+                break
+            del results
+            return ref() is None, pool.workers_alive
+
+    gc.disable()
+    try:
+        assert asyncio.run(main()) == (True, False)
+    finally:
+        gc.enable()
+
+
+_RELEASE = threading.Event()  # lets an abandoned thread worker finish its overrunning item
+
+
+def _square_or_fault(x):
+    if x == 17:
+        raise ValueError("seventeen")
+    if x == 29 and os.environ.get("FAULT_KILL") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if x == 41 and os.environ.get("FAULT_SLOW") == "1":
+        _RELEASE.wait(30)  # a process worker is killed first
+    return x * x
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("source", ["list", "generator"])
+@pytest.mark.parametrize("fault", ["failure", "quota", "death", "timeout"])
+def test_async_for_settles_faults_as_a_plain_for_and_never_starts_workers_on_the_loop(
+    backend, source, fault, monkeypatch
+):
+    """Reports that need more than bookkeeping (a failure, a spent quota, a death, an overrun)
+    are left to the helper thread: workers are never started or killed in the loop's thread."""
+    if fault == "death" and backend == "threads":
+        pytest.skip("a thread cannot be killed")
+    options: dict = {"exception_behavior": "ignore"}
+    if fault == "quota":
+        options["max_tasks_per_worker"] = 7
+    if fault == "death":
+        monkeypatch.setenv("FAULT_KILL", "1")
+    if fault == "timeout":
+        monkeypatch.setenv("FAULT_SLOW", "1")
+        options["task_timeout"] = 0.5
+    backend_type = ProcessBackend if backend == "processes" else ThreadBackend
+    replaced_in: list[int] = []
+    real_replace = backend_type.replace_worker
+
+    def replace_worker(self, worker, *, kill=False):
+        replaced_in.append(threading.get_ident())
+        return real_replace(self, worker, kill=kill)
+
+    monkeypatch.setattr(backend_type, "replace_worker", replace_worker)
+    items = list(range(60))
+
+    async def main():
+        with Pool(_square_or_fault, n_jobs=2, backend=backend, **options) as pool:
+            source_items = items if source == "list" else iter(items)
+            return threading.get_ident(), [r async for r in pool(source_items)]
+
+    _RELEASE.clear()
+    try:
+        loop_thread, out = asyncio.run(main())
+    finally:
+        _RELEASE.set()
+    errors = {i: type(r).__name__ for i, r in enumerate(out) if is_exception(r)}
+    expected_errors = {17: "ValueError"}
+    if fault == "death":
+        expected_errors[29] = "WorkerDiedError"
+    if fault == "timeout":
+        expected_errors[41] = "TaskTimeoutError"
+    assert errors == expected_errors
+    assert [r for i, r in enumerate(out) if i not in errors] == [i * i for i in items if i not in errors]
+    if fault != "failure":
+        assert replaced_in, "a worker should have been replaced"
+    assert loop_thread not in replaced_in
+
+
+def test_a_step_without_waiting_takes_what_arrived_and_holds_a_failure_with_what_follows():
+    with Pool(helpers.fail_on_3, n_jobs=2, use_threads=True, chunk_size=1,
+              exception_behavior="ignore") as pool:
+        results = pool(range(6))
+        assert next(results) == 0  # starts the run
+        run = results._run
+        # Each step sends what the window allows and takes what has arrived, until item 3's failure.
+        assert _wait(lambda: run.step_nowait() is not None and bool(run._held))
+        taken = results.take_ready()
+        assert taken == [1, 2][: len(taken)]  # in order, and nothing from the failure on
+        rest = list(results)  # the waiting step settles the held reports first
+    out = [0, *taken, *rest]
+    assert [type(r).__name__ if is_exception(r) else r for r in out] == [0, 1, 2, "ValueError", 4, 5]
 
 
 # -- async iterables as input ------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class Capabilities:
         names_running_item: ``WorkerDied.running`` says which item a dead worker was running.
         has_pids: workers are operating-system processes with pids (``WorkerDied.pid``, ``pids``).
         wakes: :meth:`Backend.wake` cuts a ``recv`` short (see the module docstring).
+        polls: :meth:`Backend.poll` takes what workers reported without waiting.
         coroutines: runs coroutine workers (``WorkerSpec.concurrency``; see ``_async_worker``).
     """
 
@@ -58,6 +59,7 @@ class Capabilities:
     names_running_item: bool = True
     has_pids: bool = False
     wakes: bool = False
+    polls: bool = False
     coroutines: bool = False
 
 
@@ -167,6 +169,13 @@ class Backend(ABC):
     @abstractmethod
     def recv(self, timeout: float | None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) and return what workers reported."""
+
+    def poll(self) -> list[Event]:
+        """What workers have reported already, without waiting: for a consumer that must not block
+        (an ``async for`` in an event loop's thread). Deaths are left to :meth:`recv`, which settles
+        them (that can take a while); a backend that implements this sets ``Capabilities.polls``.
+        """
+        return []
 
     def wake(self) -> None:  # noqa: B027 - optional: a backend that cannot be woken is polled
         """Make the ``recv`` in progress in another thread return now, with whatever workers have

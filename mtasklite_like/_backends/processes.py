@@ -283,7 +283,9 @@ class _Proc:
 
 
 class ProcessBackend(Backend):
-    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True, wakes=True, coroutines=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        has_pids=True, wakes=True, polls=True, coroutines=True
+    )
 
     def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
                  name: str = "mtasklite_like") -> None:
@@ -404,6 +406,15 @@ class ProcessBackend(Backend):
             else:
                 self._drain(proc, events)
                 self._report_death(proc, events)
+        return events
+
+    def poll(self) -> list[Event]:
+        events: list[Event] = []
+        by_waitable = self._by_waitable
+        pipes = [obj for obj, (_, is_conn) in by_waitable.items() if is_conn]
+        for conn in wait(pipes, 0):
+            # A closed pipe stays readable: the next recv() finds it and reports the death.
+            self._drain(by_waitable[conn][0], events)
         return events
 
     def _drain(self, proc: _Proc, events: list[Event]) -> bool:

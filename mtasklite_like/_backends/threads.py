@@ -122,7 +122,9 @@ def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
 
 class ThreadBackend(Backend):
     # A stuck thread can be abandoned (the run goes on) but not killed.
-    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True, coroutines=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        kills_tasks=False, wakes=True, polls=True, coroutines=True
+    )
 
     def __init__(self, specs: list[WorkerSpec], name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
@@ -163,9 +165,16 @@ class ThreadBackend(Backend):
 
     def recv(self, timeout: float | None) -> list[Event]:
         try:
-            events = [self._outbox.get(timeout=timeout)]
+            first = self._outbox.get(timeout=timeout)
         except queue.Empty:
             return []
+        events = self.poll()
+        if first is not _WAKE:
+            events.insert(0, first)
+        return events
+
+    def poll(self) -> list[Event]:
+        events: list[Event] = []
         get = self._outbox.get_nowait
         while True:
             try:
