@@ -181,7 +181,7 @@ class Run:
         assert backend is not None
         if self._held_error is not None:
             error, self._held_error = self._held_error, None
-            raise error  # _drive stops the run first
+            raise error  # _drive stops the run, then raises it on
         feeder = self._feeder
         self._fill()
         assert self._dispatch is not None
