@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import json
 import os
+import selectors
 import signal
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -245,6 +247,7 @@ def test_input_thread_is_checked():
 
 _CTRL_C_SCRIPT = """\
 import json
+import os
 import signal
 import sys
 import threading
@@ -254,13 +257,21 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from mtasklite_like import Pool
 
 
+def say(line):
+    # Two threads report here: the input thread (BLOCKED) and the consumer (RESULT, WAITING).
+    # print() writes its arguments, separators and end with separate writes, and another thread's
+    # output can land between them ("BLOCKEDRESULT 1"), so the test would never see its marker.
+    # One write(2) of less than PIPE_BUF bytes to a pipe is never interleaved with another.
+    os.write(1, (line + "\\n").encode())
+
+
 def square(x):
     return x * x
 
 
 def source():
     yield from range(4)
-    print("BLOCKED", flush=True)
+    say("BLOCKED")
     threading.Event().wait()  # a source with nothing more, ever
 
 
@@ -272,14 +283,48 @@ count = [0]
 def waiting():  # called while the consumer waits inside next()
     if count[0] == 4:
         count[0] += 1
-        print("WAITING " + json.dumps(pool.worker_pids), flush=True)
+        say("WAITING " + json.dumps(pool.worker_pids))
 
 
 results.heartbeat = waiting
 for r in results:
     count[0] += 1
-    print("RESULT", r, flush=True)
+    say(f"RESULT {r}")
 """
+
+
+def _stdout_lines_until(
+    proc: subprocess.Popen, done: Callable[[list[str]], bool], within: float
+) -> list[str]:
+    """The lines ``proc`` writes to its stdout until ``done(lines)`` is true, or it closes its stdout.
+
+    Waits at most ``within`` seconds, then fails showing what came, rather than blocking on a pipe
+    until the test's timeout. Reads the file descriptor itself, so that ``communicate()`` later gets
+    the rest.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    lines: list[str] = []
+    partial = b""
+    deadline = time.monotonic() + within
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while not done(lines):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"no expected output within {within} s; stdout so far: {[*lines, partial]}")
+            if not selector.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break  # the script ended: the caller's checks say what is missing
+            *complete, partial = (partial + chunk).split(b"\n")
+            lines += [ln.decode().strip() for ln in complete]
+    return lines
+
+
+def _blocked_and_waiting(lines: list[str]) -> bool:
+    return "BLOCKED" in lines and any(ln.startswith("WAITING ") for ln in lines)
 
 
 @pytest.mark.timeout(30)
@@ -292,14 +337,11 @@ def test_ctrl_c_while_the_input_blocks(tmp_path: Path, backend: dict) -> None:
     )
     pids: list[int] = []
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # until the source is blocked and the loop waits for result 5
-            lines.append(line.strip())
+        # Until the source is blocked and the loop waits for result 5.
+        lines = _stdout_lines_until(proc, _blocked_and_waiting, within=10.0)
+        for line in lines:
             if line.startswith("WAITING "):
                 pids = json.loads(line[len("WAITING "):])
-            if "BLOCKED" in lines and any(ln.startswith("WAITING") for ln in lines):
-                break
         # Every result was delivered while the source was blocked, and the loop waits in next().
         assert [ln for ln in lines if ln.startswith("RESULT")] == [f"RESULT {i * i}" for i in range(4)]
         os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole group
