@@ -27,7 +27,7 @@ class JournaledIterator:
     """Lazy results of a journaled ``pool(iterable)``: stored results in their place, the rest
     computed by the pool and journaled before they are handed over.
 
-    An iterator and a context manager like :class:`~mtasklite_like.ResultIterator`, with
+    An iterator and a context manager like [`ResultIterator`][mtasklite_like.ResultIterator], with
     ``len()`` for sized input and ``parent_obj``. ``close()`` (or leaving ``with``) stops the
     workers, hands pending results to ``save_callback`` and closes the journal.
     """

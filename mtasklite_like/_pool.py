@@ -68,8 +68,8 @@ DEFAULT_JOIN_TIMEOUT = 0.5
 class Pool(Generic[R]):
     """A pool of workers that maps a function or stateful object over an iterable, lazily.
 
-    ``pool(iterable)`` returns a :class:`ResultIterator`. The signature and defaults match the
-    ``mtasklite`` package; options after ``*`` are this package's own.
+    ``pool(iterable)`` returns a [`ResultIterator`][mtasklite_like.ResultIterator]. The signature and defaults
+    match the ``mtasklite`` package; options after ``*`` are this package's own.
 
     Args:
         worker_or_worker_arr: the callable each worker runs (function, lambda, ``functools.partial``,
@@ -82,7 +82,7 @@ class Pool(Generic[R]):
             (``f(*x)``) or ``'kwargs'`` (``f(**x)``).
         exception_behavior: ``'immediate'`` (raise the first failure and stop), ``'ignore'`` (yield
             the exception object as the result) or ``'deferred'`` (yield exceptions, raise them all
-            at the end as :class:`~mtasklite_like.DeferredExceptions`).
+            at the end as [`DeferredExceptions`][mtasklite_like.DeferredExceptions]).
         bounded: read the input at most a small window ahead of the consumer (constant memory).
         chunk_size: the largest number of items sent to a worker in one batch (batches otherwise
             adapt to the measured task time).
@@ -98,7 +98,7 @@ class Pool(Generic[R]):
             ``backend='threads'``).
         task_timeout: seconds an item may run. A process worker past it is killed and replaced, a
             thread worker is abandoned (it cannot be killed) and replaced, and the item gets
-            :class:`~mtasklite_like.TaskTimeoutError` (a ``TimeoutError``). Each worker then holds
+            [`TaskTimeoutError`][mtasklite_like.TaskTimeoutError] (a ``TimeoutError``). Each worker then holds
             one item at a time, so ``chunk_size`` and ``chunk_prefill_ratio`` do not apply (a
             warning says so if they are given). With ``n_jobs=1`` an overrun is reported when the
             task ends.
@@ -118,14 +118,14 @@ class Pool(Generic[R]):
             initializer run again) after it has processed this many items; a remedy for memory
             leaks in task code (``max_tasks_per_child`` in ``concurrent.futures``).
         on_worker_death: ``'raise'``: a worker that dies (crash, ``os._exit``, a signal, the OOM
-            killer) raises :class:`~mtasklite_like.WorkerDiedError` naming it and the items it
+            killer) raises [`WorkerDiedError`][mtasklite_like.WorkerDiedError] naming it and the items it
             held. ``'restart'``: the worker is replaced and each item it held gets a
             ``WorkerDiedError`` result (or is retried). Default: ``'restart'`` under ``'ignore'``,
             ``'raise'`` otherwise.
         retries: run an item that failed (exception, death, timeout) again, up to this many times;
             the final error records ``.attempts`` and ``.previous_errors``.
         init_timeout: seconds a worker may take to start (initializer and object construction)
-            before the run fails with :class:`~mtasklite_like.WorkerInitError`.
+            before the run fails with [`WorkerInitError`][mtasklite_like.WorkerInitError].
         backend: where workers run: ``'processes'`` (default), ``'threads'`` or ``'ray'`` (one Ray
             actor per worker, on the machine or on a cluster: see docs/distributed.md; the ``ray``
             extra); more can be registered. With one worker, items run in the caller on processes
@@ -375,7 +375,7 @@ class Pool(Generic[R]):
 
     @property
     def exception_behaviour(self) -> str:
-        """British spelling of :attr:`exception_behavior`."""
+        """British spelling of ``exception_behavior``."""
         return self.exception_behavior
 
     @property
@@ -438,8 +438,8 @@ class Pool(Generic[R]):
 
     @property
     def exited(self) -> bool:
-        """True once :meth:`close` (or leaving ``with``) has stopped the workers, until a new run
-        starts them again."""
+        """True once [`close`][mtasklite_like.Pool.close] (or leaving ``with``) has stopped the workers, until
+        a new run starts them again."""
         return self._closed and not self._workers.alive
 
     def __enter__(self) -> Pool[R]:

@@ -49,14 +49,18 @@ class _Stopper:
 class ResultIterator(Generic[R]):
     """Lazy results of ``pool(iterable)``: an iterator, a context manager, sized for sized input.
 
-    Leaving the ``with`` block, calling :meth:`close`, or dropping the last reference stops the
-    workers still busy with this input. ``parent_obj`` is the pool.
+    Leaving the ``with`` block, calling [`close`][mtasklite_like.ResultIterator.close], or dropping the last
+    reference stops the workers still busy with this input. ``parent_obj`` is the pool.
 
-    It is also an async iterator: ``async for result in pool(items)`` inside an event loop never
-    blocks the loop (see docs/async.md); ``async with`` and :meth:`aclose` stop it without blocking.
+    It is also an async iterator: ``async for result in pool(items)`` inside an event loop never blocks the
+    loop (see docs/async.md); ``async with`` and [`aclose`][mtasklite_like.ResultIterator.aclose] stop it
+    without blocking.
 
-    For progress displays and wrappers: :attr:`total`, :attr:`failure_count`, :attr:`finished`,
-    :meth:`take_ready` and :attr:`heartbeat`.
+    For progress displays and wrappers: [`total`][mtasklite_like.ResultIterator.total],
+    [`failure_count`][mtasklite_like.ResultIterator.failure_count],
+    [`finished`][mtasklite_like.ResultIterator.finished],
+    [`take_ready`][mtasklite_like.ResultIterator.take_ready] and
+    [`heartbeat`][mtasklite_like.ResultIterator.heartbeat].
     """
 
     def __init__(
@@ -140,8 +144,8 @@ class ResultIterator(Generic[R]):
         return value  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
-        """Stop now, like :meth:`close`, without blocking the event loop: the workers are stopped
-        from a helper thread while this coroutine waits."""
+        """Stop now, like [`close`][mtasklite_like.ResultIterator.close], without blocking the event loop: the
+        workers are stopped from a helper thread while this coroutine waits."""
         stopper = self._stopper
         if self._run.finished or (stopper.driver is None and not self._run.started):
             stopper.close()  # nothing is running: closing cannot block

@@ -1,10 +1,9 @@
 """Map-reduce over one list argument: split it across workers, combine the part outputs.
 
-Many slow functions already take a list: ``resize_images(paths, out_dir, size)``,
-``count_words(documents)``. :func:`parallelize` makes a parallel version with the same signature:
-it cuts the list argument into parts, calls the function on each part (the other arguments
-unchanged) through a :class:`~mtasklite_like.Pool`, and combines the part outputs, in input order,
-with a reduction::
+Many slow functions already take a list: ``resize_images(paths, out_dir, size)``, ``count_words(documents)``.
+[`parallelize`][mtasklite_like.mapreduce.parallelize] makes a parallel version with the same signature: it
+cuts the list argument into parts, calls the function on each part (the other arguments unchanged) through a
+[`Pool`][mtasklite_like.Pool], and combines the part outputs, in input order, with a reduction::
 
     from mtasklite_like.mapreduce import parallelize
 
@@ -14,7 +13,7 @@ with a reduction::
 The list is cut into more parts than workers (4 per worker by default) so that a slow part does
 not leave the other workers idle at the end. Everything else is the pool's: threads or processes,
 start methods, exception modes, worker deaths, timeouts, retries; any ``Pool`` option given to
-:func:`parallelize` is passed on.
+[`parallelize`][mtasklite_like.mapreduce.parallelize] is passed on.
 """
 
 from __future__ import annotations
@@ -198,11 +197,11 @@ def _describe(function: Any) -> str:
 class ParallelFunction:
     """The parallel version of a function whose list argument is split across workers.
 
-    Made by :func:`parallelize`. Calling it has the function's signature; the result is the
-    reduction of the part outputs (or their list, with ``reduction=None``). As a context manager
-    it keeps its workers (and anything they built) between calls and stops them on exit; outside
-    one, each call starts workers and stops them when it ends. Used as a decorator on a method,
-    ``self`` (or ``cls``) is passed to every part unchanged.
+    Made by [`parallelize`][mtasklite_like.mapreduce.parallelize]. Calling it has the function's signature;
+    the result is the reduction of the part outputs (or their list, with ``reduction=None``). As a context
+    manager it keeps its workers (and anything they built) between calls and stops them on exit; outside one,
+    each call starts workers and stops them when it ends. Used as a decorator on a method, ``self`` (or
+    ``cls``) is passed to every part unchanged.
     """
 
     def __init__(
@@ -479,17 +478,18 @@ def parallelize(
     """Make a parallel version of ``function`` that splits one list argument across workers.
 
     ``parallelize(f, n_jobs=8, batched_arg="paths", reduction="flatten")`` returns a
-    :class:`ParallelFunction` with ``f``'s name, docstring and signature. Without ``function`` it
-    is a decorator (``@parallelize(n_jobs=8)``), also for methods.
+    [`ParallelFunction`][mtasklite_like.mapreduce.ParallelFunction] with ``f``'s name, docstring and
+    signature. Without ``function`` it is a decorator (``@parallelize(n_jobs=8)``), also for methods.
 
     Args:
         function: the function (or bound method) to run on each part.
         n_jobs: number of workers (default: as ``Pool``, the number of CPUs for processes).
-        batched_arg: the name of the argument to split; by default the first parameter (after a
-            leading ``self``/``cls``). Its value must be a sized, sliceable sequence: a list,
-            tuple, range, NumPy array, pandas object (:class:`BatchedArgumentError` otherwise).
+        batched_arg: the name of the argument to split; by default the first parameter (after a leading
+            ``self``/``cls``). Its value must be a sized, sliceable sequence: a list, tuple, range, NumPy
+            array, pandas object ([`BatchedArgumentError`][mtasklite_like.mapreduce.BatchedArgumentError]
+            otherwise).
         reduction: how part outputs are combined, in input order: a name from
-            :data:`~mtasklite_like.reductions.REDUCTIONS` (``'flatten'``, ``'concat'``,
+            ``mtasklite_like.reductions.REDUCTIONS`` (``'flatten'``, ``'concat'``,
             ``'sum'``, ``'mean'``, ``'product'``, ``'min'``, ``'max'``, ``'counter'``,
             ``'union'``, ``'merge'``, ``'and'``, ``'or'``), any callable taking the list of part
             outputs, or ``None`` for that list itself. ``'auto'`` (the default) picks from the
@@ -502,13 +502,13 @@ def parallelize(
         progress: show a progress bar counting items (``True``, or a dict of bar options such
             as ``{"desc": "resizing"}``).
         tqdm_class: the bar class (default ``tqdm.auto.tqdm``).
-        **pool_options: any other :class:`~mtasklite_like.Pool` option: ``use_threads``,
+        **pool_options: any other [`Pool`][mtasklite_like.Pool] option: ``use_threads``,
             ``exception_behavior``, ``start_method``, ``initializer``/``initargs``,
             ``task_timeout``, ``retries``, ``worker_env``, ``max_tasks_per_worker``, ...
 
     Errors in a part follow ``exception_behavior``: ``'immediate'`` (default) raises the first
     failure; ``'deferred'`` runs every part, then raises
-    :class:`~mtasklite_like.DeferredExceptions`; ``'ignore'`` returns the exception in place of
+    [`DeferredExceptions`][mtasklite_like.DeferredExceptions]; ``'ignore'`` returns the exception in place of
     the combined result (a ``DeferredExceptions`` object when several parts failed), or in
     place of the failed part's output when ``reduction=None``.
     """

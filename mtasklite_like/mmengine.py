@@ -1,13 +1,14 @@
-"""A drop-in for ``mmengine``'s progress helpers, running on :class:`~mtasklite_like.Pool`.
+"""A drop-in for ``mmengine``'s progress helpers, running on [`Pool`][mtasklite_like.Pool].
 
 ``from mmengine.utils import track_parallel_progress`` (or ``from mmengine import ...``) becomes
 ``from mtasklite_like.mmengine import track_parallel_progress``; the signatures and results stay:
 
-- :func:`track_parallel_progress` runs ``func(task)`` for each task on ``nproc`` worker processes
-  and returns the list of results, in task order (``keep_order=False``: completion order), with
-  a text progress bar written to ``file``;
-- :func:`track_progress` does the same in a plain loop in the caller;
-- :func:`track_iter_progress` yields the tasks while the bar advances.
+- [`track_parallel_progress`][mtasklite_like.mmengine.track_parallel_progress] runs ``func(task)`` for each
+  task on ``nproc`` worker processes and returns the list of results, in task order (``keep_order=False``:
+  completion order), with a text progress bar written to ``file``;
+- [`track_progress`][mtasklite_like.mmengine.track_progress] does the same in a plain loop in the caller;
+- [`track_iter_progress`][mtasklite_like.mmengine.track_iter_progress] yields the tasks while the bar
+  advances.
 
 ``tasks`` is a sequence, or a tuple ``(iterable, total)`` for an iterator of known length. Each task
 is passed to ``func`` as *one* argument, as in ``mmengine``. To spread a tuple over several
@@ -15,7 +16,7 @@ parameters without a wrapper, use the pool directly: ``Pool(func, nproc, argumen
 or ``pqdm(tasks, func, nproc, argument_type='args')``.
 
 What changes, on purpose (docs/workflows.md): a worker that dies raises
-:class:`~mtasklite_like.WorkerDiedError` instead of hanging; a task's exception carries the
+[`WorkerDiedError`][mtasklite_like.WorkerDiedError] instead of hanging; a task's exception carries the
 worker's traceback; a malformed ``(iterable, total)`` tuple raises ``TypeError`` rather than
 ``AssertionError``; ``chunksize`` caps the batch size (the default 1 lets batches adapt to the
 measured task time, so quick tasks are not sent one by one); the bar is redrawn at most ten times a

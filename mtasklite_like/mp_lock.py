@@ -18,7 +18,7 @@ nothing saved is lost; a crash repeats at most the batch whose ``save_callback``
 user callback and the journal cannot commit together). Items
 are processed in ``data_list`` order and handed out dynamically (no static slices). An exception
 in ``process`` or a worker that dies fails that item only: the other items are processed and
-saved, then :class:`~mtasklite_like.DeferredExceptions` is raised with the failures, which are
+saved, then [`DeferredExceptions`][mtasklite_like.DeferredExceptions] is raised with the failures, which are
 tried again by the next call.
 """
 
@@ -178,8 +178,8 @@ def mp_lock(
     ``process(data, shared_data, init_values)`` returns a result (picklable) or nothing;
     ``save_callback(f"{out_path}/data", results, names)`` (or None) saves batches of at most
     ``save_batch`` results. Calling again with the same ``out_path`` skips the names finished.
-    Raises :class:`~mtasklite_like.DeferredExceptions` at the end if items failed (the others are
-    all processed and saved; the failed ones are tried again by the next call).
+    Raises [`DeferredExceptions`][mtasklite_like.DeferredExceptions] at the end if items failed (the others
+    are all processed and saved; the failed ones are tried again by the next call).
     """
     _validate(data_list, process, num_procs, out_path, save_batch)
     names = list(dict.fromkeys(data_list))  # each name once, in order
@@ -203,7 +203,8 @@ def mp_lock_value(
     init_function: Callable[[Any], Any] | None = None,
     verbose: bool = True,
 ) -> list[Any]:
-    """As :func:`mp_lock`, and return the results of ``process`` in ``data_list`` order.
+    """As [`mp_lock`][mtasklite_like.mp_lock.mp_lock], and return the results of ``process`` in ``data_list``
+    order.
 
     The results are kept in the journal, so items finished by an earlier call are not computed
     again: their stored results take their place. (``mp_lock_values`` is the same function.)
@@ -235,8 +236,8 @@ def mp_lock_batch(
     init_function: Callable[[Any], Any] | None = None,
     verbose: bool = True,
 ) -> None:
-    """As :func:`mp_lock`, but ``process(batch, shared_data, init_values)`` gets a list of at most
-    ``batch_size`` names and returns a list of as many results.
+    """As [`mp_lock`][mtasklite_like.mp_lock.mp_lock], but ``process(batch, shared_data, init_values)`` gets a
+    list of at most ``batch_size`` names and returns a list of as many results.
 
     ``save_callback`` gets the results and names of whole batches, at most ``save_batch`` names
     per call when ``batch_size <= save_batch`` (one batch per call otherwise).

@@ -1,10 +1,10 @@
 """Ways to combine the outputs of the parts of a split computation into one result.
 
-:func:`~mtasklite_like.mapreduce.parallelize` cuts a list argument into parts, runs the function on
-each part, and hands the list of part outputs (in input order) to a *reduction*. Any callable that
-takes that list works. The ones here are correct for parts of different sizes: a
-:class:`Reduction` is also given the number of items in each part, which :data:`mean` needs (the
-mean of the part means is wrong as soon as the parts differ in size).
+[`parallelize`][mtasklite_like.mapreduce.parallelize] cuts a list argument into parts, runs the function on
+each part, and hands the list of part outputs (in input order) to a *reduction*. Any callable that takes that
+list works. The ones here are correct for parts of different sizes: a
+[`Reduction`][mtasklite_like.reductions.Reduction] is also given the number of items in each part, which
+``mean`` needs (the mean of the part means is wrong as soon as the parts differ in size).
 
 NumPy and pandas outputs are recognised by duck typing, so importing this module imports neither.
 """
@@ -74,7 +74,8 @@ class Reduction:
 
 
 def apply_reduction(reduction: Callable[..., Any], outputs: list[Any], sizes: Sequence[int]) -> Any:
-    """Call ``reduction`` on the part outputs, passing the part sizes to a :class:`Reduction`."""
+    """Call ``reduction`` on the part outputs, passing the part sizes to a
+    [`Reduction`][mtasklite_like.reductions.Reduction]."""
     if isinstance(reduction, Reduction):
         return reduction(outputs, sizes)
     return reduction(outputs)
@@ -234,8 +235,8 @@ REDUCTIONS: dict[str, Reduction] = {
 def compose(*steps: Callable[..., Any]) -> Reduction:
     """Apply reductions in turn: ``compose(flatten, mean)`` averages the flattened items.
 
-    The first step gets the part sizes when it is a :class:`Reduction`; later steps get the
-    previous step's value. Nothing is printed.
+    The first step gets the part sizes when it is a [`Reduction`][mtasklite_like.reductions.Reduction]; later
+    steps get the previous step's value. Nothing is printed.
     """
     if not steps:
         raise ValueError("compose() needs at least one reduction")
@@ -277,9 +278,9 @@ _BY_NAME = {
 def reduction_for_annotation(annotation: Any) -> Reduction | None:
     """The reduction that rebuilds a whole result of the annotated type from part results.
 
-    ``list`` -> :data:`flatten`, ``tuple``/``str``/``bytes``/NumPy arrays/pandas objects ->
-    :data:`concat`, ``set``/``frozenset`` -> :data:`union`, ``Counter`` -> :data:`counter_merge`,
-    ``dict`` -> :data:`dict_merge`; generic forms (``list[int]``, ``typing.Dict[str, int]``) and
+    ``list`` -> ``flatten``, ``tuple``/``str``/``bytes``/NumPy arrays/pandas objects ->
+    ``concat``, ``set``/``frozenset`` -> ``union``, ``Counter`` -> ``counter_merge``,
+    ``dict`` -> ``dict_merge``; generic forms (``list[int]``, ``typing.Dict[str, int]``) and
     string annotations count too. ``None`` for anything else (a number's right reduction depends on
     what the number is: a count adds up, a maximum does not).
     """
@@ -304,7 +305,7 @@ def reduction_for_annotation(annotation: Any) -> Reduction | None:
 
 
 def resolve_reduction(reduction: Any, where: str) -> Callable[..., Any] | None:
-    """Turn ``reduction`` (a name from :data:`REDUCTIONS`, a callable or None) into a callable."""
+    """Turn ``reduction`` (a name from ``REDUCTIONS``, a callable or None) into a callable."""
     if reduction is None:
         return None
     if isinstance(reduction, str):

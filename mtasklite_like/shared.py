@@ -13,17 +13,17 @@ anywhere a task argument can::
             pass
         result = out.copy()        # the memory is freed when the block ends
 
-A :class:`SharedArray` pickles as its name, shape and dtype, never as its data: a worker that
-receives it maps the same memory (``multiprocessing.shared_memory``), under every start method.
+A [`SharedArray`][mtasklite_like.shared.SharedArray] pickles as its name, shape and dtype, never as its data:
+a worker that receives it maps the same memory (``multiprocessing.shared_memory``), under every start method.
 Under ``fork`` the workers inherit the mapping; threads simply share the object.
 
-Lifetime: the process that created the array owns it and removes it from ``/dev/shm`` when the
-``with`` block ends (or on :meth:`SharedArray.close`, when the object is garbage-collected, or at
-interpreter exit, Ctrl-C included). Workers only map it: a worker that dies, even by SIGKILL,
-leaves nothing behind. If the owner itself is killed without a chance to clean up (SIGKILL), the
-standard library's resource tracker, a small process started with the first array, removes the
-segment once the owner and its workers are gone (and prints a "leaked shared_memory" warning
-saying so); only a kill of the tracker too (e.g. SIGKILL to the whole process group) leaks it.
+Lifetime: the process that created the array owns it and removes it from ``/dev/shm`` when the ``with`` block
+ends (or on [`SharedArray.close`][mtasklite_like.shared.SharedArray.close], when the object is
+garbage-collected, or at interpreter exit, Ctrl-C included). Workers only map it: a worker that dies, even by
+SIGKILL, leaves nothing behind. If the owner itself is killed without a chance to clean up (SIGKILL), the
+standard library's resource tracker, a small process started with the first array, removes the segment once
+the owner and its workers are gone (and prints a "leaked shared_memory" warning saying so); only a kill of the
+tracker too (e.g. SIGKILL to the whole process group) leaks it.
 
 NumPy is an optional dependency: ``pip install "mtasklite-like[numpy]"``.
 """
@@ -144,9 +144,10 @@ class SharedArray:
     """A NumPy array in shared memory, passed to workers by name.
 
     Index it like the array (``out[i] = row``, ``x = inp[i]``), or take the NumPy view with
-    :attr:`array` or ``numpy.asarray(shared)``. Made by :func:`shared_array` or :func:`share`;
-    a context manager that frees the memory on exit. Pickling gives a small handle (name, shape,
-    dtype, read-only flag); unpickling it in another process maps the same memory.
+    [`array`][mtasklite_like.shared.SharedArray.array] or ``numpy.asarray(shared)``. Made by
+    [`shared_array`][mtasklite_like.shared.shared_array] or [`share`][mtasklite_like.shared.share]; a context
+    manager that frees the memory on exit. Pickling gives a small handle (name, shape, dtype, read-only flag);
+    unpickling it in another process maps the same memory.
     """
 
     def __init__(
@@ -225,7 +226,8 @@ class SharedArray:
     def close(self) -> None:
         """Free the memory (in the process that created the array) or unmap it (in a worker).
 
-        NumPy views taken with :attr:`array` stay valid until they are dropped.
+        NumPy views taken with [`array`][mtasklite_like.shared.SharedArray.array] stay valid until they are
+        dropped.
         """
         self._array = None
         segment, self._segment = self._segment, None

@@ -1,9 +1,13 @@
 """The documentation site builds with ``mkdocs build --strict``: no broken link, no missing page,
-no docstring the API reference cannot read (mkdocs.yml; the docs extra installs MkDocs)."""
+no docstring the API reference cannot read (mkdocs.yml; the docs extra installs MkDocs), and no
+Sphinx/reST role (``:class:``, ``:meth:``, ... before a backticked name) shown literally on a
+page: the reference renders docstrings as Markdown, so a docstring names a documented object with
+a cross-reference (``[`X`][mtasklite_like.X]``) and anything else in plain backticks."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +18,10 @@ pytest.importorskip("mkdocs")
 pytest.importorskip("mkdocstrings")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A reST role as it appears in the built HTML: the role name, then the backticked target either
+# left as is or already turned into a code span by Markdown.
+LITERAL_ROLE = re.compile(r":(?:py:)?(class|meth|func|attr|mod|data|exc|obj):(?:`|<code>)")
 
 
 @pytest.mark.timeout(180)
@@ -34,3 +42,13 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
         assert (tmp_path / "site" / page).is_file(), page
     api = (tmp_path / "site" / "api" / "pool" / "index.html").read_text(encoding="utf-8")
     assert "max_tasks_per_worker" in api  # the Pool docstring made it into the reference
+    literal_roles = []
+    for page in sorted((tmp_path / "site").rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        for match in LITERAL_ROLE.finditer(text):
+            snippet = re.sub(r"<[^>]+>", "", text[match.start():match.start() + 120]).split("\n")[0]
+            literal_roles.append(f"{page.relative_to(tmp_path / 'site')}: {snippet}")
+    assert not literal_roles, (
+        f"{len(literal_roles)} reST role(s) rendered literally; in docstrings use "
+        "[`Name`][mtasklite_like.Name] (a documented object) or ``Name``:\n" + "\n".join(literal_roles)
+    )

@@ -1,4 +1,4 @@
-"""A drop-in for the ``workercontext`` package (0.1.1), running on :class:`~mtasklite_like.Pool`.
+"""A drop-in for the ``workercontext`` package (0.1.1), running on [`Pool`][mtasklite_like.Pool].
 
 Change ``from workercontext import ...`` to ``from mtasklite_like.workercontext import ...`` and
 ``from workercontext.reductions import ...`` to ``from mtasklite_like.workercontext.reductions
@@ -6,15 +6,15 @@ import ...``; the names, signatures and results stay. The list argument is cut i
 as ``workercontext`` cuts it (``len // min(n_processes, len)`` items each), so even the list of
 slice outputs returned without a reduction is the same.
 
-What changes, on purpose (docs/workflows.md lists it all): an empty list runs the function once on
-it instead of dividing by zero; any sized sequence (tuple, range, NumPy array) is accepted, not only
-a list; :func:`~.reductions.average_reduction` is weighted by slice size; a failing slice raises its
-exception with the worker's traceback, a dead worker raises
-:class:`~mtasklite_like.WorkerDiedError` instead of hanging; ``parallelise`` stops its workers after
-each call instead of leaving a pool open; nothing is printed unless ``verbose``
-(:func:`auto_parallelise` still says which reduction it chose). For new code,
-:func:`mtasklite_like.mapreduce.parallelize` offers more: load balancing, progress bars, threads,
-exception modes and every other ``Pool`` option.
+What changes, on purpose (docs/workflows.md lists it all): an empty list runs the function once on it instead
+of dividing by zero; any sized sequence (tuple, range, NumPy array) is accepted, not only a list;
+[`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction] is weighted by slice size; a
+failing slice raises its exception with the worker's traceback, a dead worker raises
+[`WorkerDiedError`][mtasklite_like.WorkerDiedError] instead of hanging; ``parallelise`` stops its workers
+after each call instead of leaving a pool open; nothing is printed unless ``verbose``
+([`auto_parallelise`][mtasklite_like.workercontext.auto_parallelise] still says which reduction it chose). For
+new code, [`mtasklite_like.mapreduce.parallelize`][mtasklite_like.mapreduce.parallelize] offers more: load
+balancing, progress bars, threads, exception modes and every other ``Pool`` option.
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ class _Call:
 
 
 class MultiWorkerAsync(MultiWorker):
-    """Like :class:`MultiWorker`, but a call starts the work and returns at once.
+    """Like [`MultiWorker`][mtasklite_like.workercontext.MultiWorker], but a call starts the work and returns
+    at once.
 
     On leaving the ``with`` block the work is waited for and, when ``return_container`` is given,
     the slice outputs are appended to it (those of every call, in call order). An exception raised
@@ -262,8 +263,9 @@ def parallelise(
 
 
 def auto_parallelise(function: Callable[..., Any]) -> Callable[..., Any]:
-    """:func:`parallelise` on every CPU, with the reduction chosen from the return annotation:
-    list -> flatten, set -> union, dict -> merge, str -> concatenation, anything else -> none.
+    """[`parallelise`][mtasklite_like.workercontext.parallelise] on every CPU, with the reduction chosen from
+    the return annotation: list -> flatten, set -> union, dict -> merge, str -> concatenation, anything else
+    -> none.
 
     Raises ``ValueError`` when ``function`` has no annotations or no return annotation.
     """

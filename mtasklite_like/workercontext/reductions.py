@@ -3,13 +3,16 @@
 Each function takes the list of slice outputs, as in ``workercontext`` 0.1.1, and gives the same
 result for the same list. Deliberate differences (see docs/workflows.md):
 
-- :func:`average_reduction` given to ``MultiWorker`` averages the slice outputs weighted by the
-  number of items in each slice, so the result is the mean over all items even when the slices
-  differ in size (``workercontext`` averages the slice means). Called directly on a list it is the
-  plain mean, as before.
-- :class:`ReductionComposition` prints nothing (``workercontext`` prints every intermediate value).
-- :func:`average_reduction`, :func:`bitwise_and_reduction` and :func:`bitwise_or_reduction` on an
-  empty list raise a ``ValueError`` that says so, instead of ``ZeroDivisionError`` / ``IndexError``.
+- [`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction] given to ``MultiWorker``
+  averages the slice outputs weighted by the number of items in each slice, so the result is the mean over all
+  items even when the slices differ in size (``workercontext`` averages the slice means). Called directly on a
+  list it is the plain mean, as before.
+- [`ReductionComposition`][mtasklite_like.workercontext.reductions.ReductionComposition] prints nothing
+  (``workercontext`` prints every intermediate value).
+- [`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction],
+  [`bitwise_and_reduction`][mtasklite_like.workercontext.reductions.bitwise_and_reduction] and
+  [`bitwise_or_reduction`][mtasklite_like.workercontext.reductions.bitwise_or_reduction] on an empty list
+  raise a ``ValueError`` that says so, instead of ``ZeroDivisionError`` / ``IndexError``.
 """
 
 from __future__ import annotations
@@ -132,8 +135,10 @@ def max_reduction(arr: list[float]) -> float:
 
 
 def to_native(reduction: Callable[..., Any] | None) -> Callable[..., Any] | None:
-    """The reduction ``MultiWorker`` applies for ``reduction``: :func:`average_reduction` (also as
-    the first step of a :class:`ReductionComposition`) becomes the size-weighted mean."""
+    """The reduction ``MultiWorker`` applies for ``reduction``:
+    [`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction] (also as the first step
+    of a [`ReductionComposition`][mtasklite_like.workercontext.reductions.ReductionComposition]) becomes the
+    size-weighted mean."""
     if reduction is average_reduction:
         return _native.mean
     if isinstance(reduction, ReductionComposition) and reduction._reductions:
