@@ -335,6 +335,74 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> N
             os.killpg(proc.pid, signal.SIGKILL)  # the fork server, if any, and stray workers
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_worker_still_starting_when_the_parent_is_killed_ends(tmp_path: Path, method: str) -> None:
+    """Regression: a worker read its parent's pid itself, first thing in its main function. One that
+    got there only after the caller was SIGKILLed (a fork child the scheduler left waiting) read the
+    pid of init instead, and every parent check it made then passed: it waited for batches forever.
+    Here worker 1 is held before its main function until the caller is gone."""
+    script = tmp_path / f"late_{method}.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, sys, time
+        import multiprocess
+        from mtasklite_like import Pool
+        from mtasklite_like._backends import processes
+
+        _real_main = processes._process_main
+
+
+        def _late_main(*args):
+            if multiprocess.current_process().name.endswith("-worker-1"):
+                caller = int(os.environ["LATE_CALLER_PID"])
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    try:
+                        os.kill(caller, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.01)
+            return _real_main(*args)
+
+
+        processes._process_main = _late_main
+
+
+        def block(x):
+            time.sleep(60)
+            return x
+
+        if __name__ == "__main__":
+            os.environ["LATE_CALLER_PID"] = str(os.getpid())
+            pool = Pool(lambda x: x if x == 0 else block(x), n_jobs=2, chunk_size=1, start_method={method!r})
+            it = pool([0, 1, 1, 1])
+            next(it)
+            print("PIDS " + json.dumps(pool.worker_pids), flush=True)
+            next(it)
+    """))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PIDS "), line
+        late = json.loads(line[5:])[1]
+        assert pid_running(late)
+        proc.kill()
+        proc.wait(5)
+        deadline = time.monotonic() + 5
+        while pid_running(late) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_running(late), "a worker that started after its parent died kept running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the fork server, if any, and stray workers
+
+
 class _HoldsGenerator:
     """A callable whose state no pickler can serialise (dill refuses generators too)."""
 

@@ -137,12 +137,18 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
 
 
 def _process_main(
-    spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, die_with_parent: bool, capacity: int
+    spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, die_with_parent: bool, capacity: int,
+    pool_pid: int | None = None,
 ) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent_pid = os.getppid()
+    # The parent to watch is named by the pool (``pool_pid``), not read here: a worker that gets
+    # here only after its parent was killed (a forked child the scheduler left waiting) would read
+    # the pid of init, or of a subreaper, and every parent check below would then pass forever.
+    # Under ``fork`` nothing else would end it: it holds its own task pipe's write end, so never
+    # sees EOF. None (``forkserver``): the parent is the fork server, which only the worker knows.
+    parent_pid = os.getppid() if pool_pid is None else pool_pid
     become_worker(parent_pid, die_with_parent=die_with_parent)  # may run pools of its own (nesting.py)
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
     if spec.concurrency:
@@ -324,7 +330,8 @@ class ProcessBackend(Backend):
         progress = self._ctx.RawArray("q", [-1, -1])
         process = self._ctx.Process(
             target=_process_main,
-            args=(payload, task_r, result_w, progress, may_die_with_parent(), self._pipe_capacity),
+            args=(payload, task_r, result_w, progress, may_die_with_parent(), self._pipe_capacity,
+                  self._worker_parent_pid()),
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
@@ -336,6 +343,11 @@ class ProcessBackend(Backend):
         self._by_waitable[result_r] = (proc, True)
         self._by_waitable[process.sentinel] = (proc, False)
         return proc
+
+    def _worker_parent_pid(self) -> int | None:
+        """The pid a new worker must see as its parent (see ``_process_main``): this process, except
+        under ``forkserver``, where workers are children of the fork server."""
+        return None if self._ctx.get_start_method() == "forkserver" else os.getpid()
 
     def replace_worker(self, worker: int, *, kill: bool = False) -> None:
         old = self._procs[worker]
