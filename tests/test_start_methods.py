@@ -287,16 +287,10 @@ def test_kept_workers_survive_an_idle_pause(tmp_path: Path, method: str) -> None
     assert {p for _, p in res["first"]} == {p for _, p in res["second"]}, "workers were not kept"
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize(
-    "method",
-    ["fork", "spawn", "forkserver"],
-)
-def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> None:
-    # SIGKILL leaves no chance to clean up: the orphaned workers must notice and end by themselves.
-    script = tmp_path / f"orphan_{method}.py"
-    script.write_text(textwrap.dedent(f"""
-        import json, os, sys, time
+def _caller_script(method: str, prelude: str = "") -> str:
+    """A caller that starts two workers, prints their pids ("PIDS [...]") once item 0 is done, then
+    waits for an item that blocks for a minute; ``prelude`` runs first (also in spawned workers)."""
+    return "import json, os, sys, time\n" + prelude + textwrap.dedent(f"""
         from mtasklite_like import Pool
 
         def block(x):
@@ -310,16 +304,41 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> N
             next(it)
             print("PIDS " + json.dumps(pool.worker_pids), flush=True)
             next(it)
-    """))
+    """)
+
+
+def _start_script_and_read_pids(script: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """Run ``script`` in a session of its own; return it and the worker pids it prints ("PIDS [...]")."""
     proc = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, str(script)], cwd=script.parent, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
     )
-    pids: list[int] = []
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("PIDS "), line
+    return proc, json.loads(line[5:])
+
+
+def _kill_session(proc: subprocess.Popen[str]) -> None:
+    """End the caller, the fork server if any, and stray workers."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "method",
+    ["fork", "spawn", "forkserver"],
+)
+def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> None:
+    # SIGKILL leaves no chance to clean up: the orphaned workers must notice and end by themselves.
+    script = tmp_path / f"orphan_{method}.py"
+    script.write_text(_caller_script(method))
+    proc, pids = _start_script_and_read_pids(script)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("PIDS "), line
-        pids = json.loads(line[5:])
         assert len(pids) == 2 and all(pid_running(p) for p in pids)
         proc.kill()
         proc.wait(5)
@@ -328,11 +347,32 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path, method: str) -> N
             time.sleep(0.05)
         assert [p for p in pids if pid_running(p)] == [], "orphaned workers kept running"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the fork server, if any, and stray workers
+        _kill_session(proc)
+
+
+_HOLD_WORKER_1_UNTIL_THE_CALLER_IS_GONE = """
+import multiprocess
+from mtasklite_like._backends import processes
+
+_real_main = processes._process_main
+
+
+def _late_main(*args):
+    if multiprocess.current_process().name.endswith("-worker-1"):
+        caller = int(os.environ["LATE_CALLER_PID"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(caller, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
+    return _real_main(*args)
+
+
+processes._process_main = _late_main
+os.environ.setdefault("LATE_CALLER_PID", str(os.getpid()))  # the caller's; inherited by workers
+"""
 
 
 @pytest.mark.timeout(60)
@@ -343,51 +383,10 @@ def test_a_worker_still_starting_when_the_parent_is_killed_ends(tmp_path: Path, 
     pid of init instead, and every parent check it made then passed: it waited for batches forever.
     Here worker 1 is held before its main function until the caller is gone."""
     script = tmp_path / f"late_{method}.py"
-    script.write_text(textwrap.dedent(f"""
-        import json, os, sys, time
-        import multiprocess
-        from mtasklite_like import Pool
-        from mtasklite_like._backends import processes
-
-        _real_main = processes._process_main
-
-
-        def _late_main(*args):
-            if multiprocess.current_process().name.endswith("-worker-1"):
-                caller = int(os.environ["LATE_CALLER_PID"])
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    try:
-                        os.kill(caller, 0)
-                    except ProcessLookupError:
-                        break
-                    time.sleep(0.01)
-            return _real_main(*args)
-
-
-        processes._process_main = _late_main
-
-
-        def block(x):
-            time.sleep(60)
-            return x
-
-        if __name__ == "__main__":
-            os.environ["LATE_CALLER_PID"] = str(os.getpid())
-            pool = Pool(lambda x: x if x == 0 else block(x), n_jobs=2, chunk_size=1, start_method={method!r})
-            it = pool([0, 1, 1, 1])
-            next(it)
-            print("PIDS " + json.dumps(pool.worker_pids), flush=True)
-            next(it)
-    """))
-    proc = subprocess.Popen(
-        [sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
+    script.write_text(_caller_script(method, prelude=_HOLD_WORKER_1_UNTIL_THE_CALLER_IS_GONE))
+    proc, pids = _start_script_and_read_pids(script)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("PIDS "), line
-        late = json.loads(line[5:])[1]
+        late = pids[1]
         assert pid_running(late)
         proc.kill()
         proc.wait(5)
@@ -396,11 +395,7 @@ def test_a_worker_still_starting_when_the_parent_is_killed_ends(tmp_path: Path, 
             time.sleep(0.05)
         assert not pid_running(late), "a worker that started after its parent died kept running"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the fork server, if any, and stray workers
+        _kill_session(proc)
 
 
 class _HoldsGenerator:
