@@ -463,6 +463,36 @@ def test_async_for_settles_faults_as_a_plain_for_and_never_starts_workers_on_the
     assert loop_thread not in replaced_in
 
 
+class _SizedLazySource:
+    """A sized input whose items are made on demand (a dataset that reads each item from disk, say):
+    reading it may block, so it must never be read in an event loop's thread."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.read_in: set[int] = set()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            self.read_in.add(threading.get_ident())
+            yield i
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_for_never_reads_an_input_that_may_block_in_the_loops_thread(backend):
+    source = _SizedLazySource(3000)
+
+    async def main():
+        with Pool(_square, n_jobs=2, backend=backend, chunk_size=7) as pool:
+            return threading.get_ident(), [r async for r in pool(source)]
+
+    loop_thread, out = asyncio.run(main())
+    assert out == [i * i for i in range(3000)]
+    assert source.read_in and loop_thread not in source.read_in
+
+
 def test_a_step_without_waiting_takes_what_arrived_and_holds_a_failure_with_what_follows():
     with Pool(helpers.fail_on_3, n_jobs=2, use_threads=True, chunk_size=1,
               exception_behavior="ignore") as pool:
