@@ -6,30 +6,39 @@ finish), stateful workers are built inside each worker with ``@delayed_init``, a
 ``mtasklite`` package.
 """
 
-from ._delayed import DelayedObject, delayed_init
-from ._errors import (
-    DeferredExceptions,
-    MtaskliteLikeError,
-    RemoteTraceback,
-    TaskPicklingError,
-    TaskTimeoutError,
-    WorkerDiedError,
-    WorkerInitError,
-)
-from ._journal import (
-    JournaledIterator,
-    JournalError,
-    JournalMismatchError,
-    JournalPicklingError,
-    JournalState,
-    JournalWarning,
-    read_journal,
-)
-from ._pool import Pool
-from ._results import ResultIterator
-from ._version import __version__
-from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
-from .utils import is_exception
+# Ctrl-C during this import, when it is the start of `python -m mtasklite_like` or of the
+# `mtasklite-like` script, exits with code 130 and says how to continue, instead of a traceback;
+# any other importer gets its KeyboardInterrupt. The check is made only once interrupted.
+try:
+    from ._delayed import DelayedObject, delayed_init
+    from ._errors import (
+        DeferredExceptions,
+        MtaskliteLikeError,
+        RemoteTraceback,
+        TaskPicklingError,
+        TaskTimeoutError,
+        WorkerDiedError,
+        WorkerInitError,
+    )
+    from ._journal import (
+        JournaledIterator,
+        JournalError,
+        JournalMismatchError,
+        JournalPicklingError,
+        JournalState,
+        JournalWarning,
+        read_journal,
+    )
+    from ._pool import Pool
+    from ._results import ResultIterator
+    from ._version import __version__
+    from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
+    from .utils import is_exception
+except KeyboardInterrupt:
+    from ._interrupt import exit_if_command_line
+
+    exit_if_command_line()
+    raise
 
 __all__ = [
     "ArgumentPassing",

@@ -8,7 +8,21 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of ``python -m mtasklite_like`` and of the ``mtasklite-like`` script; returns the
+    exit code. Ctrl-C before a command has its own handler in place (while its modules are
+    imported, say) gives 130 and a message that says how to continue, as one during a run does."""
+    try:
+        status = _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        return _interrupted(sys.argv[1:] if argv is None else argv)
+    if status == 130:  # a command that handled Ctrl-C itself
+        from ._interrupt import forget_caught_interrupt
+
+        forget_caught_interrupt()
+    return status
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print("usage: python -m mtasklite_like demo [--quick] [--n-jobs N] [--no-progress]")
         print("       python -m mtasklite_like map MODULE:FUNCTION [INPUT] [--output FILE] [--n-jobs N]")
@@ -33,5 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _interrupted(args: list[str]) -> int:
+    from ._interrupt import forget_caught_interrupt, report_interrupt
+
+    report_interrupt(args)
+    forget_caught_interrupt()
+    return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # main() handles Ctrl-C itself; this also covers one that lands as the call begins.
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        status = _interrupted(sys.argv[1:])
+    sys.exit(status)

@@ -7,7 +7,8 @@ writes the whole output again, computing only the lines that had not finished.
 
 Exit codes: 0 done, 1 a task failed (the message names the line), 2 a usage error (a function
 that cannot be imported, an unreadable input, an unwritable output, a run directory that cannot
-be used), 130 interrupted (Ctrl-C).
+be used), 130 interrupted (Ctrl-C, also while the command is starting; the message says how to
+continue).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ._errors import MtaskliteLikeError
+from ._interrupt import resume_hint
 
 __all__ = ["main"]
 
@@ -184,13 +186,27 @@ class _Lines:
         return self._total
 
 
-def _format(result: Any, as_json: bool, line_no: int) -> str:
+def _format(result: Any, as_json: bool, line_no: int, unordered: bool) -> str:
+    """``result`` as one output line; ``line_no`` is its output line, the input line unless ``unordered``."""
     if as_json:
         try:
             return json.dumps(result, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
-            raise _TaskFailed(f"the result of input line {line_no} is not JSON serialisable: {exc}") from None
+            which = f"output line {line_no}" if unordered else f"input line {line_no}"
+            raise _TaskFailed(f"the result of {which} is not JSON serialisable: {exc}") from None
     return str(result)
+
+
+def failed_line(exc: BaseException, written: int, unordered: bool) -> str:
+    """Which input line ``exc`` is the failure of, for the message.
+
+    The run marks each failure with its 0-based input position (``exc.input_index``). Without it,
+    in input order the failed line is the one after the ``written`` results; unordered, it is unknown.
+    """
+    index = getattr(exc, "input_index", None)
+    if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+        return f"input line {index + 1}"
+    return "a line" if unordered else f"input line {written + 1}"
 
 
 class _TaskFailed(Exception):
@@ -230,24 +246,19 @@ def run(args: argparse.Namespace) -> int:
         try:
             with stream:
                 for written, result in enumerate(stream, 1):
-                    out.write(_format(result, args.json, written))
+                    out.write(_format(result, args.json, written, args.unordered))
                     out.write("\n")
                     bar.update()
         except KeyboardInterrupt:
             bar.close()
-            hint = (
-                f"run the same command again to continue (finished lines are in {args.resume})"
-                if args.resume
-                else "pass --resume RUN_DIR to make a run resumable"
-            )
-            print(f"{PROG}: interrupted after {written} lines; {hint}", file=sys.stderr)
+            print(f"{PROG}: interrupted after {written} lines; {resume_hint(args.resume)}", file=sys.stderr)
             return 130
         except _TaskFailed as exc:
             print(f"{PROG}: {exc}", file=sys.stderr)
             return 1
         except Exception as exc:
             bar.close()
-            where = f"input line {written + 1}" if not args.unordered else "a line"
+            where = failed_line(exc, written, args.unordered)
             print(f"{PROG}: {where} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         finally:
@@ -279,5 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        # Before the results started (importing the function, starting the workers): nothing was
+        # written, but the hint is the same as for an interrupt during the run.
+        print(f"{PROG}: interrupted; {resume_hint(args.resume)}", file=sys.stderr)
         return 130
