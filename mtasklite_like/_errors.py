@@ -20,6 +20,32 @@ __all__ = [
 ]
 
 
+def name_item(exc: BaseException, index: int) -> None:
+    """Mark ``exc`` as the failure of input item ``index`` (its 0-based position in the input).
+
+    Every exception a run yields or raises for an item goes through here: task exceptions, results
+    or items that could not be unpickled, deaths and timeouts. The position is set as the
+    attribute ``input_index`` (readable on every Python version) and, on Python 3.11+, added as a
+    note that reads ``input item #3``, printed under the traceback. An exception object that does
+    not take attributes keeps only the note.
+    """
+    old = getattr(exc, "input_index", None)
+    if old == index:
+        return  # already named (the same object failed twice, say): one note is enough
+    try:
+        exc.input_index = index  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    note = f"input item #{index}"
+    notes = getattr(exc, "__notes__", None)
+    if old is not None and isinstance(notes, list) and f"input item #{old}" in notes:
+        # Renamed by a layer whose input is not the engine's (a resumed journaled run feeds the
+        # engine only unfinished items): the position in the caller's input replaces the old one.
+        notes[notes.index(f"input item #{old}")] = note
+    elif hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
 class MtaskliteLikeError(Exception):
     """Base class of the errors raised by the pool itself."""
 

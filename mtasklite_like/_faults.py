@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._backends.base import WorkerDied
-from ._errors import TaskTimeoutError, WorkerDiedError, WorkerInitError
+from ._errors import TaskTimeoutError, WorkerDiedError, WorkerInitError, name_item
 from ._ledger import Ledger, Msg
 from ._worker_set import WorkerSet
 
@@ -57,13 +57,15 @@ def settle_death(
     for msg_id, msg in held:
         batch = msg.batch
         for k, pos in enumerate(msg.item_positions()):
-            if target is not None and (msg_id, k) != target:
+            if (msg_id, k) == target:
+                ledger.fail(batch, pos, item_death_error(event, batch.indices[pos], batch.items[pos]))
+            else:
                 # Not the culprit: either never started, or it ran earlier in the same batch and
                 # its result died with the worker. Either way it goes to another worker, free of
-                # charge (a finished result must not be lost; see fault_tolerance.md).
+                # charge (a finished result must not be lost; see fault_tolerance.md). With no
+                # culprit at all (a kill between two batches, or while idle), nobody pays: such
+                # deaths are bounded by the count of deaths in a row above.
                 ledger.requeue(batch, pos)
-                continue
-            ledger.fail(batch, pos, item_death_error(event, running, batch.indices[pos], batch.items[pos]))
     return msgs, None
 
 
@@ -116,7 +118,7 @@ def death_error(event: WorkerDied, held: Held, *, restarting: bool) -> WorkerDie
     if running is not None:
         holding = f"while running input item #{running} ({holding})"
     hint = "" if restarting else ". Pass on_worker_death='restart' to replace dead workers and go on"
-    return WorkerDiedError(
+    error = WorkerDiedError(
         f"{_who(event)} died unexpectedly ({event.cause}) {holding}{hint}",
         worker_index=event.worker,
         pid=event.pid,
@@ -124,19 +126,24 @@ def death_error(event: WorkerDied, held: Held, *, restarting: bool) -> WorkerDie
         indices=indices,
         items=items,
     )
+    error.__cause__ = event.error
+    if running is not None:
+        name_item(error, running)
+    return error
 
 
-def item_death_error(event: WorkerDied, running: int | None, index: int, item: object) -> WorkerDiedError:
-    """The per-item error of an item lost with a dead worker (when the run goes on)."""
-    what = f"while running input item #{running}" if running is not None else "between items"
-    return WorkerDiedError(
-        f"{_who(event)} died unexpectedly ({event.cause}) {what}",
+def item_death_error(event: WorkerDied, index: int, item: object) -> WorkerDiedError:
+    """The error of the item a dead worker was running (when the run goes on)."""
+    error = WorkerDiedError(
+        f"{_who(event)} died unexpectedly ({event.cause}) while running input item #{index}",
         worker_index=event.worker,
         pid=event.pid,
         exitcode=event.exitcode,
         indices=[index],
         items=[item],
     )
+    error.__cause__ = event.error
+    return error
 
 
 def timeout_error(index: int, timeout: float, worker: int, *, killed: bool) -> TaskTimeoutError:

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._errors import name_item
 from ._journal_format import JournalError
 from ._journal_keyed import failure_position, keyed_pool
 
@@ -45,7 +46,7 @@ class OrderedResume:
             if stored is not missing:
                 marks.append((_STORED, stored))
                 continue
-            marks.append((_COMPUTED, key, item))
+            marks.append((_COMPUTED, key, item, pos))
             yield item
 
     def fill(self) -> bool:
@@ -81,6 +82,9 @@ class OrderedResume:
                 layout.append(None)
                 keys.append(mark[1])
                 items.append(mark[2])
+                result = chunk[got]
+                if isinstance(result, BaseException):
+                    name_item(result, mark[3])  # the engine saw only unfinished items
                 got += 1
         settled: list[Any] = []
         cut = not run.settle(keys, chunk, items, settled)
@@ -104,7 +108,12 @@ class UnorderedResume:
     def __init__(self, run: JournalRun) -> None:
         self._run = run
         self._stored_ready: deque[Any] = deque()
-        self._inflight: dict[int, tuple[Any, Any]] = {}
+        #: input position -> (key, item, the engine's index of the item)
+        self._inflight: dict[int, tuple[Any, Any, int]] = {}
+        #: the engine's index of an unfinished item -> its input position (the engine sees only
+        #: unfinished items, so its indices are not the caller's)
+        self._positions: dict[int, int] = {}
+        self._sent = 0
 
     def pool(self) -> Pool[Any]:
         """The pool to run: the run's pool, its workers wrapped to return positions."""
@@ -114,7 +123,7 @@ class UnorderedResume:
         """The pool's input: ``(position, item)`` of the unfinished items."""
         lookup = self._run.lookup
         stored_ready = self._stored_ready
-        inflight = self._inflight
+        inflight, positions = self._inflight, self._positions
         key_at = self._run.key_at
         missing = _MISSING
         for pos, item in enumerate(source):
@@ -123,7 +132,10 @@ class UnorderedResume:
             if stored is not missing:
                 stored_ready.append(stored)
                 continue
-            inflight[pos] = (key, item)
+            index = self._sent
+            self._sent += 1
+            inflight[pos] = (key, item, index)
+            positions[index] = pos
             yield pos, item
 
     def fill(self) -> bool:
@@ -145,17 +157,26 @@ class UnorderedResume:
         results: list[Any] = []
         items: list[Any] = []
         unattributed: list[tuple[int, BaseException]] = []  # (index in results, error)
+        positions = self._positions
         for r in chunk:
             if isinstance(r, BaseException):
                 pos = failure_position(r)
                 if pos is None or pos not in inflight:
-                    # A timeout names no item: it is yielded, not journaled (so retried on resume).
+                    # A timeout names no item to the workers' wrapper: it is yielded, not
+                    # journaled (so retried on resume), and named by its position in the input.
+                    pos = positions.pop(getattr(r, "input_index", -1), None)
+                    if pos is not None:
+                        name_item(r, pos)
+                        inflight.pop(pos, None)
                     unattributed.append((len(results), r))
                     continue
-                key, item = inflight.pop(pos)
+                key, item, index = inflight.pop(pos)
+                positions.pop(index, None)
+                name_item(r, pos)
             else:
                 pos, r = r
-                key, item = inflight.pop(pos)
+                key, item, index = inflight.pop(pos)
+                positions.pop(index, None)
             keys.append(key)
             results.append(r)
             items.append(item)

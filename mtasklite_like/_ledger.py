@@ -16,7 +16,12 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["Batch", "Ledger", "Msg"]
+from ._errors import name_item
+
+__all__ = ["UNSET", "Batch", "Ledger", "Msg"]
+
+#: the result slot of an item with no outcome yet (still running, waiting or being retried)
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__slots__": ()})()
 
 
 class Batch:
@@ -39,9 +44,9 @@ class Batch:
         self.raw: bytes | None = None  # the results as the worker pickled them (see BatchDone.raw)
 
     def slots(self) -> list[Any]:
-        """The results list, created on first need."""
+        """The results list, created on first need; :data:`UNSET` where an item has no outcome yet."""
         if self.results is None:
-            self.results = [None] * len(self.items)
+            self.results = [UNSET] * len(self.items)
         return self.results
 
 
@@ -179,6 +184,7 @@ class Ledger:
 
     def requeue(self, batch: Batch, pos: int) -> None:
         """Run the item again elsewhere, without counting an attempt (it was not at fault)."""
+        batch.slots()[pos] = UNSET
         self.retry.append((batch, pos))
 
     def _failed(self, batch: Batch, pos: int, exc: BaseException) -> None:
@@ -187,10 +193,12 @@ class Ledger:
             if batch.history is None:
                 batch.history = {}
             batch.history[pos] = [*history, exc]
+            batch.slots()[pos] = UNSET
             self.retry.append((batch, pos))
             return
         if self.retries:
             _record_attempts(exc, history)
+        name_item(exc, batch.indices[pos])
         if batch.errors is None:
             batch.errors = {}
         batch.errors[pos] = exc

@@ -9,8 +9,11 @@ here, at release, so that results and failures reach the consumer in the same or
   in the order the failed results were released (input order when ordered, completion order
   when not);
 - ``'immediate'``: the results before the failure are released, and the failure is returned to
-  the engine, which stops the run and raises it once those results are consumed. It does not wait
-  for earlier batches still running.
+  the engine, which stops the run and raises it once those results are consumed. Unordered, that
+  is at once. Ordered, it waits until every item before the failing one has its result (an
+  earlier item may still fail, and the consumer is owed every result before the first failure),
+  so the run yields the same results and raises the same error whatever the timing; it does not
+  wait for items after the failure.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from ._ledger import Batch
+from ._ledger import UNSET, Batch
 from .constants import ExceptionBehaviour
 
 __all__ = ["Release"]
@@ -40,29 +43,61 @@ class Release:
         self.failure_count = 0  # failed items released so far
         self.deferred: list[BaseException] = []
         self._waiting: dict[int, Batch] = {}
+        #: ordered 'immediate': batches with a final failure and items still pending, waiting for
+        #: their turn (see _release_up_to_failure)
+        self._failing: dict[int, Batch] = {}
         self._next = 0
 
     def settle(self, batch: Batch) -> BaseException | None:
         """After news about ``batch``: release what can be; return an error that ends the run."""
-        if batch.pending == 0:
-            if not self.ordered:
+        if not self.ordered:
+            if batch.pending == 0:
                 return self._release(batch)
-            if batch.id != self._next:
-                if batch.errors and self.immediate:
-                    return _first_error(batch)
+            if batch.errors and self.immediate:
+                # Other items of the batch are still running or retrying: 'immediate' means now.
+                return _first_error(batch)
+            return None
+        if batch.id != self._next:
+            if batch.pending == 0:
+                self._failing.pop(batch.id, None)
                 self._waiting[batch.id] = batch
+            elif batch.errors and self.immediate:
+                # Not raised yet: an earlier item may still fail, or its result is still owed to
+                # the consumer. Looked at again when its turn comes.
+                self._failing[batch.id] = batch
+            return None
+        return self._advance(batch)
+
+    def _advance(self, batch: Batch | None) -> BaseException | None:
+        """Release ``batch``, the next in input order, and every complete batch after it."""
+        while batch is not None:
+            if batch.pending:
+                if self.immediate and batch.errors:
+                    return self._release_up_to_failure(batch)
                 return None
             error = self._release(batch)
             self._next += 1
-            waiting = self._waiting
-            while error is None and self._next in waiting:
-                error = self._release(waiting.pop(self._next))
-                self._next += 1
-            return error
-        if batch.errors and self.immediate:
-            # Other items of the batch are still running or retrying: 'immediate' means now.
-            return _first_error(batch)
+            if error is not None:
+                return error
+            batch = self._waiting.pop(self._next, None) or self._failing.pop(self._next, None)
         return None
+
+    def _release_up_to_failure(self, batch: Batch) -> BaseException | None:
+        """'immediate', ordered: the next batch has a failure but other items still running. Once
+        every item before the first failure has its result, release those and return the failure
+        (so the error raised is always the first in input order, after every result before it)."""
+        assert batch.errors is not None and batch.results is not None
+        first = min(batch.errors)
+        results = batch.results
+        if any(results[k] is UNSET for k in range(first)):
+            self._failing[batch.id] = batch  # an earlier item is still running or retrying
+            return None
+        self._failing.pop(batch.id, None)
+        self.released += len(results)
+        self.failure_count += 1
+        self.ready.extend(results[:first])
+        batch.raw = None
+        return batch.errors[first]
 
     def _release(self, batch: Batch) -> BaseException | None:
         results = batch.results
@@ -87,6 +122,7 @@ class Release:
     def clear(self) -> None:
         """Forget batches waiting for release (the run has ended)."""
         self._waiting.clear()
+        self._failing.clear()
 
 
 def _first_error(batch: Batch) -> BaseException:

@@ -20,7 +20,15 @@ from typing import Any
 
 from . import _faults
 from ._admission import Admission
-from ._backends.base import Backend, BatchDone, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from ._backends.base import (
+    Backend,
+    BatchDone,
+    BatchUnreadable,
+    Event,
+    WorkerDied,
+    WorkerInitFailed,
+    WorkerReady,
+)
 from ._budget import ByteBudget
 from ._dispatch import Dispatch
 from ._errors import DeferredExceptions
@@ -241,6 +249,8 @@ class Run:
             self._fail(_faults.init_failed_error(event.worker, event.error))
         elif isinstance(event, WorkerDied):
             self._on_death(event)
+        elif isinstance(event, BatchUnreadable):
+            self._on_unreadable(event)
 
     def _on_done(self, event: BatchDone) -> None:
         msg = self._ledger.pop(event.batch_id)
@@ -258,6 +268,25 @@ class Run:
             overrun = _faults.overrun_error
             failures = [(k, overrun(i, timeout, event.elapsed)) for k, i in enumerate(msg.indices())]
         self._ledger.record(msg, event.results, failures, event.raw)
+        self._answered(msg)
+
+    def _on_unreadable(self, event: BatchUnreadable) -> None:
+        msg = self._ledger.pop(event.batch_id)
+        if msg is None:
+            return
+        positions = msg.item_positions()
+        if len(positions) == 1:
+            # Alone, the item is the one that cannot cross: the unpickling error is its failure.
+            self._ledger.fail(msg.batch, positions[0], event.error)
+        else:
+            # Which item is at fault is unknown: each travels again alone, free of charge.
+            for pos in positions:
+                self._ledger.requeue(msg.batch, pos)
+        self._answered(msg)
+
+    def _answered(self, msg: Msg) -> None:
+        """After the ledger took a worker's answer to ``msg``: recycle the worker if its quota is
+        spent, and release what the answer made releasable."""
         worker = msg.worker
         if self.workers.quota_spent(worker) and not self._ledger.loads[worker]:
             # The worker has done its share and holds nothing: replace it with a fresh one.

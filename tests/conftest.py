@@ -21,7 +21,7 @@ BACKENDS = {
     "ray": {"use_threads": False, "backend": "ray"},
 }
 #: test modules whose backend-generic tests also run on Ray
-RAY_MODULES = {"test_order_and_bounds", "test_exceptions", "test_delayed_init"}
+RAY_MODULES = {"test_order_and_bounds", "test_exceptions", "test_delayed_init", "test_item_errors"}
 N_JOBS = {"threads": [1, 2, 3, 4], "processes": [1, 2, 3, 4], "ray": [1, 3]}
 
 #: the test Ray: 2 CPUs, no dashboard, a small object store; two simulated GPUs and a custom

@@ -6,7 +6,12 @@ what else happens when it runs, through the attributes of a :class:`Step`:
 
 - ``seconds``: how long it takes (virtual time; ``math.inf`` hangs);
 - ``dies``: on how many of its attempts the worker dies while running it;
-- ``hangs``: on how many of its attempts it hangs (then it takes ``seconds`` as usual).
+- ``dies_after``: on how many of its attempts the worker dies just after it finished, before it
+  starts the next item (when it is the last of its batch, the batch's results are delivered
+  first: a death between two batches);
+- ``hangs``: on how many of its attempts it hangs (then it takes ``seconds`` as usual);
+- ``unreadable``: the worker cannot unpickle it: any batch that holds it is reported as
+  ``BatchUnreadable`` without running, as the process backend reports it.
 
 Like the process backend, a batch is reported when all of it has run, so results of items that
 ran before a death in the same batch are lost with the worker, and ``WorkerDied.running`` names
@@ -31,6 +36,7 @@ from mtasklite_like._backends import register_backend
 from mtasklite_like._backends.base import (
     Backend,
     BatchDone,
+    BatchUnreadable,
     Capabilities,
     Event,
     WorkerDied,
@@ -43,7 +49,7 @@ from mtasklite_like._worker import WorkerSpec, build_worker_callable
 ITEM_SECONDS = 0.001
 
 
-@dataclass
+@dataclass(slots=True)
 class Step:
     """One scripted item: its value, and what happens when it runs."""
 
@@ -51,7 +57,9 @@ class Step:
     seconds: float = ITEM_SECONDS
     raises: BaseException | None = None
     dies: int = 0
+    dies_after: int = 0
     hangs: int = 0
+    unreadable: bool = False
     attempts: int = 0
 
 
@@ -129,6 +137,9 @@ class FakeBackend(Backend):
             return math.inf, None, False
         batch_id, items = w.queue[0]
         t = w.free_at
+        bad = [x for x in items if getattr(x, "unreadable", False)]
+        if bad:
+            return t, BatchUnreadable(index, batch_id, ValueError(f"cannot unpickle {bad[0].value!r}")), False
         for pos, item in enumerate(items):
             seconds = getattr(item, "seconds", ITEM_SECONDS)
             attempt = getattr(item, "attempts", 0)
@@ -137,6 +148,10 @@ class FakeBackend(Backend):
             if attempt < getattr(item, "dies", 0):
                 return t, WorkerDied(index, "scripted death", running=(batch_id, pos)), True
             t += seconds
+            if attempt < getattr(item, "dies_after", 0):
+                # Dead after this item: like the process backend, the shared position still names
+                # it (the last item started); after the last one the batch was delivered first.
+                return t, WorkerDied(index, "scripted death after an item", running=(batch_id, pos)), True
         return t, None, False
 
     def _run(self, w: _Worker, dies: bool) -> Event | None:
@@ -147,10 +162,12 @@ class FakeBackend(Backend):
         failures: list[tuple[int, BaseException]] = []
         elapsed = 0.0
         for pos, item in enumerate(items):
+            dies_after = False
             if isinstance(item, Step):
                 item.attempts += 1
                 if dies and item.attempts <= item.dies:
                     return None
+                dies_after = dies and item.attempts <= item.dies_after
                 elapsed += item.seconds
             else:
                 elapsed += ITEM_SECONDS
@@ -160,6 +177,10 @@ class FakeBackend(Backend):
             except Exception as exc:
                 results.append(None)
                 failures.append((pos, exc))
+            if dies_after:
+                if pos < len(items) - 1:
+                    return None  # the results of the batch die with the worker
+                break
         w.free_at += elapsed
         return BatchDone(index, batch_id, results, failures, elapsed)
 
@@ -189,6 +210,9 @@ class FakeBackend(Backend):
             return []
         t, w, event, dies = best
         self.now = max(self.now, t)
+        if isinstance(event, BatchUnreadable):
+            w.queue.popleft()
+            return [event]
         if not w.announced:
             w.announced = True
             if isinstance(event, WorkerInitFailed):
@@ -202,7 +226,7 @@ class FakeBackend(Backend):
             w.ready_at = w.free_at = math.inf  # dead: reports nothing more
             w.announced = True
             assert event is not None
-            return [event]
+            return [done, event] if done is not None else [event]
         return [done] if done is not None else []
 
     def replace_worker(self, worker: int, *, kill: bool = False) -> None:

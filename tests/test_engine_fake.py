@@ -101,10 +101,99 @@ def test_deaths_blamed_on_no_item_end_the_run(mode):
     assert len(FakeBackend.made[-1].replaced) == max(3, 2 * 2)
 
 
-def test_a_death_between_items_fails_every_item_held_in_immediate_mode():
+def test_deaths_blamed_on_no_item_fail_no_item_in_immediate_mode():
+    # Workers that die before running anything fail none of the items they held: the run ends
+    # with the deaths themselves once they keep happening.
     pool = Pool(run_step, 2, backend="fake-dies-at-start", on_worker_death="restart")
-    with pytest.raises(WorkerDiedError, match="between items"):
+    with pytest.raises(WorkerDiedError, match="keep dying") as info:
         list(pool(range(100)))
+    assert "while running input item" not in str(info.value)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 8])
+@pytest.mark.parametrize("position", range(12))
+@pytest.mark.parametrize("unordered", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_death_after_an_item_costs_at_most_that_item(chunk_size, position, unordered, mode):
+    # The worker dies once the item at ``position`` has finished and before the next starts: in
+    # the middle of its batch, or (last of a batch) between two batches while it holds the next.
+    items = [Step(i) for i in range(12)]
+    items[position].dies_after = 1
+    pool = _pool(chunk_size=chunk_size, is_unordered=unordered, exception_behavior=mode,
+                 on_worker_death="restart")
+    out: list[object] = []
+    raised: BaseException | None = None
+    try:
+        for r in pool(items):
+            out.append(r)
+    except (WorkerDiedError, DeferredExceptions) as exc:
+        raised = exc
+    deaths = sum(kill for _, kill in FakeBackend.made[-1].replaced)
+    assert deaths == 1
+    failed = [r for r in out if is_exception(r)]
+    if isinstance(raised, WorkerDiedError):  # 'immediate': the blamed item's error ends the run
+        failed.append(raised)
+    assert len(failed) <= deaths
+    blamed = {e.input_index for e in failed}
+    assert blamed <= {position}
+    if not isinstance(raised, WorkerDiedError):
+        assert len(out) == 12
+        values = [r for r in out if not is_exception(r)]
+        expected = [i for i in range(12) if i not in blamed]
+        assert (sorted(values) if unordered else values) == expected
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 8])
+@pytest.mark.parametrize("position", range(12))
+@pytest.mark.parametrize("unordered", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_an_item_that_cannot_be_unpickled_fails_alone(chunk_size, position, unordered, mode):
+    items = [Step(i) for i in range(12)]
+    items[position].unreadable = True
+    out: list[object] = []
+    raised: BaseException | None = None
+    try:
+        for r in _pool(chunk_size=chunk_size, is_unordered=unordered, exception_behavior=mode)(items):
+            out.append(r)
+    except (ValueError, DeferredExceptions) as exc:
+        raised = exc
+    failed = [r for r in out if is_exception(r)]
+    if mode == "immediate":
+        assert isinstance(raised, ValueError) and raised.input_index == position
+        assert position not in out
+        if not unordered:
+            assert out == list(range(position))
+        return
+    assert len(out) == 12 and len(failed) == 1
+    assert str(failed[0]) == f"cannot unpickle {position}" and failed[0].input_index == position
+    values = [r for r in out if not is_exception(r)]
+    expected = [i for i in range(12) if i != position]
+    assert (sorted(values) if unordered else values) == expected
+    assert not FakeBackend.made[-1].replaced  # no worker died for it
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("unordered", [False, True])
+def test_random_deaths_fail_at_most_one_item_each(seed, unordered):
+    import random
+
+    rng = random.Random(seed)
+    items = [Step(i) for i in range(300)]
+    for step in rng.sample(items, 25):
+        if rng.random() < 0.5:
+            step.dies = 1
+        else:
+            step.dies_after = 1
+    pool = _pool(chunk_size=rng.choice([1, 2, 5, 16]), is_unordered=unordered,
+                 exception_behavior="ignore", retries=0)
+    out = list(pool(items))
+    deaths = sum(kill for _, kill in FakeBackend.made[-1].replaced)
+    failed = [r for r in out if is_exception(r)]
+    assert len(out) == 300
+    assert len(failed) <= deaths
+    assert all(isinstance(e, WorkerDiedError) and "while running input item" in str(e) for e in failed)
+    got = sorted([r for r in out if not is_exception(r)] + [e.input_index for e in failed])
+    assert got == list(range(300))
 
 
 # -- timeouts --------------------------------------------------------------------------------------
@@ -192,6 +281,53 @@ def test_immediate_raises_the_first_failure_without_losing_earlier_results(unord
     if not unordered:
         assert got == list(range(5))
     assert 5 not in got
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 4])
+@pytest.mark.parametrize("slow", range(6))
+@pytest.mark.parametrize("retries", [0, 1])
+def test_ordered_immediate_yields_every_result_before_the_first_failure(chunk_size, slow, retries):
+    # Item 6 fails at once; an earlier item is slow, so the failure is known first. Every result
+    # before it must still come out, then item 6's error, whatever finished first.
+    items = [Step(i) for i in range(10)]
+    items[slow].seconds = 5.0
+    items[6].raises = ValueError("item 6")
+    got = []
+    with pytest.raises(ValueError, match="item 6") as info:
+        for r in _pool(chunk_size=chunk_size, retries=retries)(items):
+            got.append(r)
+    assert got == list(range(6))
+    assert info.value.input_index == 6
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3])
+@pytest.mark.parametrize("unordered", [False, True])
+def test_immediate_raises_the_earliest_of_two_failures_when_ordered(chunk_size, unordered):
+    # Item 1 fails late, item 4 fails early: ordered, item 1's error is the one raised.
+    items = [Step(i) for i in range(8)]
+    items[1].seconds, items[1].raises = 5.0, ValueError("item 1")
+    items[4].raises = ValueError("item 4")
+    got = []
+    with pytest.raises(ValueError) as info:
+        for r in _pool(chunk_size=chunk_size, is_unordered=unordered)(items):
+            got.append(r)
+    if unordered:
+        assert info.value.input_index in (1, 4)
+    else:
+        assert str(info.value) == "item 1" and got == [0]
+
+
+def test_ordered_immediate_does_not_wait_for_items_after_the_failure():
+    # Item 3 hangs (no timeout) after the failing item 1 in the same batch: the error is raised
+    # without waiting for it.
+    items = [Step(i) for i in range(4)]
+    items[1].raises = ValueError("item 1")
+    items[3].seconds = math.inf
+    got = []
+    with pytest.raises(ValueError, match="item 1"):
+        for r in _pool(n_jobs=1 + 1, chunk_size=4)(items):
+            got.append(r)
+    assert got == [0]
 
 
 @pytest.mark.parametrize("unordered", [False, True])

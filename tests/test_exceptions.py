@@ -70,7 +70,9 @@ def test_immediate_raises_the_original_exception(backend, n_jobs):
 
 @pytest.mark.no_ray("the task closes over a threading.Event; tests/test_ray.py has the Ray version")
 def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
-    # item 0 blocks for 60 s on one worker; item 1 fails on the other one at once
+    # item 0 blocks for 60 s on one worker; item 1 fails on the other one at once. Unordered, the
+    # failure is raised at once. (Ordered, item 0's result comes first, so the run waits for it:
+    # tests/test_engine_fake.py checks that order, and that nothing after the failure is waited for.)
     items = [(60, 0), "boom"]
     release = threading.Event()  # set at the end, so an abandoned thread ends too (a process
     # worker has its own copy, never set: it blocks until it is killed)
@@ -85,7 +87,7 @@ def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
     t0 = time.monotonic()
     try:
         with pytest.raises(LookupError, match="fails fast"):
-            list(Pool(task, 2, join_timeout=0.2, **backend)(items))
+            list(Pool(task, 2, join_timeout=0.2, is_unordered=True, **backend)(items))
         assert time.monotonic() - t0 < 5
     finally:
         release.set()

@@ -252,9 +252,11 @@ def test_close_mid_run_then_call_again(task: _Task, backend: str, managed: bool)
 @both_backends
 @managed_or_not
 def test_task_error_stops_busy_workers_at_once(task: _Task, backend: str, managed: bool) -> None:
-    # Item 1 blocks a worker; item 2 fails on the other: 'immediate' must not wait for item 1.
+    # Item 1 blocks a worker; item 2 fails on the other: unordered, 'immediate' must not wait for
+    # item 1. (Ordered, item 1's result comes before item 2's error, so it is waited for:
+    # tests/test_item_errors.py and tests/test_engine_fake.py check that order.)
     workers = _Workers(backend)
-    pool = _pool(task, backend)
+    pool = _pool(task, backend, is_unordered=True)
     got = []
     with _maybe_with(pool, managed):
         it = pool([0, -1, -2, -1, -1, -1])

@@ -287,10 +287,11 @@ def test_kept_workers_survive_an_idle_pause(tmp_path: Path, method: str) -> None
     assert {p for _, p in res["first"]} == {p for _, p in res["second"]}, "workers were not kept"
 
 
-def _caller_script(method: str, prelude: str = "") -> str:
+def _caller_script(method: str, prelude: str = "", from_a_thread: bool = False) -> str:
     """A caller that starts two workers, prints their pids ("PIDS [...]") once item 0 is done, then
-    waits for an item that blocks for a minute; ``prelude`` runs first (also in spawned workers)."""
-    return "import json, os, sys, time\n" + prelude + textwrap.dedent(f"""
+    waits for an item that blocks for a minute; ``prelude`` runs first (also in spawned workers).
+    ``from_a_thread``: all of it runs in a thread of its own, while the main thread waits for it."""
+    return "import json, os, sys, threading, time\n" + prelude + textwrap.dedent(f"""
         from mtasklite_like import Pool
 
         def block(x):
@@ -298,12 +299,18 @@ def _caller_script(method: str, prelude: str = "") -> str:
                 time.sleep(60)
             return x
 
-        if __name__ == "__main__":
+        def call():
             pool = Pool(block, n_jobs=2, chunk_size=1, start_method={method!r})
             it = pool([0, 1, 1, 1])
             next(it)
             print("PIDS " + json.dumps(pool.worker_pids), flush=True)
             next(it)
+
+        if __name__ == "__main__":
+            if {from_a_thread!r}:
+                threading.Thread(target=call).start()
+            else:
+                call()
     """)
 
 
@@ -396,6 +403,105 @@ def test_a_worker_still_starting_when_the_parent_is_killed_ends(tmp_path: Path, 
         assert not pid_running(late), "a worker that started after its parent died kept running"
     finally:
         _kill_session(proc)
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` in ``/proc`` ("T": stopped, "Z": zombie); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("from_a_thread", [False, True], ids=["main_thread", "other_thread"])
+@pytest.mark.parametrize("method", METHODS)
+def test_a_stopped_worker_ends_when_the_parent_is_killed(
+    tmp_path: Path, method: str, from_a_thread: bool
+) -> None:
+    """Regression: a stopped worker cannot run the watch of its own threads, so only the kernel can
+    end it when its caller is killed. Workers started by a thread other than the main one did not
+    ask for that (the parent-death signal follows the thread that started them, which could end
+    before the pool), and outlived their killed caller for as long as they stayed stopped. Under
+    ``forkserver`` a stopped worker also kept the fork server, its parent, alive: it held the pipe
+    whose closing tells the fork server that its callers are gone."""
+    script = tmp_path / f"stopped_{method}_{int(from_a_thread)}.py"
+    script.write_text(_caller_script(method, from_a_thread=from_a_thread))
+    proc, pids = _start_script_and_read_pids(script)
+    try:
+        assert len(pids) == 2 and all(pid_running(p) for p in pids)
+        stopped = pids[0]
+        os.kill(stopped, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while _process_state(stopped) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _process_state(stopped) == "T", "the worker did not stop"
+        proc.kill()
+        proc.wait(5)
+        deadline = time.monotonic() + 20
+        while any(pid_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = {p: _process_state(p) for p in pids if pid_running(p)}
+        assert left == {}, f"workers outlived their killed caller (pid: state): {left}"
+    finally:
+        for pid in pids:
+            if pid_running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        _kill_session(proc)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_workers_outlive_the_thread_that_started_them(tmp_path: Path, method: str) -> None:
+    """Workers that die with their parent must not die with the thread that started them: a thread
+    runs the first call of a kept pool and ends, and the main thread's next call finds the same
+    workers. (Linux sends the parent-death signal when the *thread* that forked a child ends.)"""
+    body = """
+    import threading
+
+
+    def where(x):
+        return (x, os.getpid())
+
+
+    def thread_gone(native_id):
+        # The kernel sends a parent-death signal before it drops the thread's /proc entry.
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/self/task/{native_id}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not os.path.exists(f"/proc/self/task/{native_id}")
+
+
+    if __name__ == "__main__":
+        with Pool(where, n_jobs=2, chunk_size=1, start_method=METHOD) as pool:
+            first, before, native = [], [], []
+
+            def first_call():
+                native.append(threading.get_native_id())
+                first.extend(pool(range(6)))
+                before.extend(pool.worker_pids)
+
+            caller = threading.Thread(target=first_call)
+            caller.start()
+            caller.join()
+            gone = thread_gone(native[0])
+            try:
+                second = list(pool(range(6, 12)))
+            except Exception as exc:
+                emit(error=f"{type(exc).__name__}: {exc}")
+            else:
+                emit(error=None, gone=gone, first=first, second=second, before=before,
+                     after=pool.worker_pids)
+    """
+    res = _run_script(tmp_path, body, method)
+    assert res["error"] is None
+    assert res["gone"], "the thread that started the workers did not end"
+    assert [x for x, _ in res["first"]] == list(range(6))
+    assert [x for x, _ in res["second"]] == list(range(6, 12))
+    assert len(res["before"]) == 2 and res["after"] == res["before"], "workers were replaced"
+    assert {p for _, p in res["second"]} <= set(res["before"]), "the second call ran in new workers"
 
 
 class _HoldsGenerator:

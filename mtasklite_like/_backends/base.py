@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 __all__ = [
     "Backend",
     "BatchDone",
+    "BatchUnreadable",
     "Capabilities",
     "Event",
     "WorkerDied",
@@ -99,6 +100,24 @@ class BatchDone(Event):
         self.raw = raw
 
 
+class BatchUnreadable(Event):
+    """A batch that could not be unpickled on the other side: its items in the worker, or its
+    results in the caller. ``error`` is the unpickling error (with the worker's traceback as its
+    ``__cause__`` when it was raised there). The worker goes on with its next batch.
+
+    The engine splits such a batch into items that travel alone, free of charge; an item that
+    already travelled alone gets ``error`` as its failure. So one item that cannot cross fails by
+    itself, with the real cause, and the rest of its batch runs.
+    """
+
+    __slots__ = ("batch_id", "error")
+
+    def __init__(self, worker: int, batch_id: int, error: BaseException) -> None:
+        super().__init__(worker)
+        self.batch_id = batch_id
+        self.error = error
+
+
 class WorkerReady(Event):
     """A worker has built its object and takes items from now on (task deadlines start here)."""
 
@@ -121,9 +140,12 @@ class WorkerDied(Event):
     ``cause`` says how, in words (``"killed by SIGKILL"``, ``"the task raised SystemExit"``).
     ``pid`` and ``exitcode`` are set by backends whose workers are processes. ``running`` is
     ``(batch_id, position)`` of the item it had started last, when the backend knows it.
+    ``error``: the exception that ended the worker when a task raised one that a worker does not
+    survive (``SystemExit``, ``KeyboardInterrupt``, other ``BaseException``), with the worker's
+    traceback as its ``__cause__`` where it crossed from another process; None otherwise.
     """
 
-    __slots__ = ("cause", "exitcode", "pid", "running")
+    __slots__ = ("cause", "error", "exitcode", "pid", "running")
 
     def __init__(
         self,
@@ -133,12 +155,14 @@ class WorkerDied(Event):
         pid: int | None = None,
         exitcode: int | None = None,
         running: tuple[int, int] | None = None,
+        error: BaseException | None = None,
     ) -> None:
         super().__init__(worker)
         self.cause = cause
         self.pid = pid
         self.exitcode = exitcode
         self.running = running
+        self.error = error
 
 
 class Backend(ABC):

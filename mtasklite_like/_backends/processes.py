@@ -42,10 +42,19 @@ from .._async_worker import FailedItem, serve_coroutines
 from .._errors import RemoteTraceback, TaskPicklingError
 from .._serialize import dumps, dumps_oob, loads, main_needs_by_value
 from .._worker import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
-from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
-from .nesting import become_worker, check_may_have_children, may_die_with_parent
+from .base import (
+    Backend,
+    BatchDone,
+    BatchUnreadable,
+    Capabilities,
+    Event,
+    WorkerDied,
+    WorkerInitFailed,
+    WorkerReady,
+)
+from .nesting import become_worker, check_may_have_children, may_die_with_parent, start_process
 from .wakeup import WakePipe
-from .wire import decode, pipe_capacity, recv_message, send_message, wait_readable
+from .wire import decode, leading_ints, pipe_capacity, recv_message, send_message, wait_readable
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
@@ -54,11 +63,28 @@ _DONE = 0
 _INIT_ERROR = 1
 _READY = 2
 _DONE_RAW = 3  # results pickled on their own, kept as bytes by the parent (Backend.raw_results)
+_UNREADABLE = 4  # a batch this worker could not unpickle (BatchUnreadable)
+_FATAL = 5  # a task raised an exception the worker does not survive; its death follows
 # The parent asks a worker to finish with this message.
 _STOP_BYTES = pickle.dumps(None)
 _READY_BYTES = pickle.dumps((_READY,))
 # How often a worker's reader thread checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 1.0
+
+
+class _Unreadable:
+    """Put in a worker's inbox in place of a batch it could not unpickle: the worker reports it
+    (``BatchUnreadable``) and goes on, instead of dying with every item it held."""
+
+    __slots__ = ("batch_id", "error", "traceback")
+
+    def __init__(self, batch_id: int, error: BaseException, traceback: str) -> None:
+        self.batch_id = batch_id
+        self.error = error
+        self.traceback = traceback
+
+    def message(self) -> tuple[bytes, None]:
+        return dumps((_UNREADABLE, self.batch_id, self.error, self.traceback)), None
 
 
 class _Unsendable:
@@ -125,10 +151,17 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
             try:
                 inbox.put(decode(data, buffers))
             except Exception as exc:
-                # A batch that cannot be unpickled here (a class the worker cannot import, say):
-                # end the worker, so the parent reports its death against the items it held.
-                os.write(2, f"mtasklite_like worker: cannot unpickle a batch: {exc!r}\n".encode())
-                os._exit(70)
+                # A batch that cannot be unpickled here (a class the worker cannot import, an
+                # item whose __reduce__ raises): report it by its id, read from the pickle's
+                # first element, and go on; the parent sends its items again one by one, so only
+                # the item at fault fails, with this error.
+                head = leading_ints(data, 1)
+                if head is None:  # not one of our batches: nothing to settle it against
+                    os.write(2, f"mtasklite_like worker: cannot unpickle a message: {exc!r}\n".encode())
+                    os._exit(70)
+                if hasattr(exc, "add_note"):
+                    exc.add_note("raised while unpickling the item in the worker")
+                inbox.put(_Unreadable(head[0], *pack_exception(exc, "unpickling a batch")))
     except (EOFError, OSError):
         # The pool closes its end only after this process has ended, so EOF means the pool's
         # process is gone: nobody will read what we compute, and the current task may run for
@@ -194,18 +227,27 @@ def _serve(
     """The worker loop: run each batch from ``inbox`` and send back its results."""
     while True:
         msg = _next_batch(inbox, parent_pid)
-        if msg is None:
-            return
+        if type(msg) is not tuple:
+            if msg is None:
+                return
+            send(msg.message())  # an _Unreadable batch
+            continue
         batch_id, indices, items, has_unsendable, raw = msg
         # Reset the position first: a death between the two writes must not pair this batch with
         # the position of an item of the previous one.
         progress[1] = -1
         progress[0] = batch_id
         t0 = time.perf_counter()
-        if has_unsendable:
-            results, failures = run_batch(_failing_unsendable(call), items, progress)
-        else:
-            results, failures = run_batch(call, items, progress)
+        try:
+            if has_unsendable:
+                results, failures = run_batch(_failing_unsendable(call), items, progress)
+            else:
+                results, failures = run_batch(call, items, progress)
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt or another BaseException from a task: the worker ends,
+            # as the task asked, but first tells the parent what ended it (reported with its death).
+            _report_fatal(send, exc, indices, progress[1])
+            raise _exit_for(exc) from None
         elapsed = time.perf_counter() - t0
         if not failures:
             # The common case: one pickling pass, no per-item work.
@@ -222,6 +264,23 @@ def _serve(
         send(_encode_done(batch_id, indices, results, failures, elapsed))
 
 
+def _report_fatal(send: Any, exc: BaseException, indices: Sequence[int], position: int) -> None:
+    """Send the exception that is ending this worker, with its traceback, before the worker exits;
+    the parent attaches it to the death it reports (``WorkerDied.error``)."""
+    where = f"item #{indices[position]}" if 0 <= position < len(indices) else "a task"
+    with contextlib.suppress(Exception):
+        send((dumps((_FATAL, *pack_exception(exc, where))), None))
+
+
+def _exit_for(exc: BaseException) -> SystemExit:
+    """How a worker ends after a task raised ``exc`` (already reported with its traceback): as a
+    ``SystemExit``, so the process exits with its code and cleans up without printing the
+    traceback a second time."""
+    if isinstance(exc, SystemExit):
+        return exc
+    return SystemExit(1)
+
+
 def _serve_coroutines(
     spec: WorkerSpec, task_conn: Any, result_conn: Any, progress: Any, parent_pid: int, capacity: int
 ) -> None:
@@ -231,6 +290,9 @@ def _serve_coroutines(
 
     def next_message() -> Any:
         msg = _next_batch(inbox, parent_pid)
+        while type(msg) is _Unreadable:
+            send(msg.message())
+            msg = _next_batch(inbox, parent_pid)
         if msg is None:
             return None
         # (the last field asks for results pickled on their own: coroutine workers never do, so a
@@ -240,27 +302,36 @@ def _serve_coroutines(
             items = [FailedItem(TaskPicklingError(x.message)) if type(x) is _Unsendable else x for x in items]
         return batch_id, indices, items
 
+    # The loop's thread reports batches; the inbox thread reports unreadable ones: one at a time.
+    sending = threading.Lock()
+
     def send(message: tuple[bytes, list[memoryview] | None]) -> None:
         try:
-            send_message(result_conn, message[0], message[1], capacity)
+            with sending:
+                send_message(result_conn, message[0], message[1], capacity)
         except (BrokenPipeError, EOFError, ConnectionError):
             os._exit(0)  # the parent is gone or closed our pipe while stopping us
 
     def init_failed(exc: BaseException) -> None:
         send((dumps((_INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))), None))
 
-    serve_coroutines(
-        spec,
-        own_process=True,
-        next_message=next_message,
-        ready=lambda: send((_READY_BYTES, None)),
-        init_failed=init_failed,
-        done=lambda batch_id, indices, results, failures, elapsed: send(
-            _encode_done(batch_id, indices, results, failures, elapsed)
-        ),
-        progress=progress,
-        name="mtasklite_like-inbox",
-    )
+    try:
+        serve_coroutines(
+            spec,
+            own_process=True,
+            next_message=next_message,
+            ready=lambda: send((_READY_BYTES, None)),
+            init_failed=init_failed,
+            done=lambda batch_id, indices, results, failures, elapsed: send(
+                _encode_done(batch_id, indices, results, failures, elapsed)
+            ),
+            progress=progress,
+            name="mtasklite_like-inbox",
+        )
+    except BaseException as exc:
+        # A coroutine raised SystemExit or the like: the worker ends (progress names the item).
+        _report_fatal(send, exc, (), -1)
+        raise _exit_for(exc) from None
 
 
 def _failing_unsendable(call: Any) -> Any:
@@ -278,7 +349,7 @@ def _failing_unsendable(call: Any) -> Any:
 
 
 class _Proc:
-    __slots__ = ("index", "process", "progress", "result_conn", "task_conn")
+    __slots__ = ("fatal", "index", "process", "progress", "result_conn", "task_conn")
 
     def __init__(self, index: int, process: Any, task_conn: Any, result_conn: Any, progress: Any) -> None:
         self.index = index
@@ -286,6 +357,8 @@ class _Proc:
         self.task_conn = task_conn
         self.result_conn = result_conn
         self.progress = progress
+        #: what a task raised that ended this worker (``_FATAL``), for the death report that follows
+        self.fatal: BaseException | None = None
 
 
 class ProcessBackend(Backend):
@@ -335,7 +408,9 @@ class ProcessBackend(Backend):
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
-        process.start()
+        # Started by a thread that lasts as long as this process, never by one that may end first
+        # and take the worker with it: what lets may_die_with_parent() say yes (nesting.py).
+        start_process(process)
         # Close our copies of the child's ends, so the child sees EOF if we go away.
         task_r.close()
         result_w.close()
@@ -434,7 +509,9 @@ class ProcessBackend(Backend):
         conn = proc.result_conn
         try:
             while conn.poll(0):
-                events.append(self._decode(proc.index, *recv_message(conn)))
+                event = self._decode(proc, *recv_message(conn))
+                if event is not None:
+                    events.append(event)
         except (EOFError, OSError):
             return False
         return True
@@ -445,24 +522,54 @@ class ProcessBackend(Backend):
         proc.process.join(1.0)
         code = proc.process.exitcode
         running = (proc.progress[0], proc.progress[1])
+        cause, error = describe_exitcode(code), proc.fatal
+        if error is not None:
+            cause = f"the task raised {type(error).__name__}" + (f": {error}" if str(error) else "")
+            cause += f", {describe_exitcode(code)}"
         events.append(WorkerDied(
-            proc.index, describe_exitcode(code), pid=proc.process.pid, exitcode=code, running=running
+            proc.index, cause, pid=proc.process.pid, exitcode=code, running=running, error=error
         ))
 
     @staticmethod
-    def _decode(worker: int, data: bytes, buffers: list[bytearray] | None, nbytes: int) -> Event:
-        msg = decode(data, buffers)
-        if msg[0] == _DONE:
-            _, batch_id, results, packed, elapsed = msg
-            failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
-            return BatchDone(worker, batch_id, results, failures, elapsed, nbytes)
-        if msg[0] == _DONE_RAW:
-            _, batch_id, raw, elapsed = msg
-            return BatchDone(worker, batch_id, loads(raw), (), elapsed, nbytes, raw)
+    def _decode(proc: _Proc, data: bytes, buffers: list[bytearray] | None, nbytes: int) -> Event | None:
+        worker = proc.index
+        try:
+            msg = decode(data, buffers)
+            if msg[0] == _DONE:
+                _, batch_id, results, packed, elapsed = msg
+                failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
+                return BatchDone(worker, batch_id, results, failures, elapsed, nbytes)
+            if msg[0] == _DONE_RAW:
+                _, batch_id, raw, elapsed = msg
+                return BatchDone(worker, batch_id, loads(raw), (), elapsed, nbytes, raw)
+        except Exception as error:
+            # Results the caller cannot unpickle (a class it cannot import, say): that batch's
+            # items are settled one by one (see BatchUnreadable), the run goes on.
+            return _unreadable_results(worker, data, error)
         if msg[0] == _READY:
             return WorkerReady(worker)
+        if msg[0] == _UNREADABLE:
+            _, batch_id, exc, tb = msg
+            return BatchUnreadable(worker, batch_id, _attach_traceback(exc, tb))
         _, exc, tb = msg
+        if msg[0] == _FATAL:
+            proc.fatal = _attach_traceback(exc, tb)
+            return None
         return WorkerInitFailed(worker, _attach_traceback(exc, tb))
+
+
+def _unreadable_results(worker: int, data: bytes, error: Exception) -> Event:
+    """The event for a worker's message the caller could not unpickle."""
+    head = leading_ints(data, 2)
+    if head is None or head[0] not in (_DONE, _DONE_RAW):
+        # Not a batch's results (a ready or start-up report): the worker cannot be used.
+        return WorkerInitFailed(worker, TaskPicklingError(
+            f"a report of worker {worker} could not be unpickled in the caller: "
+            f"{type(error).__name__}: {error}"
+        ))
+    if hasattr(error, "add_note"):
+        error.add_note("raised while unpickling the result in the caller")
+    return BatchUnreadable(worker, head[1], error)
 
 
 def _stop_procs(procs: list[_Proc], grace: float, kill: bool = False) -> None:

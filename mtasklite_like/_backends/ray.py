@@ -281,11 +281,12 @@ class RayBackend(Backend):
             failures = [(pos, _with_traceback(exc, tb)) for pos, exc, tb in packed]
             events.append(BatchDone(actor.index, msg_id, results, failures, elapsed, nbytes))
         elif value[0] == DIED:
-            # A task raised SystemExit or KeyboardInterrupt: the worker ends, as a process would.
-            _, position, cause = value
+            # A task raised SystemExit or the like: the worker ends, as a process would.
+            _, position, cause, exc, tb = value
             self._forget(actor)
             self._bury(actor)
-            events.append(WorkerDied(actor.index, cause, pid=actor.pid, running=(msg_id, position)))
+            events.append(WorkerDied(actor.index, cause, pid=actor.pid, running=(msg_id, position),
+                                     error=_with_traceback(exc, tb)))
 
     def _on_death(self, actor: _Actor, exc: BaseException, events: list[Event]) -> None:
         """Hand on what the dead actor finished before it died, then report its death once."""

@@ -136,8 +136,9 @@ class RayWorker:
         self, batch_id: int, indices: Sequence[int], items: list[Any], unsendable: bool
     ) -> tuple[Any, ...]:
         """Run one batch: ``(DONE, results, failures, seconds, result bytes)``, failures as
-        ``(position, exception, traceback text)``; or ``(DIED, position, cause)`` when a task
-        raised ``SystemExit`` or ``KeyboardInterrupt``."""
+        ``(position, exception, traceback text)``; or ``(DIED, position, cause, exception, traceback
+        text)`` when a task raised ``SystemExit``, ``KeyboardInterrupt`` or another
+        ``BaseException``."""
         call = self._call
         if call is None:  # never sent work before ready() said READY; defensive
             raise RuntimeError("this worker failed to start")
@@ -151,7 +152,9 @@ class RayWorker:
             results, failures = run_batch(call, items, progress)
         except BaseException as exc:
             cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
-            return (DIED, progress[1], cause)
+            position = progress[1]
+            where = f"item #{indices[position]}" if 0 <= position < len(indices) else "a task"
+            return (DIED, position, cause, *pack_exception(exc, where))
         elapsed = time.perf_counter() - t0
         packed = [(pos, *pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
         try:

@@ -87,7 +87,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         except BaseException as exc:
             # SystemExit or KeyboardInterrupt raised by a task: the thread ends, as a process would.
             cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
-            slot.outbox.put(WorkerDied(index, cause, running=(progress[0], progress[1])))
+            slot.outbox.put(WorkerDied(index, cause, running=(progress[0], progress[1]), error=exc))
             return
         slot.outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
 
@@ -117,7 +117,7 @@ def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         )
     except BaseException as exc:
         cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
-        slot.outbox.put(WorkerDied(index, cause, running=(slot.progress[0], slot.progress[1])))
+        slot.outbox.put(WorkerDied(index, cause, running=(slot.progress[0], slot.progress[1]), error=exc))
 
 
 class ThreadBackend(Backend):

@@ -30,7 +30,7 @@ from typing import Any
 
 from .._serialize import loads_oob
 
-__all__ = ["decode", "pipe_capacity", "recv_message", "send_message"]
+__all__ = ["decode", "leading_ints", "pipe_capacity", "recv_message", "send_message"]
 
 _MULTIPART = 0
 _COUNT = struct.Struct("<BI")
@@ -120,6 +120,35 @@ def recv_message(conn: Any, wait: Callable[[int], None] | None = None
 def decode(data: bytes, buffers: list[bytearray] | None) -> Any:
     """The object a message carries (its buffers become the objects' memory)."""
     return loads_oob(data, buffers)
+
+
+#: opcodes that push an integer, and those that may come before a tuple's first element
+_INT_OPS = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"})
+_PREAMBLE_OPS = frozenset({"PROTO", "FRAME", "MARK"})
+
+
+def leading_ints(data: bytes, count: int) -> tuple[int, ...] | None:
+    """The first ``count`` elements of the tuple a message's pickle holds, when they are integers,
+    read without unpickling it; None when the pickle does not start that way.
+
+    For a message that cannot be unpickled (a class the receiver cannot import, a ``__reduce__``
+    that raises): its leading integers (a tag, a batch id) still say which batch it was, so the
+    batch can be settled instead of taking the whole process or run down.
+    """
+    import pickletools
+
+    found: list[int] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in _INT_OPS and isinstance(arg, int) and not isinstance(arg, bool):
+                found.append(arg)
+                if len(found) == count:
+                    return tuple(found)
+            elif op.name not in _PREAMBLE_OPS:
+                return None
+    except ValueError:
+        pass
+    return None
 
 
 def _write_all(fd: int, buf: memoryview) -> None:
