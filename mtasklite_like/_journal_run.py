@@ -123,7 +123,11 @@ class JournalRun:
                 "input": fingerprint(head_keys) if head else None,
                 "results": options.results,
             }
-            compare = ["function", "keys", "results"]
+            # An empty input has no key to take a kind from (the 'position' above is a default),
+            # and nothing to key: it fits a journal of any kind, such as one whose items are all
+            # finished and were filtered out by the caller (mp_lock passes only unfinished names).
+            keyed = bool(head) or options.key is not None
+            compare = ["function", "keys", "results"] if keyed else ["function", "results"]
             if options.check_input and head and self.key_kind == KEY_POSITION:
                 compare.append("input")  # positions name items only for the same input, in the same order
             journal = Journal(options.run_dir, info, options, compare=compare)

@@ -9,7 +9,9 @@ and nothing else. The names, arguments and behaviour are kept:
 - ``save_callback(f"{out_path}/data", results, names)`` receives at most ``save_batch`` results at
   a time, in the calling process, never two calls at once;
 - a run that stopped (a crash, Ctrl-C, a reboot) is resumed by calling it again with the same
-  ``out_path``: items already finished are skipped, by name;
+  ``out_path``: items already finished are skipped, by name; a call on a finished run does nothing
+  (``mp_lock_value`` returns the stored results) and starts no worker;
+- an exception in ``process`` reaches the caller in its own type;
 - what ``process`` prints goes to ``out_path/user_output.txt``.
 
 What is better than there: the record of finished items is the journal of the pool
@@ -18,8 +20,9 @@ nothing saved is lost; a crash repeats at most the batch whose ``save_callback``
 user callback and the journal cannot commit together). Items
 are processed in ``data_list`` order and handed out dynamically (no static slices). An exception
 in ``process`` or a worker that dies fails that item only: the other items are processed and
-saved, then [`DeferredExceptions`][mtasklite_like.DeferredExceptions] is raised with the failures, which are
-tried again by the next call.
+saved, then the first failure (in ``data_list`` order) is raised in its own type, with every
+failure of the call in its ``mp_lock_failures`` attribute and the failed names in a note; the
+failed items are tried again by the next call.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from ._delayed import delayed_init
-from ._journal import JournalOptions, journaled_run, read_journal
+from ._errors import DeferredExceptions
+from ._journal import JournalOptions, JournalState, journaled_run, read_journal
 from ._pool import Pool
 
 __all__ = [
@@ -125,6 +129,14 @@ def _run(
     total: int,
     already: int,
 ) -> list[Any]:
+    """Run ``process`` over ``items`` through the journal in ``out_path``; the results in ``items``
+    order when ``keep_results``.
+
+    When the journal already holds every item (a repeated call on a finished run), the stored
+    results are returned and no worker is started, so ``init_function`` does not run for nothing.
+    Failed items raise the first failure in its own type (see :func:`_first_failure`) once every
+    other item is processed and saved.
+    """
     os.makedirs(out_path, exist_ok=True)
     worker = _Process(process, shared_data, init_function, os.path.join(out_path, "user_output.txt"))
     pool = Pool(
@@ -148,18 +160,79 @@ def _run(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=already)
+    failures: DeferredExceptions | None = None
     try:
+        # Opening the journal checks it was written by the same function and locks it; the
+        # workers start only when the stream is first read.
         with journaled_run(pool, items, options) as stream:
-            # Not zip(items, stream): the stream must run to its end, where failures are raised.
-            for position, result in enumerate(stream):
-                if keep_results:
-                    results.append(result)
+            stored = _stored_results(stream.journal_state, items, key)
+            if stored is not None:
+                results = stored if keep_results else []
                 if bar is not None:
-                    bar.update(count(items[position]))
+                    bar.update(sum(map(count, items)))
+            else:
+                # Not zip(items, stream): the stream must run to its end, where failures are raised.
+                for position, result in enumerate(stream):
+                    if keep_results:
+                        results.append(result)
+                    if bar is not None:
+                        bar.update(count(items[position]))
+    except DeferredExceptions as exc:
+        failures = exc
     finally:
         if bar is not None:
             bar.close()
+    if failures is not None:
+        # Raised here, not in the except clause, so the summary is not chained as its context.
+        raise _first_failure(failures, items)
     return results
+
+
+def _stored_results(
+    state: JournalState | None, items: Sequence[Any], key: Callable[[Any], Any] | None
+) -> list[Any] | None:
+    """The journal's results for ``items`` when it holds every one of them, else None."""
+    if state is None:
+        return None
+    done = state.done
+    keys = list(items) if key is None else [key(x) for x in items]
+    if not all(k in done for k in keys):
+        return None
+    return [done[k] for k in keys]
+
+
+#: how many failed items the note on a raised failure names
+_NAMED_FAILURES = 10
+
+
+def _first_failure(failures: DeferredExceptions, items: Sequence[Any]) -> BaseException:
+    """The exception an ``mp_lock*`` call raises when items failed: the first failure (in
+    ``data_list`` order) in its own type, as ``doc_ock`` raises it, so ``except ValueError:``
+    around the call keeps working.
+
+    Every failure of the call, the first included, is set on it as ``mp_lock_failures``, and a note
+    (printed under the traceback) names the failed items.
+    """
+    errors = failures.exceptions
+    if not errors:  # pragma: no cover - the run raises DeferredExceptions only with failures
+        return failures
+    first = errors[0]
+    described: list[str] = []
+    for error in errors[:_NAMED_FAILURES]:
+        index = getattr(error, "input_index", None)
+        name = items[index] if isinstance(index, int) and 0 <= index < len(items) else "?"
+        described.append(f"{name!r}: {type(error).__name__}")
+    more = len(errors) - len(described)
+    listed = "; ".join(described) + (f"; and {more} more" if more else "")
+    with contextlib.suppress(AttributeError):
+        first.mp_lock_failures = errors  # type: ignore[attr-defined]
+    if hasattr(first, "add_note"):
+        first.add_note(
+            f"mp_lock: {len(errors)} item(s) failed in this call, this is the first ({listed}). The other "
+            "items were processed and saved; every failure is in this exception's mp_lock_failures, "
+            "and the failed items are tried again by the next call"
+        )
+    return first
 
 
 def mp_lock(
@@ -177,9 +250,12 @@ def mp_lock(
 
     ``process(data, shared_data, init_values)`` returns a result (picklable) or nothing;
     ``save_callback(f"{out_path}/data", results, names)`` (or None) saves batches of at most
-    ``save_batch`` results. Calling again with the same ``out_path`` skips the names finished.
-    Raises [`DeferredExceptions`][mtasklite_like.DeferredExceptions] at the end if items failed (the others
-    are all processed and saved; the failed ones are tried again by the next call).
+    ``save_batch`` results. Calling again with the same ``out_path`` skips the names finished,
+    and does nothing (no worker starts) when every name is finished.
+
+    If items failed, the first failure (in ``data_list`` order) is raised in its own type once the
+    other items are all processed and saved; ``mp_lock_failures`` on it lists every failure of the
+    call, and a note names the failed items. The failed items are tried again by the next call.
     """
     _validate(data_list, process, num_procs, out_path, save_batch)
     names = list(dict.fromkeys(data_list))  # each name once, in order
@@ -207,7 +283,8 @@ def mp_lock_value(
     order.
 
     The results are kept in the journal, so items finished by an earlier call are not computed
-    again: their stored results take their place. (``mp_lock_values`` is the same function.)
+    again: their stored results take their place (when all are stored, no worker starts). Failures
+    are raised as by ``mp_lock``. (``mp_lock_values`` is the same function.)
     """
     _validate(data_list, process, num_procs, out_path, save_batch)
     names = list(dict.fromkeys(data_list))
