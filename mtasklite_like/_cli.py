@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="number of workers (default: the number of CPUs for processes, CPUs + 4 for threads)",
+        help="number of workers (default: the number of CPUs for processes, CPUs + 4 for threads); "
+        "-1 for one per usable CPU, -2 for all but one, and so on",
     )
     parser.add_argument(
         "--threads",
@@ -217,14 +218,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ._journal import check_journal_options, journaled_run
+    from ._options import check_n_jobs
     from ._pool import Pool
 
     fn = load_function(args.function)
-    if args.n_jobs is not None and args.n_jobs < 1:
-        raise UsageError(f"--n-jobs must be at least 1, not {args.n_jobs}")
+    try:
+        n_jobs = check_n_jobs(args.n_jobs, args.threads, "--n-jobs")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     source = _open_input(args.input)
     total = _count_lines(args.input)
-    pool = Pool(fn, args.n_jobs, use_threads=args.threads, is_unordered=args.unordered)
+    pool = Pool(fn, n_jobs, use_threads=args.threads, is_unordered=args.unordered)
     items = _Lines(source, total)
     try:
         options = check_journal_options(args.resume)

@@ -7,15 +7,18 @@ values each option accepts, for editors and type checkers.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 import os
-from collections.abc import Mapping
+import types
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._backends import BackendOptions, backend_names
 from ._delayed import DelayedObject, is_delayed_factory
-from ._serialize import dumps
+from ._serialize import ThreadObjectError, copy_in_a_process, dumps, main_needs_by_value, thread_object_kind
 from ._worker import WorkerSpec
 
 __all__ = [
@@ -30,12 +33,15 @@ __all__ = [
     "check_concurrency",
     "check_count",
     "check_env",
+    "check_n_jobs",
     "check_picklable",
+    "check_process_arguments",
     "check_seconds",
     "check_worker",
     "default_n_jobs",
     "is_coroutine_worker",
     "per_worker_options",
+    "usable_cpus",
     "worker_envs",
 ]
 
@@ -112,14 +118,60 @@ class RunOptions:
 DEFAULT_CONCURRENCY = 16
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: ``os.process_cpu_count()`` where Python has it (3.13+),
+    else the scheduler's affinity mask, else every CPU of the machine (``os.cpu_count()``)."""
+    counter = getattr(os, "process_cpu_count", None)
+    if counter is not None:
+        counted: int | None = counter()
+        return counted or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_n_jobs(use_threads: bool) -> int:
     """Workers when ``n_jobs`` is None: the usable CPUs, or ``min(32, CPUs + 4)`` for threads."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     # Threads mostly wait on I/O, so more of them than cores pays off (as in ThreadPoolExecutor).
     return min(32, cpus + 4) if use_threads else cpus
+
+
+def check_n_jobs(n_jobs: Any, use_threads: bool, name: str = "n_jobs") -> int:
+    """The number of workers ``n_jobs`` asks for, with joblib's meaning of negative numbers.
+
+    ``None``: :func:`default_n_jobs`. ``k >= 1``: k workers. ``-1``: one per usable CPU
+    (:func:`usable_cpus`), ``-2``: all but one, and so on down to ``-CPUs`` (one worker). ``0`` and
+    anything below ``-CPUs`` raise ``ValueError``; anything but a whole number (a float, a string,
+    a bool) raises ``TypeError``, rather than being rounded or run in the caller without a word.
+    ``name`` is what the messages call the option (the command line says ``--n-jobs``).
+    """
+    if n_jobs is None:
+        return default_n_jobs(use_threads)
+    try:
+        if isinstance(n_jobs, bool):
+            raise TypeError
+        count = operator.index(n_jobs)  # int and integer types such as numpy.int64, not floats
+    except TypeError:
+        hint = ""
+        if isinstance(n_jobs, str):
+            hint = " (a str: convert it with int(...))"
+        elif isinstance(n_jobs, float):
+            hint = " (a float: round it, or divide with //)"
+        raise TypeError(
+            f"{name} must be a whole number of workers such as 4, -1 for one per usable CPU, or None "
+            f"for the default; not {type(n_jobs).__name__} {n_jobs!r:.40}{hint}"
+        ) from None
+    if count >= 1:
+        return count
+    cpus = usable_cpus()
+    if -cpus <= count <= -1:
+        return cpus + 1 + count
+    raise ValueError(
+        f"{name} must be at least 1 (a number of workers), or negative as in joblib: -1 for one "
+        f"worker per usable CPU ({cpus} here), -2 for all but one, and so on down to -{cpus}; not {count}"
+    )
 
 
 def check_count(value: Any, name: str) -> int:
@@ -278,19 +330,155 @@ def check_picklable(specs: list[WorkerSpec], start_method: str | None) -> None:
     method = multiprocess.get_context(start_method).get_start_method()
     if method == "fork":
         return
+    by_value = main_needs_by_value()  # as the process backend will send it
     seen: set[int] = set()
     for spec in specs:
         if id(spec.worker) in seen:
             continue
         seen.add(id(spec.worker))
         try:
-            dumps(spec)
+            dumps(spec, main_by_value=by_value)
+        except ThreadObjectError as exc:
+            # Somewhere inside an object (check_process_arguments has looked at the arguments).
+            raise TypeError(
+                f"worker #{spec.index} ({spec.worker!r:.80}), or its initializer and initargs, holds a "
+                f"{exc.kind} inside, to be copied into each process: {exc}. An object that needs a "
+                f"{exc.kind} of its own in each worker can be built there instead, by a @delayed_init "
+                "class"
+            ) from exc
         except Exception as exc:
             raise TypeError(
                 f"worker #{spec.index} ({spec.worker!r:.80}) cannot be pickled to start a process with "
                 f"the {method!r} start method: {type(exc).__name__}: {exc}. Define it at module level, "
                 "use start_method='fork', or use threads (use_threads=True)"
             ) from exc
+
+
+#: what check_process_arguments looks at, at most: objects in all, elements of one container (the
+#: start of a large list is read, not all of it), and steps deep into containers and wrappers
+_WALK_LIMIT = 10_000
+_WALK_PER_CONTAINER = 1_000
+_WALK_DEPTH = 6
+#: values that hold nothing: skipped without a look
+_ATOMS = frozenset({int, float, complex, bool, str, bytes, bytearray, type(None), range})
+
+
+def check_process_arguments(
+    workers: list[Any], listed: bool, initializer: Any, initargs: tuple[Any, ...]
+) -> None:
+    """Refuse thread-only objects (``threading.Lock``, ``Event``, ``queue.Queue``, ...) among what
+    process workers are given: ``functools.partial`` arguments, closure variables and default
+    values of a function, ``@delayed_init`` arguments, ``initargs`` (and lists, tuples, sets and
+    dicts of them). Each process would get a separate copy (under ``fork`` without any pickling),
+    so a lock shared that way excludes nothing; the ``TypeError`` names it and what to use instead.
+
+    Only those routes are looked at (and what this package's own wrappers of a function pickle to),
+    not the attributes of other objects: a callable object with a lock of its own is copied
+    together with the state the lock guards, which is sound under ``fork`` (other start methods
+    pickle the object, and refuse it there: see ``_serialize``). No object is pickled here, so
+    large arguments inherited under ``fork`` cost nothing."""
+    seen: set[int] = set()
+    for i, worker in enumerate(workers):
+        if id(worker) in seen:
+            continue
+        seen.add(id(worker))
+        _refuse_thread_objects(worker, f"worker #{i} of the list" if listed else "the worker")
+    _refuse_thread_objects(initializer, "the initializer")
+    _refuse_thread_objects(initargs, "initargs")
+
+
+def _refuse_thread_objects(root: Any, where: str) -> None:
+    found = _find_thread_object(root)
+    if found is None:
+        return
+    route, obj = found
+    kind, method = thread_object_kind(obj) or ("thread-only object", "Lock")
+    steps = (template.format(arg) for template, arg in route)
+    place = where + "".join(step if step.startswith("[") else f" > {step}" for step in steps)
+    raise TypeError(
+        f"cannot give process workers a {kind} ({place}: {obj!r:.60}): {copy_in_a_process(kind)}, "
+        f"and each worker would get one of its own. Make it with multiprocess.Manager().{method}(), "
+        "which process workers share, or run the workers as threads (use_threads=True)"
+    )
+
+
+#: one step from a value to a part of it, as a template and its argument, formatted only for a message
+_Step = tuple[str, Any]
+
+
+def _find_thread_object(root: Any) -> tuple[tuple[_Step, ...], Any] | None:
+    """The first thread-only object reachable from ``root`` through arguments and containers, with
+    the steps that lead to it; None when there is none (within the ``_WALK_*`` limits)."""
+    stack: list[tuple[Any, tuple[_Step, ...]]] = [(root, ())]
+    seen: set[int] = set()
+    budget = _WALK_LIMIT
+    while stack and budget > 0:
+        value, route = stack.pop()
+        budget -= 1
+        if thread_object_kind(value) is not None:
+            return route, value
+        if id(value) in seen or len(route) >= _WALK_DEPTH:
+            continue
+        seen.add(id(value))
+        # In reverse, so that the first part is looked at first. A method is looked at through its
+        # function, with no step of its own.
+        parts = [(step, part) for step, part in _argument_parts(value) if type(part) not in _ATOMS]
+        stack.extend((part, route if step is None else (*route, step)) for step, part in reversed(parts))
+    return None
+
+
+def _argument_parts(value: Any) -> Iterator[tuple[_Step | None, Any]]:
+    """What ``value`` hands to a worker, as ``(step, part)``."""
+    kind = type(value)
+    if kind is tuple or kind is list:
+        for i, x in enumerate(value[:_WALK_PER_CONTAINER]):
+            yield ("[{}]", i), x
+    elif kind is dict:
+        for (k, x), _ in zip(value.items(), range(_WALK_PER_CONTAINER)):
+            yield ("[{!r:.30}]", k), x
+    elif kind is set or kind is frozenset:
+        for x, _ in zip(value, range(_WALK_PER_CONTAINER)):
+            yield ("an element of a {}", kind.__name__), x
+    elif isinstance(value, functools.partial):
+        for i, x in enumerate(value.args):
+            yield ("functools.partial argument #{}", i), x
+        for k, x in value.keywords.items():
+            yield ("functools.partial keyword {!r}", k), x
+        yield ("the function of the functools.partial{}", ""), value.func
+    elif isinstance(value, DelayedObject):
+        for i, x in enumerate(value.args):
+            yield ("@delayed_init argument #{}", i), x
+        for k, x in value.kwargs.items():
+            yield ("@delayed_init keyword {!r}", k), x
+    elif isinstance(value, types.MethodType):
+        yield None, value.__func__
+    elif kind.__module__.startswith("mtasklite_like.") and "__reduce__" in vars(kind):
+        # This package's own wrappers of a user's function (mapreduce's part runner, ...): what
+        # they pickle to, which is what they carry of the user's.
+        try:
+            reduced = value.__reduce__()
+        except Exception:  # it cannot be pickled: check_picklable says so where that matters
+            return
+        if isinstance(reduced, tuple) and len(reduced) > 1:
+            for x in reduced[1]:
+                yield None, x
+            state = reduced[2] if len(reduced) > 2 else None
+            if isinstance(state, dict):
+                for x in state.values():
+                    yield None, x
+    elif isinstance(value, types.FunctionType):
+        code = value.__code__
+        for name, cell in zip(code.co_freevars, value.__closure__ or ()):
+            try:
+                yield ("closure variable {!r}", name), cell.cell_contents
+            except ValueError:  # a cell not filled yet
+                pass
+        defaults = value.__defaults__ or ()
+        names = code.co_varnames[code.co_argcount - len(defaults) : code.co_argcount]
+        for name, x in zip(names, defaults):
+            yield ("default of parameter {!r}", name), x
+        for name, x in (value.__kwdefaults__ or {}).items():
+            yield ("default of parameter {!r}", name), x
 
 
 def per_worker_options(options: Any, address: Any, n: int) -> BackendOptions | None:

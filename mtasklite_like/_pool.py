@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 
 from ._async_results import wrap_async_input
 from ._backends import check_backend_options
@@ -33,10 +33,11 @@ from ._options import (
     check_budget,
     check_concurrency,
     check_count,
+    check_n_jobs,
     check_picklable,
+    check_process_arguments,
     check_seconds,
     check_worker,
-    default_n_jobs,
     per_worker_options,
     worker_envs,
 )
@@ -75,9 +76,12 @@ class Pool(Generic[R]):
         worker_or_worker_arr: the callable each worker runs (function, lambda, ``functools.partial``,
             bound method, callable object, builtin), a ``@delayed_init`` object built inside each
             worker, or a list of them, one per worker.
-        n_jobs: number of workers; ``max(int(n_jobs), 1)``. Optional with a list of workers (must
-            then equal its length). ``None`` with one worker: the number of CPUs (processes) or
-            ``min(32, CPUs + 4)`` (threads). With 1, items run in the caller (easy debugging).
+        n_jobs: number of workers, a whole number. ``None`` (default): the number of CPUs this
+            process may use (processes) or ``min(32, CPUs + 4)`` (threads). As in joblib, ``-1``
+            is one worker per usable CPU, ``-2`` all but one, and so on down to ``-CPUs``. ``0``,
+            lower negatives (``ValueError``) and anything but an integer (``TypeError``: ``'2'``,
+            ``2.5``, ``True``) are refused. Optional with a list of workers (must then come to its
+            length). With 1, items run in the caller (easy debugging).
         argument_type: ``'single_arg'`` (``f(x)``; also ``None`` or ``'direct'``), ``'args'``
             (``f(*x)``) or ``'kwargs'`` (``f(**x)``).
         exception_behavior: ``'immediate'`` (raise the first failure and stop), ``'ignore'`` (yield
@@ -95,7 +99,10 @@ class Pool(Generic[R]):
             still goes, alone. Process workers measure the bytes they send; threads estimate them.
         is_unordered: yield results as they finish instead of in input order.
         use_threads: run workers as threads of this process instead of processes (the same as
-            ``backend='threads'``).
+            ``backend='threads'``). Threads share the caller's objects; process workers refuse a
+            ``threading.Lock``, ``Event``, ``queue.Queue`` and the like with a ``TypeError``
+            (each process would get an unconnected copy; a ``multiprocess`` Manager makes shared
+            ones): in a worker's arguments when the pool is built, in an item for that item alone.
         task_timeout: seconds an item may run. A process worker past it is killed and replaced, a
             thread worker is abandoned (it cannot be killed) and replaced, and the item gets
             [`TaskTimeoutError`][mtasklite_like.TaskTimeoutError] (a ``TimeoutError``). Each worker then holds
@@ -232,21 +239,29 @@ class Pool(Generic[R]):
 
         # -- workers --------------------------------------------------------------------------------
         workers: list[Any]
+        listed = False
         if isinstance(worker_or_worker_arr, (list, tuple)):
+            listed = True
             workers = list(worker_or_worker_arr)
             if not workers:
                 raise ValueError("the list of workers is empty; give at least one worker")
-            if n_jobs is not None and check_count(n_jobs, "n_jobs") != len(workers):
-                raise ValueError(
-                    f"n_jobs={n_jobs!r} does not match the {len(workers)} workers in the list; "
-                    "leave n_jobs as None or make it equal to the list's length"
-                )
+            if n_jobs is not None:
+                count = check_n_jobs(n_jobs, use_threads)
+                if count != len(workers):
+                    means = "" if count == n_jobs else f" ({count} workers here)"
+                    raise ValueError(
+                        f"n_jobs={n_jobs!r}{means} does not match the {len(workers)} workers in the "
+                        "list; leave n_jobs as None or make it equal to the list's length"
+                    )
             for i, w in enumerate(workers):
                 check_worker(w, f"worker #{i} of the list")
         else:
+            if worker_or_worker_arr is None or (
+                isinstance(worker_or_worker_arr, int) and not isinstance(worker_or_worker_arr, bool)
+            ):
+                raise TypeError(_count_for_a_worker(worker_or_worker_arr))
             check_worker(worker_or_worker_arr, "the worker")
-            count = default_n_jobs(use_threads) if n_jobs is None else check_count(n_jobs, "n_jobs")
-            workers = [worker_or_worker_arr] * count
+            workers = [worker_or_worker_arr] * check_n_jobs(n_jobs, use_threads)
         self.num_workers = len(workers)
         #: items each worker runs at once: 0 for plain functions (see docs/async.md)
         self.concurrency = check_concurrency(concurrency, workers)
@@ -353,13 +368,14 @@ class Pool(Generic[R]):
                        task_timeout=item_timeout)
             for i, w in enumerate(workers)
         ]
-        if backend_name == "processes" and self.num_workers > 1:
-            check_picklable(specs, start_method)
-        extra = per_worker_options(backend_options, address, self.num_workers)
-        check_backend_options(backend_name, extra, specs)
         # Coroutine workers run on an event loop of their own, never in the caller (whose loop, if
         # any, must not be blocked), so one of them is a real thread or process too.
         alone = self.num_workers == 1 and backend_name in _INLINE_WHEN_ALONE and not self.concurrency
+        if backend_name == "processes" and not alone:
+            check_process_arguments(workers, listed, initializer, initargs)
+            check_picklable(specs, start_method)
+        extra = per_worker_options(backend_options, address, self.num_workers)
+        check_backend_options(backend_name, extra, specs)
         self._workers = WorkerSet(
             specs,
             "inline" if alone else backend_name,
@@ -473,6 +489,50 @@ class Pool(Generic[R]):
     def __repr__(self) -> str:
         kind = "inline" if self._workers.backend_name == "inline" else self.backend
         return f"<mtasklite_like.Pool {self.num_workers} worker(s), {kind}>"
+
+    if not TYPE_CHECKING:  # at run time only: type checkers keep reporting unknown attributes
+
+        def __getattr__(self, name: str) -> NoReturn:
+            # Only reached for attributes the pool does not have: multiprocessing.Pool's methods
+            # get a hint at what to write instead.
+            hint = _MULTIPROCESSING_METHODS.get(name)
+            if hint is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            raise AttributeError(
+                f"Pool has no method {name}(): the pool is called on the items and returns their "
+                f"results lazily; {hint}. For code written for multiprocessing.Pool, import Pool from "
+                "mtasklite_like.multiprocessing, which has its methods",
+                name=name,
+                obj=self,
+            )
+
+
+#: what to write in place of multiprocessing.Pool's methods, which this Pool does not have
+_MULTIPROCESSING_METHODS = {
+    "map": "list(pool(items)) is pool.map(function, items) for the pool's function",
+    "imap": "pool(items) is pool.imap(function, items) for the pool's function",
+    "imap_unordered": "Pool(function, n, is_unordered=True)(items) is imap_unordered",
+    "starmap": "list(Pool(function, n, argument_type='args')(items)) calls function(*item)",
+    "map_async": "list(pool(items)) runs them (pool(items) alone streams them as they come)",
+    "starmap_async": "Pool(function, n, argument_type='args')(items) calls function(*item)",
+    "apply": "Pool(function, n)([x]) runs function(x) on a worker",
+    "apply_async": "Pool(function, n)([x]) runs function(x) on a worker",
+}
+
+
+def _count_for_a_worker(count: int | None) -> str:
+    """The error for ``Pool(2)`` or ``Pool(None)``: a worker count where the worker goes, as code
+    written for ``multiprocessing.Pool(processes)`` has it."""
+    n = "" if count is None else f", {count}"
+    given = "None" if count is None else f"int {count}"
+    return (
+        f"the worker must be callable, not {given}: Pool's first argument is the function each "
+        f"worker runs, not the number of workers. Write Pool(function{n})(items), "
+        f"for instance list(Pool(function{n})(items)) in place of "
+        f"Pool({'' if count is None else count}).map(function, items). Code written for "
+        "multiprocessing.Pool (with Pool(processes) as p: p.map(f, items)) runs as it is with "
+        "`from mtasklite_like.multiprocessing import Pool`"
+    )
 
 
 def plain_run(pool: Pool[R], items: Iterable[Any], keep_raw: bool = False) -> ResultIterator[R]:

@@ -24,19 +24,42 @@ buffer itself, a ``bytes`` one copy of it: see ``_OOB_TYPES``). That pickler run
 messages whose first item, or whose lists, tuples and dicts, hold a large ``bytes`` or
 ``bytearray`` (or that the standard pickler refused), so small messages are pickled exactly once,
 by the C pickler, as before.
+
+Thread-only objects. A ``threading.Lock`` (and the other synchronisation objects of ``threading``,
+and ``queue.Queue``) means nothing in another process: a copy there is a new, unconnected object,
+so a lock would exclude nobody and a queue would never see the other side's items. The standard
+pickler refuses them; dill would copy them without a word. The dill fallback here refuses them
+too (:class:`ThreadObjectError`, a ``TypeError`` naming the object and what to use instead), so
+sending one to a process worker fails as it does with ``multiprocessing``. The check lives in the
+pure-Python dill pickler only: the C pickler has refused these objects already by the time dill
+runs, so the fast path is untouched.
 """
 
 from __future__ import annotations
 
+import _thread
 import io
 import os
 import pickle
+import queue
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import dill
 
-__all__ = ["OOB_THRESHOLD", "dumps", "dumps_oob", "loads", "loads_oob", "main_needs_by_value"]
+__all__ = [
+    "OOB_THRESHOLD",
+    "ThreadObjectError",
+    "copy_in_a_process",
+    "dumps",
+    "dumps_oob",
+    "loads",
+    "loads_oob",
+    "main_needs_by_value",
+    "thread_object_kind",
+]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 loads = pickle.loads
@@ -70,8 +93,7 @@ def dumps(obj: Any, *, main_by_value: bool = False) -> bytes:
     else:
         if not main_by_value or b"__main__" not in data:
             return data
-    by_value: bytes = dill.dumps(obj, _PROTOCOL, byref=False, recurse=True)
-    return by_value
+    return _dill_dumps(obj)
 
 
 def dumps_oob(obj: Any, *, main_by_value: bool = False) -> tuple[bytes, list[memoryview] | None]:
@@ -117,8 +139,7 @@ def dumps_oob(obj: Any, *, main_by_value: bool = False) -> tuple[bytes, list[mem
             if not main_by_value or b"__main__" not in data:
                 return data, buffers
     buffers.clear()
-    by_value: bytes = dill.dumps(obj, _PROTOCOL, byref=False, recurse=True, buffer_callback=take)
-    return by_value, (buffers or None)
+    return _dill_dumps(obj, take), (buffers or None)
 
 
 def loads_oob(data: bytes, buffers: list[bytearray] | None) -> Any:
@@ -221,3 +242,83 @@ class _BufferUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
 
 
+# -- thread-only objects ------------------------------------------------------------------------------
+
+#: the synchronisation objects of ``threading`` and the queues of ``queue``, by class: the name users
+#: know them by, and what process workers can share instead (``multiprocess`` is what the process
+#: backend runs on; its Manager serves one object to every process through a proxy)
+_THREAD_ONLY: dict[type, tuple[str, str]] = {
+    _thread.LockType: ("threading.Lock", "Lock"),
+    _thread.RLock: ("threading.RLock", "RLock"),
+    threading._PyRLock: ("threading.RLock", "RLock"),  # type: ignore[attr-defined]
+    threading.Condition: ("threading.Condition", "Condition"),
+    threading.BoundedSemaphore: ("threading.BoundedSemaphore", "BoundedSemaphore"),
+    threading.Semaphore: ("threading.Semaphore", "Semaphore"),
+    threading.Event: ("threading.Event", "Event"),
+    threading.Barrier: ("threading.Barrier", "Barrier"),
+    queue.LifoQueue: ("queue.LifoQueue", "Queue"),
+    queue.PriorityQueue: ("queue.PriorityQueue", "Queue"),
+    queue.Queue: ("queue.Queue", "Queue"),
+    queue.SimpleQueue: ("queue.SimpleQueue", "Queue"),
+}
+_RAW_NAMES = {_thread.LockType: "_thread.lock", _thread.RLock: "_thread.RLock"}
+
+
+def thread_object_kind(obj: Any) -> tuple[str, str] | None:
+    """``(name, method)`` when ``obj`` is a thread-only object (a lock, condition, event, semaphore,
+    barrier or queue of ``threading``/``queue``), else None; ``method`` is the
+    ``multiprocess.Manager()`` method that makes one that processes share.
+
+    Exact classes only: ``multiprocess.Barrier`` subclasses ``threading.Barrier`` and is made to
+    be shared by processes. A subclass of one of these still holds the locks it is built on, and
+    those are found in its turn."""
+    return _THREAD_ONLY.get(type(obj))
+
+
+class ThreadObjectError(TypeError):
+    """A thread-only object (a ``threading.Lock``, ``Event``, ``queue.Queue``, ...) was about to be
+    pickled for another process, where it would be an unconnected copy.
+
+    ``obj`` is the object, ``kind`` the name users know it by (``'threading.Lock'``) and
+    ``replacement`` what process workers can share instead (``'multiprocess.Manager().Lock()'``).
+    """
+
+    def __init__(self, obj: Any) -> None:
+        kind, method = thread_object_kind(obj) or (type(obj).__qualname__, "Lock")
+        self.obj = obj
+        self.kind = kind
+        self.replacement = f"multiprocess.Manager().{method}()"
+        raw = _RAW_NAMES.get(type(obj), f"{type(obj).__module__}.{type(obj).__qualname__}")
+        super().__init__(
+            f"cannot pickle {raw!r} object ({kind}, {obj!r:.60}): {copy_in_a_process(kind)}. To share "
+            f"one with process workers, make it with {self.replacement}, or run the workers as threads "
+            "(use_threads=True), which share this one"
+        )
+
+
+def copy_in_a_process(kind: str) -> str:
+    """Why a thread-only object of ``kind`` (``'threading.Lock'``) cannot go to a process, in words."""
+    if kind.startswith("queue."):
+        return f"a copy in another process would be a separate {kind}: no item put on one reaches the other"
+    return f"a copy in another process would be a separate {kind} that does not synchronise with this one"
+
+
+def _dill_dumps(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool] | None = None) -> bytes:
+    """What ``dill.dumps(obj, protocol, byref=False, recurse=True)`` writes (lambdas, closures and
+    ``__main__`` code by value), refusing thread-only objects rather than copying them.
+
+    The refusal wraps the pickler's ``save``, which it calls for every object, on the instance: a
+    subclass would change what dill writes (some of its functions ask whether the pickler's class
+    comes from dill's own module)."""
+    out = io.BytesIO()
+    pickler = dill.Pickler(out, _PROTOCOL, byref=False, recurse=True, buffer_callback=buffer_callback)
+    save = pickler.save
+
+    def refusing_save(obj: Any, save_persistent_id: bool = True) -> None:
+        if type(obj) in _THREAD_ONLY:
+            raise ThreadObjectError(obj)
+        save(obj, save_persistent_id)
+
+    pickler.save = refusing_save
+    pickler.dump(obj)
+    return out.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import threading
@@ -147,7 +148,8 @@ def test_initializer_runs_once_per_worker_before_items(backend):
     import collections
 
     log = collections.Counter()
-    lock = threading.Lock()
+    # A thread lock cannot go to process workers (it would be copied, not shared): it is refused.
+    lock = threading.Lock() if backend["use_threads"] else contextlib.nullcontext()
 
     def init(tag):
         with lock:

@@ -74,14 +74,18 @@ def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
     # failure is raised at once. (Ordered, item 0's result comes first, so the run waits for it:
     # tests/test_engine_fake.py checks that order, and that nothing after the failure is waited for.)
     items = [(60, 0), "boom"]
-    release = threading.Event()  # set at the end, so an abandoned thread ends too (a process
-    # worker has its own copy, never set: it blocks until it is killed)
+    # Set at the end, so an abandoned thread ends too; a process worker sleeps until it is killed
+    # (a thread event cannot go to processes: it would be copied, and is refused).
+    release = threading.Event() if backend["use_threads"] else None
 
     def task(x):
         if x == "boom":
             raise LookupError("fails fast")
         seconds, value = x
-        release.wait(seconds)
+        if release is None:
+            time.sleep(seconds)
+        else:
+            release.wait(seconds)
         return value
 
     t0 = time.monotonic()
@@ -90,7 +94,8 @@ def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
             list(Pool(task, 2, join_timeout=0.2, is_unordered=True, **backend)(items))
         assert time.monotonic() - t0 < 5
     finally:
-        release.set()
+        if release is not None:
+            release.set()
 
 
 def test_immediate_can_be_caught_and_the_pool_reused(backend):
