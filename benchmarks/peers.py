@@ -58,11 +58,12 @@ def remove_journals() -> None:
 def ours_pqdm(
     task: Task, data: Iterable[Any], *, n_jobs: int, bar: bool, use_threads: bool = False
 ) -> list[Any]:
-    """Our ``pqdm`` wrapper: bar disabled, or enabled and writing to an ``io.StringIO``."""
+    """Our ``pqdm`` drop-in (``mtasklite_like.pqdm``, eager as pqdm's: it returns a list): bar
+    disabled, or enabled and writing to an ``io.StringIO``."""
     if use_threads:
-        from mtasklite_like.threads import pqdm
+        from mtasklite_like.pqdm.threads import pqdm
     else:
-        from mtasklite_like.processes import pqdm
+        from mtasklite_like.pqdm.processes import pqdm
     bar_options: dict[str, Any] = {"file": io.StringIO()} if bar else {"disable": True}
     return list(pqdm(data, task, n_jobs, **bar_options))
 

@@ -291,17 +291,18 @@ def build(quick: bool) -> list[Workload]:
 
     pqdm_bar = Workload(
         name="pqdm-bar",
-        title=f"{n(200_000, 20_000):,} x x*x, processes, our pqdm wrapper: cost of the progress bar",
+        title=f"{n(200_000, 20_000):,} x x*x, processes, our pqdm drop-in (mtasklite_like.pqdm.processes): "
+              "cost of the progress bar",
         kind="throughput",
         items=n(200_000, 20_000),
         task=square,
         make_input=_sized,
         expected=_squares,
-        reference=Config("ours: processes.pqdm(n_jobs=2), bar -> io.StringIO", "ours pqdm, bar on",
+        reference=Config("ours: pqdm.processes.pqdm(n_jobs=2), bar -> io.StringIO", "ours pqdm, bar on",
                          p(peers.ours_pqdm, n_jobs=2, bar=True)),
         peers=[
             Config(
-                "ours: processes.pqdm(n_jobs=2, disable=True)",
+                "ours: pqdm.processes.pqdm(n_jobs=2, disable=True)",
                 "ours pqdm, bar off",
                 p(peers.ours_pqdm, n_jobs=2, bar=False),
                 target=faster_than(0.95),

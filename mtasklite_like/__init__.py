@@ -10,7 +10,7 @@ finish), stateful workers are built inside each worker with ``@delayed_init``, a
 # `mtasklite-like` script, exits with code 130 and says how to continue, instead of a traceback;
 # any other importer gets its KeyboardInterrupt. The check is made only once interrupted.
 try:
-    from ._delayed import DelayedObject, delayed_init
+    from ._delayed import DelayedObject
     from ._errors import (
         DeferredExceptions,
         MtaskliteLikeError,
@@ -33,6 +33,11 @@ try:
     from ._results import ResultIterator
     from ._version import __version__
     from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
+
+    # From the public module, as mtasklite does: importing it first binds the package's name
+    # `delayed_init` to the module, and this line rebinds it to the decorator for good (a later
+    # `import mtasklite_like.delayed_init` finds the module loaded and leaves the name alone).
+    from .delayed_init import delayed_init
     from .utils import is_exception
 except KeyboardInterrupt:
     from ._interrupt import exit_if_command_line

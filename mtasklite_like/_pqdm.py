@@ -1,22 +1,29 @@
-"""The ``pqdm`` wrapper: a pool, one progress bar, and a result that is both lazy and list-like.
+"""The ``pqdm`` wrappers: a pool and one progress bar, run lazily or at once.
 
-``pqdm(items, fn, n_jobs)`` returns a :class:`PqdmResult`. Iterating it streams results through
-the pool while one bar counts items; using it as a list (``len``, ``[i]``, ``==``, ``repr``)
-collects the remaining results first. Keyword arguments go to the pool when they name one of its
-options (or one of ``concurrent.futures``' executor options, translated), to the bar otherwise,
-and a name neither accepts fails at once.
+Two shapes share this module, because the two libraries they replace disagree on when work runs:
+
+- mtasklite's ``pqdm`` (``mtasklite_like.processes`` / ``.threads`` / ``.ray``) is lazy:
+  ``run_pqdm`` returns a ``PqdmResult``. Iterating it streams results through the pool
+  while one bar counts items; using it as a list (``len``, ``[i]``, ``==``, ``repr``) collects the
+  remaining results first.
+- pqdm's ``pqdm`` (``mtasklite_like.pqdm.processes`` / ``.threads``) is eager:
+  ``run_pqdm_list`` runs every item before it returns a plain ``list``, and raises a failure
+  from the call itself, so ``try: r = pqdm(...) except ...:`` catches it.
+
+Keyword arguments go to the pool when they name one of its options (or one of
+``concurrent.futures``' executor options, translated), to the bar otherwise, and a name neither
+accepts fails at once.
 """
 
 from __future__ import annotations
 
-import dis
 import inspect
 import sys
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._options import ArgumentType, ExceptionMode
@@ -24,7 +31,7 @@ from ._pool import Pool
 from ._results import ResultIterator
 from .constants import ExceptionBehaviour
 
-__all__ = ["PqdmResult", "result_discarded", "run_pqdm"]
+__all__ = ["PqdmResult", "run_pqdm", "run_pqdm_list"]
 
 R = TypeVar("R")
 
@@ -73,7 +80,8 @@ def _split_kwargs(kwargs: dict[str, Any], tqdm_class: Any) -> tuple[dict[str, An
     for key, value in kwargs.items():
         if key in _EXPLICIT:
             raise TypeError(
-                f"pqdm() sets {key!r} itself: pass it as pqdm's own argument, not again in **kwargs"
+                f"pqdm() got {key!r} among its pool and bar options: it is one of pqdm's own arguments "
+                "(or, for use_threads, set by the module pqdm is imported from); pass it only once, by name"
             )
         if key == "mp_context":
             method = value if isinstance(value, str) or value is None else value.get_start_method()
@@ -249,10 +257,12 @@ class PqdmResult(Generic[R]):
         self.tqdm_obj.close()
 
     def __del__(self) -> None:
-        # `_ = pqdm(items, save_file, 4)`, its result never looked at: with pqdm that ran every
-        # item before returning, so it runs here, as the result is dropped. (A bare `pqdm(...)`
-        # statement runs at once instead: see run_pqdm.) An error can only be reported as a
-        # warning here, since nothing can catch an exception raised by __del__.
+        # `pqdm(items, save_file, 4)` as a bare statement, or a result assigned and dropped without
+        # ever being looked at: code written for pqdm's eager list expects those items to have run,
+        # so they run here, as the result is dropped (at once in CPython, where the last reference
+        # goes with the statement). An error can only be reported as a warning here, since nothing
+        # can catch an exception raised by __del__; the eager pqdm of mtasklite_like.pqdm.processes
+        # raises it from the call instead.
         if self._touched or self.pool_obj.started or sys.is_finalizing():
             return
         try:
@@ -261,38 +271,14 @@ class PqdmResult(Generic[R]):
             warnings.warn(
                 f"a pqdm() result that was never used failed while running its remaining items: "
                 f"{type(exc).__name__}: {exc}. Use the result (e.g. list(result)) to have the error raised "
-                "where it can be handled",
+                "where it can be handled, or import pqdm from mtasklite_like.pqdm.processes (or "
+                ".threads), whose pqdm runs every item at the call and returns a list, as pqdm does",
                 RuntimeWarning,
                 stacklevel=2,
             )
 
 
-#: (code, instruction offset) -> whether the call there discards its value
-_DISCARDS: dict[tuple[Any, int], bool] = {}
-
-
-def result_discarded(frame: FrameType | None) -> bool:
-    """True when the call running in ``frame`` is a bare statement whose value is thrown away.
-
-    Such a ``pqdm(...)`` statement is run at once, so that its exceptions reach the caller as they
-    do with pqdm, instead of surfacing in ``__del__`` where they cannot be caught. Found from the
-    caller's bytecode: the instruction after the call pops its value.
-    """
-    if frame is None:
-        return False
-    key = (frame.f_code, frame.f_lasti)
-    found = _DISCARDS.get(key)
-    if found is None:
-        found = False
-        for ins in dis.get_instructions(frame.f_code):
-            if ins.offset > frame.f_lasti:
-                found = ins.opname == "POP_TOP"
-                break
-        _DISCARDS[key] = found
-    return found
-
-
-def run_pqdm(
+def _build(
     input_iterable: Iterable[Any],
     worker_or_worker_arr: Callable[..., R] | Sequence[Callable[..., R]],
     n_jobs: int | None,
@@ -301,14 +287,10 @@ def run_pqdm(
     exception_behaviour: ExceptionMode,
     tqdm_class: Any,
     kwargs: dict[str, Any],
-    *,
     use_threads: bool,
-    caller: FrameType | None,
-    backend: str | None = None,
-) -> PqdmResult[R]:
-    """The body of ``processes.pqdm``, ``threads.pqdm`` and ``ray.pqdm``; ``caller`` is the calling
-    frame, ``backend`` the backend the module stands for (None: the one ``use_threads`` says, or
-    what ``backend=`` in ``kwargs`` names)."""
+    backend: str | None,
+) -> tuple[ResultIterator[R], Any]:
+    """Check the options, build the pool, its result iterator (nothing runs yet) and the bar."""
     # The American spelling is accepted too, as Pool accepts the British one.
     american = kwargs.pop("exception_behavior", None)
     if american is not None:
@@ -336,24 +318,101 @@ def run_pqdm(
     results = pool(input_iterable)
     if "total" not in bar_kw:
         bar_kw["total"] = results.total
-    result = PqdmResult(results, tqdm_class(**bar_kw))
-    if result_discarded(caller):
-        result._materialize()
-    return result
+    return results, tqdm_class(**bar_kw)
 
 
-DOC = """Run ``worker_or_worker_arr`` over ``input_iterable`` on {kind}, with a progress bar.
+def run_pqdm(
+    input_iterable: Iterable[Any],
+    worker_or_worker_arr: Callable[..., R] | Sequence[Callable[..., R]],
+    n_jobs: int | None,
+    argument_type: ArgumentType | str | None,
+    bounded: bool,
+    exception_behaviour: ExceptionMode,
+    tqdm_class: Any,
+    kwargs: dict[str, Any],
+    *,
+    use_threads: bool,
+    backend: str | None = None,
+) -> PqdmResult[R]:
+    """The body of mtasklite's lazy ``pqdm`` (``processes``, ``threads``, ``ray``): nothing runs
+    until the result is used. ``backend`` is the backend the module stands for (None: the one
+    ``use_threads`` says, or what ``backend=`` in ``kwargs`` names)."""
+    results, bar = _build(
+        input_iterable, worker_or_worker_arr, n_jobs, argument_type, bounded, exception_behaviour,
+        tqdm_class, kwargs, use_threads, backend,
+    )
+    return PqdmResult(results, bar)
 
-    A drop-in for ``pqdm`` and ``mtasklite``'s ``pqdm``, with their signature: ``argument_type``
-    is ``'single_arg'`` (also ``None`` or ``'direct'``), ``'args'`` or ``'kwargs'``;
-    ``exception_behaviour`` is ``'ignore'`` (default), ``'immediate'`` or ``'deferred'``
-    (``exception_behavior`` is accepted too). Keyword arguments naming a ``Pool`` option
-    (``chunk_size``, ``is_unordered``, ``join_timeout``, ``start_method``, ``worker_env``, ...) or an
-    executor option (``initializer``, ``initargs``, ``mp_context``, ``max_tasks_per_child``) go to the
-    pool; the others go to ``tqdm_class`` (``desc``, ``disable``, ``position``, ``leave``, ``file``,
-    ``unit``, ``total``, ...); an unknown name fails at once, listing the valid ones.
 
-    Returns a :class:`PqdmResult`: iterate it to stream results, or use it as the list of results.
-    A bare ``pqdm(...)`` statement, whose result is discarded, runs every item before returning,
-    so that an ``'immediate'`` failure is raised there, as with pqdm.
+def run_pqdm_list(
+    input_iterable: Iterable[Any],
+    worker_or_worker_arr: Callable[..., R] | Sequence[Callable[..., R]],
+    n_jobs: int | None,
+    argument_type: ArgumentType | str | None,
+    bounded: bool,
+    exception_behaviour: ExceptionMode,
+    tqdm_class: Any,
+    kwargs: dict[str, Any],
+    *,
+    use_threads: bool,
+) -> list[R]:
+    """The body of pqdm's eager ``pqdm`` (``mtasklite_like.pqdm.processes`` / ``.threads``): every
+    item has run when it returns, and a failure the mode raises is raised from here. The workers
+    are stopped and the bar is closed before it returns or raises."""
+    results, bar = _build(
+        input_iterable, worker_or_worker_arr, n_jobs, argument_type, bounded, exception_behaviour,
+        tqdm_class, kwargs, use_threads, None,
+    )
+    try:
+        return _collect(results, bar)
+    finally:
+        bar.close()
+        results.close()
+        results.parent_obj.close()
+
+
+def _collect(results: ResultIterator[R], bar: Any) -> list[R]:
+    """Every result of ``results``, in a list, with ``bar`` counting them.
+
+    Results are taken in bulk (``take_ready``), so the bar and the clock cost a call per bulk, not
+    per item; the bar gets a new count at most every ``_BAR_INTERVAL`` while results flow, and
+    before each wait for the next one.
     """
+    # While the caller waits on slow tasks, keep the bar's clock and rate moving.
+    results.heartbeat = bar.refresh
+    out: list[R] = []
+    take = results.take_ready
+    nxt = results.__next__
+    failures = 0
+    shown = 0  # results the bar has been told about
+    last = time.monotonic()
+    try:
+        while True:
+            ready = take()
+            if ready:
+                out.extend(ready)
+                now = time.monotonic()
+                if now - last < _BAR_INTERVAL:
+                    continue
+                last = now
+            else:
+                if shown == len(out):
+                    try:
+                        out.append(nxt())
+                    except StopIteration:
+                        break
+                    continue
+            # Tell the bar: time for a new count, or nothing is ready and the next result may be slow.
+            count = results.failure_count
+            if count != failures:
+                failures = count
+                bar.set_postfix(failed=failures, refresh=False)
+            bar.update(len(out) - shown)
+            shown = len(out)
+    finally:
+        if shown != len(out):
+            count = results.failure_count
+            if count != failures:
+                bar.set_postfix(failed=count, refresh=False)
+            bar.update(len(out) - shown)
+    return out

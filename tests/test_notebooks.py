@@ -67,7 +67,7 @@ def test_notebook_runs(path: Path) -> None:
 
 #: what each notebook's outputs must show when it runs (regular expressions)
 CLAIMS = {
-    "pqdm_migration.ipynb": [r"\] True list PqdmResult", r"failed=10", r"mtasklite_like: RuntimeError"],
+    "pqdm_migration.ipynb": [r"\] True list list", r"failed=10", r"mtasklite_like: RuntimeError"],
     "spacy_per_worker.ipynb": [r"x faster than loading per item", r"79005 tokens in 4000 documents"],
     "per_gpu_workers.ipynb": [r"12 batches done; True", r"worker-(cpu|gpu)\S*: device (cpu|cuda:0)"],
     "exceptions_and_faults.ipynb": [
