@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from ._delayed import delayed_init
-from ._errors import DeferredExceptions
+from ._errors import DeferredExceptions, WorkerInitError
 from ._journal import JournalOptions, JournalState, journaled_run, read_journal
 from ._pool import Pool
 
@@ -161,6 +161,7 @@ def _run(
 
         bar = tqdm(total=total, initial=already)
     failures: DeferredExceptions | None = None
+    init_error: WorkerInitError | None = None
     try:
         # Opening the journal checks it was written by the same function and locks it; the
         # workers start only when the stream is first read.
@@ -179,9 +180,15 @@ def _run(
                         bar.update(count(items[position]))
     except DeferredExceptions as exc:
         failures = exc
+    except WorkerInitError as exc:
+        # init_function raised: doc_ock lets that exception through, so `except ImportError:` (say)
+        # around the call must catch it here too.
+        init_error = exc
     finally:
         if bar is not None:
             bar.close()
+    if init_error is not None:
+        raise _original_init_error(init_error)
     if failures is not None:
         # Raised here, not in the except clause, so the summary is not chained as its context.
         raise _first_failure(failures, items)
@@ -199,6 +206,19 @@ def _stored_results(
     if not all(k in done for k in keys):
         return None
     return [done[k] for k in keys]
+
+
+def _original_init_error(error: WorkerInitError) -> BaseException:
+    """What ``init_function`` raised, in its own type (the worker's traceback stays its cause), with
+    the pool's description of the failure as a note and as ``worker_init_error``."""
+    original = error.__cause__
+    if not isinstance(original, Exception):
+        return error
+    with contextlib.suppress(AttributeError):
+        original.worker_init_error = error  # type: ignore[attr-defined]
+    if hasattr(original, "add_note"):
+        original.add_note(f"mp_lock: {error}")
+    return original
 
 
 #: how many failed items the note on a raised failure names

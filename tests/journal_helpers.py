@@ -147,3 +147,8 @@ def journal_records(run_dir: str) -> list[tuple[int, bytes]]:
         records.append((kind, data[pos + 9 : pos + 9 + size]))
         pos += 9 + size
     return records
+
+
+def mp_init_missing_module(shared_data):
+    """An init_function that fails the way a missing dependency does."""
+    import mtasklite_like_no_such_module  # noqa: F401

@@ -442,3 +442,14 @@ def test_a_failure_in_mp_lock_batch_keeps_its_type(tmp_path):
                       str(tmp_path / "out"), batch_size=3, verbose=False)
     assert len(info.value.mp_lock_failures) == 1
     assert sorted(saved) == ["0", "1", "2", "6", "7", "8"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("function", [mp_lock, mp_lock_value])
+def test_a_failing_init_function_keeps_its_type(tmp_path, function):
+    # doc_ock lets init_function's exception through: `except ModuleNotFoundError:` must catch it.
+    with pytest.raises(ModuleNotFoundError, match="mtasklite_like_no_such_module") as info:
+        function(["a", "b"], h.mp_process, None, 2, str(tmp_path / "out"), shared_data={},
+                 init_function=h.mp_init_missing_module, verbose=False)
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "worker" in str(info.value.worker_init_error)
