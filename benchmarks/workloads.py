@@ -71,6 +71,8 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     "<": operator.lt,
     "~3%": lambda value, limit: abs(value - limit) <= 0.03 * limit,
+    # a rate limit: never more than the limit allows (rate x window + 1), and at least 95 % of it
+    "pace": lambda value, limit: 0.95 * limit <= value <= limit + 1,
 }
 
 
@@ -566,9 +568,13 @@ def _async_rows(quick: bool) -> list[Workload]:
         items=int(100 * seconds),
         reference=Config("ours: items started in the first "
                          f"{seconds:g} s", "ours, started", (100.0, seconds),
-                         target=Target(f"{100 * seconds:,.0f} +/- 3%", "~3%", 100 * seconds)),
+                         target=Target(f"{0.95 * 100 * seconds:,.0f} to {100 * seconds + 1:,.0f}", "pace",
+                                       100 * seconds)),
+        # Starts are at most rate x 1 s + 1 = 101 in any second (tests/test_async.py checks the
+        # tasks' own start times); the server sees them a request's transit later, which varies
+        # by milliseconds on a loaded machine: one more is allowed here for that.
         peers=[Config("ours: most started in any 1 s window", "ours, max in 1 s", None,
-                      target=Target("<= 105", "<=", 105))],
+                      target=Target("<= 102", "<=", 102))],
         prepare=asyncio_io.start_server,
     )
 

@@ -19,6 +19,15 @@ Object life cycle
     session, which needs one), once per worker. When the worker is asked to stop, pending
     coroutines are cancelled, then the object's ``async def aclose()`` is awaited if it has one.
 
+``max_per_second``
+    The engine hands items over one at a time at the rate, but a hand-over is not a start: an item
+    waits for the loop (busy with another coroutine's step, or blocked) and for the thread that
+    passes batches in, and items that arrived an interval apart can start together. So, when the
+    pool gives its workers a :class:`~._rate_limit.StartGate` (``spec.start_gate``), each item's
+    coroutine first takes its start from the gate, at the moment it would run its first step,
+    waiting on the loop (``asyncio.sleep``) while it is not due: the starts keep their distance as
+    the coroutines see them, across the workers of the pool.
+
 ``task_timeout``
     Each item has its own deadline, from when it starts: past it, its coroutine is cancelled and
     the item fails with :class:`~._errors.TaskTimeoutError` while the others go on. The engine's
@@ -44,6 +53,7 @@ from collections.abc import Callable, Coroutine, Generator, MutableSequence, Seq
 from typing import Any
 
 from ._errors import TaskTimeoutError
+from ._rate_limit import StartGate
 from ._worker import WorkerSpec, build_worker_object, make_caller
 
 __all__ = ["FailedItem", "serve_coroutines"]
@@ -104,6 +114,27 @@ class _Tracked(Coroutine[Any, Any, Any]):
         return repr(self._coro)
 
 
+#: seconds by which the loop's timers may fire late (its wait for events counts in whole ms)
+_LOOP_TICK = 0.001
+
+
+async def _after_start(gate: StartGate, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` once the gate gives it a start: its first step follows the gate at once.
+
+    A timer of the loop may fire up to a millisecond late, and a start made late is never made
+    up for (the rate would be lower by as much, for every item that waited): so the wait sleeps
+    through all but the last millisecond, then yields the loop to the other coroutines until
+    the start is due.
+    """
+    try:
+        while (delay := gate.try_start()) > 0:
+            await asyncio.sleep(delay - _LOOP_TICK if delay > _LOOP_TICK else 0)
+    except BaseException:
+        coro.close()  # cancelled before it started (a timeout, the worker stopping)
+        raise
+    return await coro
+
+
 class _Batch:
     __slots__ = ("busy", "failures", "id", "indices", "pending", "results")
 
@@ -127,8 +158,10 @@ class _Runner:
         timeout: float | None,
         done: Callable[[int, Sequence[int], list[Any], Failures, float], None],
         progress: MutableSequence[int] | None,
+        gate: StartGate | None = None,
     ) -> None:
         self.loop = loop
+        self.gate = gate
         self.call = call
         self.concurrency = concurrency
         self.free = concurrency
@@ -191,6 +224,8 @@ class _Runner:
         if not inspect.isawaitable(awaitable):
             self._end(batch, pos, started, value=awaitable)  # a plain value: nothing to await
             return
+        if self.gate is not None and inspect.iscoroutine(awaitable):
+            awaitable = _after_start(self.gate, awaitable)
         if progress is not None and inspect.iscoroutine(awaitable):
             awaitable = _Tracked(awaitable, progress, batch.id, pos)
         task = asyncio.ensure_future(awaitable, loop=self.loop)
@@ -329,7 +364,9 @@ async def _main(
         init_failed(exc)
         return
     ready()
-    runner = _Runner(loop, call, max(1, spec.concurrency), spec.task_timeout, done, progress)
+    # The pool's start gate under max_per_second (None without a limit).
+    gate: StartGate | None = spec.start_gate
+    runner = _Runner(loop, call, max(1, spec.concurrency), spec.task_timeout, done, progress, gate)
     runner_out.append(runner)
     threading.Thread(target=_bridge, args=(next_message, loop, runner), name=name, daemon=True).start()
     try:

@@ -41,7 +41,7 @@ from ._options import (
     per_worker_options,
     worker_envs,
 )
-from ._rate_limit import check_rate
+from ._rate_limit import check_rate, start_gate
 from ._results import ResultIterator
 from ._worker import WorkerSpec
 from ._worker_set import WorkerSet
@@ -363,9 +363,13 @@ class Pool(Generic[R]):
             max_per_second=self.max_per_second,
         )
         item_timeout = task_timeout if self.concurrency else None
+        # Starts themselves are paced, in the workers (hand-overs alone are not enough: a worker
+        # wakes up a varying while after it is handed an item). Threads and processes share a
+        # gate; Ray actors on other machines cannot, and are paced by their hand-overs.
+        gate = start_gate(self.max_per_second) if backend_name in ("threads", "processes") else None
         specs = [
             WorkerSpec(i, w, argument_kind, envs[i], initializer, initargs, concurrency=self.concurrency,
-                       task_timeout=item_timeout)
+                       task_timeout=item_timeout, start_gate=gate)
             for i, w in enumerate(workers)
         ]
         # Coroutine workers run on an event loop of their own, never in the caller (whose loop, if

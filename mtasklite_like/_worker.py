@@ -15,6 +15,7 @@ from types import CoroutineType
 from typing import Any
 
 from ._delayed import materialize
+from ._rate_limit import StartGate
 from .constants import ArgumentPassing
 
 __all__ = [
@@ -37,8 +38,8 @@ class WorkerSpec:
     each cancelled past ``task_timeout`` seconds.
     """
 
-    __slots__ = ("argument_type", "concurrency", "env", "index", "initargs", "initializer", "task_timeout",
-                 "worker")
+    __slots__ = ("argument_type", "concurrency", "env", "index", "initargs", "initializer", "start_gate",
+                 "task_timeout", "worker")
 
     def __init__(
         self,
@@ -51,6 +52,7 @@ class WorkerSpec:
         *,
         concurrency: int = 0,
         task_timeout: float | None = None,
+        start_gate: StartGate | None = None,
     ) -> None:
         self.index = index
         self.worker = worker
@@ -60,6 +62,9 @@ class WorkerSpec:
         self.initargs = tuple(initargs)
         self.concurrency = concurrency
         self.task_timeout = task_timeout
+        #: under ``max_per_second``: what every start of every worker of the pool waits for
+        #: (``_rate_limit.StartGate``), so that starts, not only hand-overs, are evenly spaced
+        self.start_gate = start_gate
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -123,8 +128,10 @@ def build_worker_object(spec: WorkerSpec, *, own_process: bool) -> Any:
 
 
 def build_worker_callable(spec: WorkerSpec, *, own_process: bool) -> Callable[[Any], Any]:
-    """Run the initializer and build the worker's object; return the per-item callable."""
-    return make_caller(build_worker_object(spec, own_process=own_process), spec.argument_type)
+    """Run the initializer and build the worker's object; return the per-item callable (which waits
+    for its turn first under ``max_per_second``)."""
+    call = make_caller(build_worker_object(spec, own_process=own_process), spec.argument_type)
+    return call if spec.start_gate is None else spec.start_gate.gated(call)
 
 
 def run_batch(

@@ -19,30 +19,99 @@ What changes, on purpose (docs/workflows.md): a worker that dies raises
 [`WorkerDiedError`][mtasklite_like.WorkerDiedError] instead of hanging; a task's exception carries the
 worker's traceback; a malformed ``(iterable, total)`` tuple raises ``TypeError`` rather than
 ``AssertionError``; ``chunksize`` caps the batch size (the default 1 lets batches adapt to the
-measured task time, so quick tasks are not sent one by one); the bar is redrawn at most ten times a
-second.
+measured task time, so quick tasks are not sent one by one). The bar itself
+([`ProgressBar`][mtasklite_like.mmengine.ProgressBar]) writes what mmengine's writes, update for update.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from shutil import get_terminal_size
 from typing import Any, TextIO
 
 from ._pool import Pool
 
-__all__ = ["ProgressBar", "track_iter_progress", "track_parallel_progress", "track_progress"]
+__all__ = [
+    "ProgressBar",
+    "Timer",
+    "TimerError",
+    "track_iter_progress",
+    "track_parallel_progress",
+    "track_progress",
+]
 
-#: seconds between two redraws of the bar (the last state is always drawn)
-_REDRAW = 0.1
+
+class TimerError(Exception):
+    """A [`Timer`][mtasklite_like.mmengine.Timer] was read while it was not running (mmengine's
+    ``TimerError``)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class Timer:
+    """mmengine's ``Timer``: seconds since it started, and since the last check (wall clock).
+
+    ``with Timer():`` prints the seconds the block took (``print_tmpl``, ``'{:.3f}'`` by default).
+    """
+
+    def __init__(self, start: bool = True, print_tmpl: str | None = None) -> None:
+        self._is_running = False
+        self.print_tmpl = print_tmpl if print_tmpl else "{:.3f}"
+        self._t_start = 0.0
+        self._t_last = 0.0
+        if start:
+            self.start()
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the timer is running."""
+        return self._is_running
+
+    def __enter__(self) -> Timer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        print(self.print_tmpl.format(self.since_last_check()))
+        self._is_running = False
+
+    def start(self) -> None:
+        """Start the timer (a running one keeps its start; the last check moves to now)."""
+        if not self._is_running:
+            self._t_start = time.time()
+            self._is_running = True
+        self._t_last = time.time()
+
+    def since_start(self) -> float:
+        """Seconds since the timer started; also a check (see ``since_last_check()``)."""
+        if not self._is_running:
+            raise TimerError("timer is not running")
+        self._t_last = time.time()
+        return self._t_last - self._t_start
+
+    def since_last_check(self) -> float:
+        """Seconds since the last check (this call, or ``since_start()``)."""
+        if not self._is_running:
+            raise TimerError("timer is not running")
+        duration = time.time() - self._t_last
+        self._t_last = time.time()
+        return duration
 
 
 class ProgressBar:
-    """A one-line text progress bar: ``[>>>>      ] 4/10, 2.0 task/s, elapsed: 2s, ETA: 3s``.
+    """mmengine's one-line text progress bar: ``[>>>>      ] 4/10, 2.0 task/s, elapsed: 2s, ETA:     3s``.
 
-    ``task_num`` 0 shows a count without a bar. Writes to ``file`` with carriage returns.
+    The output is mmengine's, byte for byte: ``start()`` writes the empty bar (``completed: 0,
+    elapsed: 0s`` when ``task_num`` is 0, no total known), and every ``update()`` draws the new
+    state, after a carriage return when there is a bar; without a total the counts follow each
+    other on one line, as mmengine writes them. The bar narrows to fit the terminal
+    (``terminal_width``, from ``COLUMNS`` or the terminal), and ``timer`` is the
+    [`Timer`][mtasklite_like.mmengine.Timer] that ``start()`` starts. ``update()`` refuses a count
+    below 1 with ``AssertionError``, as mmengine's ``assert`` does (here under ``python -O`` too).
     """
 
     def __init__(
@@ -52,58 +121,45 @@ class ProgressBar:
         self.bar_width = bar_width
         self.completed = 0
         self.file = file
-        self._started = 0.0
-        self._drawn = 0.0
-        self._shown = 0
         if start:
             self.start()
 
+    @property
+    def terminal_width(self) -> int:
+        """The terminal's width in columns (``COLUMNS`` when set)."""
+        width, _ = get_terminal_size()
+        return width
+
     def start(self) -> None:
-        """Draw the empty bar and start the clock (again, when called a second time)."""
+        """Write the empty bar and start ``timer`` (a new one, when called again)."""
         if self.task_num > 0:
             self.file.write(f"[{' ' * self.bar_width}] 0/{self.task_num}, elapsed: 0s, ETA:")
         else:
             self.file.write("completed: 0, elapsed: 0s")
         self.file.flush()
-        self._started = self._drawn = time.perf_counter()
-        self._shown = 0
+        self.timer = Timer()
 
     def update(self, num_tasks: int = 1) -> None:
-        """Count ``num_tasks`` more finished tasks, redrawing at most every 0.1 s (and at the end)."""
-        if num_tasks <= 0:
-            raise ValueError(f"update() counts finished tasks: num_tasks must be > 0, not {num_tasks}")
+        """Count ``num_tasks`` (>= 1) more finished tasks and draw the bar."""
+        if not num_tasks > 0:
+            raise AssertionError(f"update() counts finished tasks: num_tasks must be > 0, not {num_tasks}")
         self.completed += num_tasks
-        now = time.perf_counter()
-        if now - self._drawn >= _REDRAW or self.completed == self.task_num:
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        self._drawn = now
-        self._shown = self.completed
-        elapsed = now - self._started
-        rate = self.completed / elapsed if elapsed > 0 else float("inf")
+        elapsed = self.timer.since_start()
+        fps = self.completed / elapsed if elapsed > 0 else float("inf")
         if self.task_num > 0:
-            done = min(self.completed / self.task_num, 1.0)
-            eta = int(elapsed * (1 - done) / done + 0.5) if done else 0
-            text = (
-                f"{self.completed}/{self.task_num}, {rate:.1f} task/s, elapsed: {int(elapsed + 0.5)}s, "
-                f"ETA: {eta:5}s"
+            percentage = self.completed / float(self.task_num)
+            eta = int(elapsed * (1 - percentage) / percentage + 0.5)
+            msg = (
+                f"\r[{{}}] {self.completed}/{self.task_num}, {fps:.1f} task/s, "
+                f"elapsed: {int(elapsed + 0.5)}s, ETA: {eta:5}s"
             )
-            columns = shutil.get_terminal_size().columns
-            width = max(2, min(self.bar_width, columns - len(text) - 4, int(columns * 0.6)))
-            marks = int(width * done)
-            self.file.write(f"\r[{'>' * marks}{' ' * (width - marks)}] {text}")
+            columns = self.terminal_width
+            # mmengine's arithmetic: len(msg) counts the '{}' placeholder and the carriage return.
+            bar_width = max(2, min(self.bar_width, int(columns - len(msg)) + 2, int(columns * 0.6)))
+            mark_width = int(bar_width * percentage)
+            self.file.write(msg.format(">" * mark_width + " " * (bar_width - mark_width)))
         else:
-            self.file.write(
-                f"\rcompleted: {self.completed}, elapsed: {int(elapsed + 0.5)}s, {rate:.1f} tasks/s"
-            )
-        self.file.flush()
-
-    def finish(self) -> None:
-        """Draw the final state and end the line."""
-        if self.completed != self._shown:
-            self._draw(time.perf_counter())
-        self.file.write("\n")
+            self.file.write(f"completed: {self.completed}, elapsed: {int(elapsed + 0.5)}s, {fps:.1f} tasks/s")
         self.file.flush()
 
 
@@ -140,7 +196,7 @@ def track_progress(
     for task in iterable:
         results.append(func(task, **kwargs))
         bar.update()
-    bar.finish()
+    bar.file.write("\n")
     return results
 
 
@@ -200,7 +256,7 @@ def track_parallel_progress(
                 bar.start()
                 continue
             bar.update()
-    bar.finish()
+    bar.file.write("\n")
     return results
 
 
@@ -216,4 +272,4 @@ def track_iter_progress(
     for task in iterable:
         yield task
         bar.update()
-    bar.finish()
+    bar.file.write("\n")

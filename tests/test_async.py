@@ -11,6 +11,7 @@ import asyncio
 import gc
 import itertools
 import os
+import queue
 import signal
 import threading
 import time
@@ -20,10 +21,12 @@ import pytest
 
 from mtasklite_like import Pool, TaskTimeoutError, WorkerDiedError, delayed_init, is_exception
 from mtasklite_like import _results as results_module
+from mtasklite_like._async_worker import serve_coroutines
 from mtasklite_like._backends import register_backend
 from mtasklite_like._backends.processes import ProcessBackend
 from mtasklite_like._backends.threads import ThreadBackend
-from mtasklite_like._rate_limit import RateLimiter, check_rate
+from mtasklite_like._rate_limit import RateLimiter, StartGate, check_rate, start_gate
+from mtasklite_like._worker import WorkerSpec
 from mtasklite_like.threads import pqdm as threads_pqdm
 from tests import async_helpers as h
 from tests import helpers
@@ -584,19 +587,52 @@ def test_max_per_second_paces_starts_measured_by_the_server(server, backend, tas
         assert _max_in_window(times, window) <= rate * window + 2, (window, _max_in_window(times, window))
 
 
-def test_the_rate_limiter_keeps_its_schedule_and_never_banks_tokens():
+def _crowded(times: list[float], rate: float) -> list[tuple[int, float]]:
+    """Windows holding more than ``rate * w + 1`` starts, as (starts, w); none when paced right.
+
+    ``k + 1`` starts from ``t_i`` to ``t_(i+k)`` lie in a window of ``w = t_(i+k) - t_i``, which may
+    hold ``rate * w + 1``: so every such span must be at least ``k / rate`` long. Checked for every
+    pair of starts, it covers every window, of any length, placed anywhere. (A nanosecond is
+    allowed for the rounding of sums of floats: 0.2 - 0.0 is not always 2 * 0.1.)
+    """
+    times = sorted(times)
+    return [
+        (j - i + 1, times[j] - times[i])
+        for i in range(len(times))
+        for j in range(i + 1, len(times))
+        if times[j] - times[i] < (j - i) / rate - 1e-9
+    ]
+
+
+def test_the_window_check_counts_every_window():
+    assert _crowded([0.0, 0.1, 0.2, 0.3], 10) == []
+    assert _crowded([0.0, 0.1, 0.19], 10) == [(3, pytest.approx(0.19)), (2, pytest.approx(0.09))]
+    assert _crowded([0.0, 0.5, 0.5], 10) == [(2, 0.0)]  # two at once, late in the run
+
+
+def test_the_rate_limiter_spaces_tokens_an_interval_apart_however_late():
     limiter = RateLimiter(10)  # one every 0.1 s
     assert limiter.try_acquire(0.0)
     assert not limiter.try_acquire(0.05) and limiter.next_at(0.05) == pytest.approx(0.1)
-    assert limiter.try_acquire(0.13)  # late by 0.03: the next is still due at 0.2
-    assert limiter.next_at(0.13) == pytest.approx(0.2)
-    assert limiter.try_acquire(0.39)  # late by 0.19, more than an interval: one catch-up at most...
-    assert limiter.try_acquire(0.39)
+    assert limiter.try_acquire(0.13)  # late by 0.03: the next is due an interval after it
+    assert not limiter.try_acquire(0.2) and limiter.next_at(0.2) == pytest.approx(0.23)
+    assert limiter.try_acquire(0.39)  # late by 0.16: no catch-up token...
     assert not limiter.try_acquire(0.39) and limiter.next_at(0.39) == pytest.approx(0.49)
-    assert limiter.try_acquire(5.0)  # after a long pause, no burst: two now at most...
-    assert limiter.try_acquire(5.0)
-    assert not limiter.try_acquire(5.0)  # ...then one every interval
+    assert limiter.try_acquire(5.0)  # ...and none banked over a long pause: one now...
+    assert not limiter.try_acquire(5.0)
+    assert not limiter.try_acquire(5.09)  # ...the next one interval later
     assert limiter.next_at(5.0) == pytest.approx(5.1)
+    taken = [t / 1000 for t in range(0, 3000, 7) if limiter.try_acquire(6 + t / 1000)]
+    assert _crowded(taken, 10) == []
+
+
+def test_hand_overs_to_gated_workers_make_up_for_a_little_lateness_only():
+    limiter = RateLimiter(10, make_up=0.002)
+    assert limiter.try_acquire(0.0)
+    assert limiter.try_acquire(0.101)  # 1 ms late: made up, the next is due on schedule
+    assert limiter.next_at(0.101) == pytest.approx(0.2)
+    assert limiter.try_acquire(0.5)  # 0.3 s late: 2 ms made up at most, nothing banked
+    assert limiter.next_at(0.5) == pytest.approx(0.598)
 
 
 class _PacedFake(FakeBackend):
@@ -622,6 +658,187 @@ def test_the_engine_hands_items_over_at_the_rate_on_a_virtual_clock(retries):
     assert len(times) == 50 + retries * 7  # retried items are paced too
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.05 - 1e-9  # exactly on schedule: the virtual clock is never late
+
+
+class _StaggeredFake(FakeBackend):
+    """The simulated backend, with workers ready at the times in ``READY`` (virtual seconds), noting
+    when each item starts: when its worker is free and ready, not before."""
+
+    READY = (0.3, 0.5, 0.5, 0.5)
+
+    def start(self):
+        super().start()
+        for worker, ready in zip(self._workers, self.READY):
+            worker.ready_at = worker.free_at = self.now + ready
+        self.starts = []
+
+    def send(self, worker, batch_id, indices, items):
+        nbytes = super().send(worker, batch_id, indices, items)
+        w = self._workers[worker]
+        assert len(w.queue) == 1  # paced: a worker holds the item it runs, nothing waits behind
+        self.starts.append(w.free_at)
+        return nbytes
+
+
+register_backend("fake-staggered", lambda specs, start_method: _StaggeredFake(specs))
+
+
+def test_paced_items_wait_for_a_ready_worker_rather_than_start_together_when_it_is_up():
+    # Handed to a worker that is still starting, an item starts when the worker is up, together
+    # with those handed to the other starting workers meanwhile: a burst.
+    steps = [Step(i, seconds=0.3) for i in range(30)]
+    out = list(Pool(run_step, 4, backend="fake-staggered", max_per_second=20)(steps))
+    assert out == list(range(30))
+    starts = FakeBackend.made[-1].starts
+    assert len(starts) == 30
+    assert min(starts) >= 0.3  # no worker was ready before: the run waited rather than ended
+    assert _crowded(starts, 20) == []
+
+
+def _stamp(item):
+    return time.monotonic()
+
+
+class _GatedStamp:
+    """A task behind a start gate, as a pool's workers call theirs: it returns when it started."""
+
+    def __init__(self, gate):
+        self.gate = gate
+
+    def __call__(self, item):
+        return self.gate.gated(_stamp)(item)
+
+
+@pytest.mark.parametrize("kwargs", [{"backend": "threads"}, {"backend": "processes", "start_method": "fork"},
+                                    {"backend": "processes", "start_method": "spawn"}],
+                         ids=["threads", "fork", "spawn"])
+def test_the_start_gate_keeps_starts_an_interval_apart_across_workers(kwargs):
+    # Every worker is handed items at once (no rate limit in the pool): the gate alone paces them.
+    gate = start_gate(40)
+    assert isinstance(gate, StartGate) and start_gate(None) is None
+    starts = list(Pool(_GatedStamp(gate), 4, chunk_size=1, **kwargs)(range(24)))
+    assert _crowded(starts, 40) == []
+    assert max(starts) - min(starts) >= 23 / 40
+
+
+def test_a_start_gate_after_a_pause_gives_one_start_then_waits_an_interval():
+    gate = StartGate(20)
+    assert gate.try_start() == 0.0
+    wait = gate.try_start()
+    assert 0 < wait <= 0.05 + 1e-3  # one interval (and the gate's slack) after the first
+    time.sleep(wait)
+    assert gate.try_start() == 0.0
+    assert gate.try_start() > 0  # the second right after the first: none banked
+
+
+def test_the_start_gate_file_goes_with_the_gate():
+    gate = StartGate(5)
+    path = gate.path
+    assert os.path.exists(path)
+    del gate
+    gc.collect()
+    assert not os.path.exists(path)
+
+
+class _GatedSpec(WorkerSpec):
+    """A worker spec carrying a start gate, as the pool's do under max_per_second."""
+
+    __slots__ = ("start_gate",)
+
+
+async def _note_start(item):
+    started = time.monotonic()
+    await asyncio.sleep(0.001)
+    return started
+
+
+def test_a_coroutine_worker_handed_several_items_at_once_takes_each_start_from_the_gate():
+    # Two coroutine workers, each handed six items at once with room to run them all together:
+    # the gate spaces their first steps, across both workers, an interval apart.
+    gate = StartGate(40)
+    inboxes = [queue.SimpleQueue() for _ in range(2)]
+    results = queue.SimpleQueue()
+
+    def worker(k):
+        spec = _GatedSpec(k, _note_start, "single_arg", concurrency=8)
+        spec.start_gate = gate
+        serve_coroutines(spec, own_process=False, next_message=inboxes[k].get, ready=lambda: None,
+                         init_failed=results.put,
+                         done=lambda _id, _i, res, fails, _s: results.put((res, fails)),
+                         progress=None, name=f"gate-test-inbox-{k}")
+
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(2)]
+    for t in threads:
+        t.start()
+    for k, inbox in enumerate(inboxes):
+        inbox.put((k, list(range(6)), list(range(6))))
+    outcomes = [results.get(timeout=10) for _ in range(2)]
+    for inbox in inboxes:
+        inbox.put(None)
+    for t in threads:
+        t.join(10)
+    assert all(fails == [] for _, fails in outcomes), outcomes
+    starts = [t for res, _ in outcomes for t in res]
+    assert len(starts) == 12
+    assert _crowded(starts, 40) == []
+
+
+def test_a_coroutine_cancelled_while_waiting_for_its_start_is_closed_unstarted():
+    gate = StartGate(0.5)  # the second start is due two seconds after the first
+    assert gate.try_start() == 0.0
+    ran = []
+
+    async def task():
+        ran.append(True)
+
+    async def main():
+        from mtasklite_like._async_worker import _after_start
+
+        coro = task()
+        waiting = asyncio.ensure_future(_after_start(gate, coro))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return coro
+
+    coro = asyncio.run(main())
+    assert ran == [] and coro.cr_frame is None  # closed without running: no "never awaited" warning
+
+
+@delayed_init
+class _SlowToStart:
+    """Notes when each item starts; every worker but the first takes a while to be ready."""
+
+    def __init__(self, seconds):
+        time.sleep(seconds)
+
+    def __call__(self, item):
+        started = time.monotonic()
+        time.sleep(0.06)
+        return started
+
+
+@delayed_init
+class _SlowToStartAsync:
+    def __init__(self, seconds):
+        time.sleep(seconds)
+
+    async def __call__(self, item):
+        started = time.monotonic()
+        await asyncio.sleep(0.06)
+        return started
+
+
+@pytest.mark.parametrize(("backend", "shell", "kwargs"), [
+    ("threads", _SlowToStart, {}), ("processes", _SlowToStart, {}),
+    ("threads", _SlowToStartAsync, {"concurrency": 4}), ("processes", _SlowToStartAsync, {"concurrency": 4}),
+], ids=["threads", "processes", "thread-coroutines", "process-coroutines"])
+def test_max_per_second_holds_in_every_window_of_the_starts_the_tasks_see(backend, shell, kwargs):
+    rate = 40
+    workers = [shell(0.0 if k == 0 else 0.3) for k in range(3)]
+    starts = list(Pool(workers, 3, backend=backend, max_per_second=rate, **kwargs)(range(30)))
+    assert _crowded(starts, rate) == []
 
 
 # -- pqdm ----------------------------------------------------------------------------------------------

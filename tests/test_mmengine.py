@@ -6,16 +6,19 @@ OpenCV requirement); the parity tests skip, saying so, where it is not installed
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import re
+import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import mtasklite_like.mmengine as ours_mm
 from mtasklite_like import Pool, RemoteTraceback, WorkerDiedError
-from mtasklite_like.mmengine import ProgressBar, track_parallel_progress
+from mtasklite_like.mmengine import track_parallel_progress
 from mtasklite_like.processes import pqdm
 from tests import workflow_helpers as H
 
@@ -182,18 +185,189 @@ def test_track_progress_and_track_iter_progress(use_real: bool) -> None:
     assert list(lib.track_iter_progress((iter("abc"), 3), file=io.StringIO())) == ["a", "b", "c"]
 
 
-def test_progress_bar() -> None:
-    out = io.StringIO()
-    bar = ProgressBar(4, bar_width=8, file=out)
-    for _ in range(4):
+class _Clock:
+    """A wall clock that moves only when told: both bars read it, so their output can be compared
+    byte for byte, timings included."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(ours_mm, "time", types.SimpleNamespace(time=fake, perf_counter=fake, monotonic=fake))
+    if real is not None:
+        import mmengine.utils.timer
+
+        monkeypatch.setattr(mmengine.utils.timer, "time", fake)
+    return fake
+
+
+def _both(calls: Callable[[Any, _Clock], None], clock: _Clock) -> tuple[str, str]:
+    """Run the same calls on our bar and mmengine's (from the same instant); return both outputs."""
+    outputs = []
+    for lib in (ours_mm, real):
+        start = clock.now
+        out = io.StringIO()
+        calls(functools.partial(lib.ProgressBar, file=out), clock)
+        outputs.append(out.getvalue())
+        clock.now = start
+    return outputs[0], outputs[1]
+
+
+@needs_mmengine
+def test_progress_bar_start_and_update_write_what_mmengines_writes(clock: _Clock) -> None:
+    # mmengine's test_start and test_update, with the clock moved instead of slept.
+    def calls(make: Callable[..., Any], clock: _Clock) -> None:
+        make(bar_width=20)
+        bar = make(bar_width=20)
+        clock.now += 1
         bar.update()
-    bar.finish()
-    text = out.getvalue()
-    assert text.startswith("[        ] 0/4") and "[>>>>>>>>] 4/4" in text and text.endswith("\n")
-    unknown = io.StringIO()
-    bar = ProgressBar(0, file=unknown)
-    bar.update(3)
-    bar.finish()
-    assert "completed: 3" in unknown.getvalue()
-    with pytest.raises(ValueError, match="num_tasks must be > 0"):
-        bar.update(0)
+        bar = make(10, bar_width=20)
+        clock.now += 1
+        bar.update()
+        bar = make(10, bar_width=20, start=False)
+        bar.start()
+
+    ours, theirs = _both(calls, clock)
+    assert ours == theirs == (
+        "completed: 0, elapsed: 0s"
+        "completed: 0, elapsed: 0s"  # no total: no carriage return, before an update or after
+        "completed: 1, elapsed: 1s, 1.0 tasks/s"
+        f"[{' ' * 20}] 0/10, elapsed: 0s, ETA:"
+        f"\r[{'>' * 2 + ' ' * 18}] 1/10, 1.0 task/s, elapsed: 1s, ETA:     9s"
+        f"[{' ' * 20}] 0/10, elapsed: 0s, ETA:"
+    )
+
+
+@needs_mmengine
+@pytest.mark.parametrize("task_num", [0, 5])
+def test_every_update_draws_however_quick(clock: _Clock, task_num: int) -> None:
+    # A bar updated many times in the same instant (quick tasks), or 0.01 s apart: each update writes
+    # the new count, as mmengine's does; the counts without a total follow each other on one line.
+    def calls(make: Callable[..., Any], clock: _Clock) -> None:
+        bar = make(task_num, bar_width=10)
+        bar.update()
+        bar.update(2)
+        clock.now += 0.01
+        bar.update()
+        clock.now += 0.01
+        bar.update()
+
+    ours, theirs = _both(calls, clock)
+    assert ours == theirs
+    if task_num:
+        assert re.findall(r"\] (\d+/\d+),", ours) == ["0/5", "1/5", "3/5", "4/5", "5/5"]
+    else:
+        assert re.findall(r"completed: (\d+)", ours) == ["0", "1", "3", "4", "5"]
+        assert "\r" not in ours
+
+
+@needs_mmengine
+def test_the_bar_narrows_to_the_terminal_as_mmengines_does(
+    clock: _Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mmengine's test_adaptive_length: 80, 30, then 60 columns.
+    lengths = []
+
+    def calls(make: Callable[..., Any], clock: _Clock) -> None:
+        bar = make(10, bar_width=20)
+        clock.now += 1
+        for columns in ("80", "30", "60"):
+            monkeypatch.setenv("COLUMNS", columns)
+            before = len(bar.file.getvalue())
+            bar.update()
+            lengths.append(len(bar.file.getvalue()) - before)
+            assert bar.terminal_width == int(columns)
+
+    ours, theirs = _both(calls, clock)
+    assert ours == theirs
+    assert lengths == [66, 48, 60] * 2
+
+
+@needs_mmengine
+def test_progress_bar_attributes_and_bad_counts_match_mmengines() -> None:
+    for lib in (ours_mm, real):
+        bar = lib.ProgressBar(3, bar_width=7, file=io.StringIO())
+        assert (bar.task_num, bar.bar_width, bar.completed) == (3, 7, 0)
+        assert isinstance(bar.terminal_width, int)
+        assert bar.timer.is_running and bar.timer.since_start() >= 0
+        assert bar.timer.since_last_check() >= 0
+        for bad in (0, -1):
+            with pytest.raises(AssertionError):
+                bar.update(bad)
+        assert bar.completed == 0
+        late = lib.ProgressBar(3, start=False, file=io.StringIO())
+        assert not hasattr(late, "timer")  # started by start(), as mmengine's
+
+
+def test_the_timer_is_mmengines_timer(capsys: pytest.CaptureFixture[str]) -> None:
+    timer = ours_mm.Timer(start=False)
+    assert not timer.is_running
+    with pytest.raises(ours_mm.TimerError, match="timer is not running"):
+        timer.since_start()
+    with ours_mm.Timer(print_tmpl="took {:.0f} s"):
+        pass
+    assert capsys.readouterr().out == "took 0 s\n"
+    if real is not None:
+        assert [p for p in inspect.signature(real.Timer).parameters] == [
+            p for p in inspect.signature(ours_mm.Timer).parameters
+        ]
+
+
+@needs_mmengine
+@pytest.mark.parametrize("form", ["list", "iterator", "iter_progress"])
+def test_track_progress_output_is_mmengines_byte_for_byte(clock: _Clock, form: str) -> None:
+    # mmengine's test_track_progress_list / _iterator and test_track_iter_progress: a task takes 1 s.
+    def one_second(num: int) -> int:
+        clock.now += 1
+        return num
+
+    outputs = []
+    for lib in (ours_mm, real):
+        start, out = clock.now, io.StringIO()
+        if form == "iter_progress":
+            got = [one_second(n) for n in lib.track_iter_progress([1, 2, 3], bar_width=3, file=out)]
+        else:
+            tasks: Any = [1, 2, 3] if form == "list" else ((i for i in [1, 2, 3]), 3)
+            got = lib.track_progress(one_second, tasks, bar_width=3, file=out)
+        assert got == [1, 2, 3]
+        outputs.append(out.getvalue())
+        clock.now = start
+    assert outputs[0] == outputs[1] == (
+        "[   ] 0/3, elapsed: 0s, ETA:"
+        "\r[>  ] 1/3, 1.0 task/s, elapsed: 1s, ETA:     2s"
+        "\r[>> ] 2/3, 1.0 task/s, elapsed: 2s, ETA:     1s"
+        "\r[>>>] 3/3, 1.0 task/s, elapsed: 3s, ETA:     0s\n"
+    )
+
+
+def _timeless(output: str) -> str:
+    """The output with its timing-dependent numbers (rate, elapsed, ETA) blanked."""
+    output = re.sub(r"[\d.]+|inf(?= tasks?/s)", "#", output)
+    return re.sub(r"(ETA:) +#", r"\1 #", output)
+
+
+@needs_mmengine
+@pytest.mark.timeout(60)
+def test_track_parallel_progress_draws_every_result_as_mmengine_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The real clock: only the rates, times and ETAs may differ (the bar's width stays at 10 in
+    # 200 columns, whatever their digits).
+    monkeypatch.setenv("COLUMNS", "200")
+    outputs = []
+    for lib in (ours_mm, real):
+        out = io.StringIO()
+        got = lib.track_parallel_progress(H.square, TASKS, 2, bar_width=10, file=out)
+        assert got == [H.square(t) for t in TASKS]
+        outputs.append(out.getvalue())
+    ours, theirs = outputs
+    assert re.findall(r"\] (\d+)/37,", ours) == re.findall(r"\] (\d+)/37,", theirs) == [
+        str(n) for n in range(38)
+    ]
+    assert _timeless(ours) == _timeless(theirs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -256,15 +257,75 @@ def test_average_of_uneven_slices_is_the_true_mean() -> None:
         with lib.MultiWorker(H.slice_mean, n_processes=8, reduction=red.average_reduction) as f:
             return f(ARR)
 
-    theirs_value, ours_value = _both(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ours_red.WeightedAverageWarning)
+        theirs_value, ours_value = _both(run)
     true_mean = sum(ARR) / len(ARR)
     # 100 items on 8 processes: eight slices of 12 and one of 4. The mean of the slice means is off.
     assert theirs_value == pytest.approx(53.0555, abs=1e-3)
     assert ours_value == pytest.approx(true_mean)
     # Also as the first step of a composition.
     comp = ours_red.ReductionComposition([ours_red.average_reduction, round])
-    with ours.MultiWorker(H.slice_mean, n_processes=8, reduction=comp) as f:
-        assert f(ARR) == round(true_mean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ours_red.WeightedAverageWarning)
+        with ours.MultiWorker(H.slice_mean, n_processes=8, reduction=comp) as f:
+            assert f(ARR) == round(true_mean)
+
+
+TEN = [float(i) for i in range(10)]  # on 3 workers: slices of 3, 3, 3 and 1
+
+
+@pytest.mark.timeout(60)
+def test_ten_floats_on_three_workers_give_the_mean_warn_once_and_the_original_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ours_red, "_warned", False)  # once per process: as if this were the first
+    with theirs.MultiWorker(H.slice_mean, n_processes=3, reduction=theirs_red.average_reduction) as f:
+        assert f(TEN) == 5.25  # the mean of the slice means 1, 4, 7 and 9
+    with (
+        pytest.warns(ours_red.WeightedAverageWarning) as caught,
+        ours.MultiWorker(H.slice_mean, n_processes=3, reduction=ours_red.average_reduction) as f,
+    ):
+        assert f(TEN) == 4.5  # the mean of the items
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "(3, 3, 3, 1 items)" in message and "unweighted_average_reduction" in message
+    assert caught[0].filename == __file__  # it points at the call, not into the package
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning now fails the test
+        with ours.MultiWorker(H.slice_mean, n_processes=3, reduction=ours_red.average_reduction) as f:
+            assert f(TEN) == 4.5  # shown once
+        with ours.MultiWorker(H.slice_mean, n_processes=3,
+                              reduction=ours_red.unweighted_average_reduction) as f:
+            assert f(TEN) == 5.25  # workercontext's arithmetic, by name, and no warning
+
+
+@pytest.mark.timeout(60)
+def test_even_slices_give_the_same_mean_and_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ours_red, "_warned", False)
+    nine = TEN[:9]
+    with theirs.MultiWorker(H.slice_mean, n_processes=3, reduction=theirs_red.average_reduction) as f:
+        expected = f(nine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ours.MultiWorker(H.slice_mean, n_processes=3, reduction=ours_red.average_reduction) as f:
+            assert f(nine) == expected == 4.0
+    assert ours_red._warned is False
+
+
+def test_unweighted_average_reduction_is_workercontexts_average() -> None:
+    theirs_params = inspect.signature(theirs_red.average_reduction).parameters
+    assert list(inspect.signature(ours_red.unweighted_average_reduction).parameters) == list(theirs_params)
+    for values in ([1.0, 4.0, 7.0, 9.0], [2, 3], [0.5]):
+        assert ours_red.unweighted_average_reduction(values) == theirs_red.average_reduction(values)
+
+
+def test_the_migration_guide_opens_with_the_difference() -> None:
+    guide = Path(__file__).resolve().parent.parent / "docs" / "migration" / "workercontext.md"
+    opening = "\n".join(guide.read_text().splitlines()[:12])
+    for words in ("`average_reduction` gives a different number", "**4.5**", "**5.25**",
+                  "`unweighted_average_reduction`", "`WeightedAverageWarning`"):
+        assert words in opening, words
 
 
 @pytest.mark.timeout(60)

@@ -2,13 +2,20 @@
 
 Change ``from workercontext import ...`` to ``from mtasklite_like.workercontext import ...`` and
 ``from workercontext.reductions import ...`` to ``from mtasklite_like.workercontext.reductions
-import ...``; the names, signatures and results stay. The list argument is cut into the same slices
-as ``workercontext`` cuts it (``len // min(n_processes, len)`` items each), so even the list of
-slice outputs returned without a reduction is the same.
+import ...``; the names and signatures stay, and the results but one (below). The list argument is
+cut into the same slices as ``workercontext`` cuts it (``len // min(n_processes, len)`` items each),
+so even the list of slice outputs returned without a reduction is the same.
 
-What changes, on purpose (docs/workflows.md lists it all): an empty list runs the function once on it instead
-of dividing by zero; any sized sequence (tuple, range, NumPy array) is accepted, not only a list;
-[`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction] is weighted by slice size; a
+**One number differs:** [`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction]
+weights each slice's output by the slice's size, so it gives the mean of the items where ``workercontext``
+gives the mean of uneven slices' means (10 floats on 3 workers: 4.5, not 5.25). A
+[`WeightedAverageWarning`][mtasklite_like.workercontext.reductions.WeightedAverageWarning] says so once, the
+first time the slices differ in size, and
+[`unweighted_average_reduction`][mtasklite_like.workercontext.reductions.unweighted_average_reduction] keeps
+``workercontext``'s arithmetic.
+
+What else changes, on purpose (docs/workflows.md lists it all): an empty list runs the function once on it
+instead of dividing by zero; any sized sequence (tuple, range, NumPy array) is accepted, not only a list; a
 failing slice raises its exception with the worker's traceback, a dead worker raises
 [`WorkerDiedError`][mtasklite_like.WorkerDiedError] instead of hanging; ``parallelise`` stops its workers
 after each call instead of leaving a pool open; nothing is printed unless ``verbose``

@@ -1,12 +1,17 @@
-"""``workercontext.reductions`` names, for ``from mtasklite_like.workercontext.reductions import ...``.
+"""``workercontext.reductions``: the same names, the same results on the same list, with one exception.
 
-Each function takes the list of slice outputs, as in ``workercontext`` 0.1.1, and gives the same
-result for the same list. Deliberate differences (see docs/workflows.md):
+**``average_reduction`` gives a different number as a ``MultiWorker`` reduction.** Slices are uneven
+(``len // n`` items each, the rest in one more slice), and ``workercontext`` averages the slice means as
+they come, which is not the mean of the items: 10 floats ``0.0 .. 9.0`` on 3 workers are sliced 3, 3, 3, 1,
+and ``workercontext`` gives 5.25 where the mean is 4.5. Here each slice's output is weighted by its size,
+so the result is the mean over all items (4.5); the first time the slices differ in size, a
+[`WeightedAverageWarning`][mtasklite_like.workercontext.reductions.WeightedAverageWarning] says so.
+For ``workercontext``'s arithmetic, pass
+[`unweighted_average_reduction`][mtasklite_like.workercontext.reductions.unweighted_average_reduction].
+Called directly on a list, ``average_reduction`` is the plain mean, as before.
 
-- [`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction] given to ``MultiWorker``
-  averages the slice outputs weighted by the number of items in each slice, so the result is the mean over all
-  items even when the slices differ in size (``workercontext`` averages the slice means). Called directly on a
-  list it is the plain mean, as before.
+Other deliberate differences (see docs/workflows.md):
+
 - [`ReductionComposition`][mtasklite_like.workercontext.reductions.ReductionComposition] prints nothing
   (``workercontext`` prints every intermediate value).
 - [`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction],
@@ -17,6 +22,9 @@ result for the same list. Deliberate differences (see docs/workflows.md):
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +32,7 @@ from .. import reductions as _native
 
 __all__ = [
     "ReductionComposition",
+    "WeightedAverageWarning",
     "average_reduction",
     "bitwise_and_reduction",
     "bitwise_or_reduction",
@@ -36,7 +45,16 @@ __all__ = [
     "set_union_reduction",
     "string_concatenation_reduction",
     "sum_reduction",
+    "unweighted_average_reduction",
 ]
+
+
+class WeightedAverageWarning(UserWarning):
+    """``average_reduction`` weighted uneven slices, so its result differs from ``workercontext``'s.
+
+    Shown once per process, the first time it happens; silence it with
+    ``warnings.filterwarnings("ignore", category=WeightedAverageWarning)``.
+    """
 
 
 class ReductionComposition:
@@ -87,9 +105,22 @@ def sum_reduction(arr: list[float]) -> float:
 
 def average_reduction(lst: list[float]) -> float:
     """The mean of the list given. As a ``MultiWorker`` reduction, the slice outputs (each the mean
-    of its slice) are weighted by slice size, so the result is the mean over all items."""
+    of its slice) are weighted by slice size, so the result is the mean over all items: **not**
+    ``workercontext``'s result when the slices differ in size (see the module's notes, and
+    [`unweighted_average_reduction`][mtasklite_like.workercontext.reductions.unweighted_average_reduction]
+    for its arithmetic)."""
     if not lst:
         raise ValueError("average_reduction: the average of an empty list is undefined")
+    return sum(lst) / len(lst)
+
+
+def unweighted_average_reduction(lst: list[float]) -> float:
+    """``workercontext``'s ``average_reduction``: the plain mean of the slice outputs, each slice
+    counting once whatever its size. It is the mean of the slice means, not of the items, when the
+    slices differ in size (10 floats ``0.0 .. 9.0`` on 3 workers: 5.25, the items' mean being 4.5);
+    use it only to reproduce results computed with ``workercontext``."""
+    if not lst:
+        raise ValueError("unweighted_average_reduction: the average of an empty list is undefined")
     return sum(lst) / len(lst)
 
 
@@ -138,11 +169,47 @@ def to_native(reduction: Callable[..., Any] | None) -> Callable[..., Any] | None
     """The reduction ``MultiWorker`` applies for ``reduction``:
     [`average_reduction`][mtasklite_like.workercontext.reductions.average_reduction] (also as the first step
     of a [`ReductionComposition`][mtasklite_like.workercontext.reductions.ReductionComposition]) becomes the
-    size-weighted mean."""
+    size-weighted mean, which warns once when the sizes differ (a ``WeightedAverageWarning``)."""
     if reduction is average_reduction:
-        return _native.mean
+        return _WEIGHTED_MEAN
     if isinstance(reduction, ReductionComposition) and reduction._reductions:
         first, *rest = reduction._reductions
         if first is average_reduction:
-            return _native.compose(_native.mean, *rest)
+            return _native.compose(_WEIGHTED_MEAN, *rest)
     return reduction
+
+
+#: whether this process has shown the WeightedAverageWarning (it is shown once)
+_warned = False
+
+
+def _weighted_mean(values: list[Any], sizes: list[int] | None) -> Any:
+    """The size-weighted mean; the first time the sizes differ, say that workercontext's differs."""
+    global _warned
+    if sizes is not None and len(set(sizes)) > 1 and not _warned:
+        _warned = True
+        shown = ", ".join(map(str, sizes))
+        warnings.warn(
+            f"average_reduction weighted the slice outputs by slice size ({shown} items): the result is "
+            "the mean over all items, which workercontext 0.1.1 does not give (it averages the slice "
+            "outputs as they are). Pass unweighted_average_reduction to get workercontext's number. "
+            "(Shown once.)",
+            WeightedAverageWarning,
+            stacklevel=_outside_the_package(),
+        )
+    return _native.mean(values, sizes)
+
+
+def _outside_the_package() -> int:
+    """The ``stacklevel`` of the caller's frame nearest to this one that is not in this package, so a
+    warning names the user's line (the call of the parallel function), not the package's."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame = sys._getframe(2)  # the frame that called the function that warns
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+_WEIGHTED_MEAN = _native.Reduction(_weighted_mean, "mean", weighted=True)
