@@ -3,12 +3,16 @@
 The standard library's pool runs different functions on the same worker processes, while a
 ``mtasklite_like.Pool`` binds one function to its workers and lets one run hold them at a time.
 The bridge is a worker that is a dispatcher: each item is ``(position, function, arguments,
-how to call)``, and the worker returns ``(position, result)``. Every call the user makes
+how to call)``, and the worker returns ``(position, result)``; or, for a *chunk* (several payloads
+of one call travelling as one item, as the standard library's ``chunksize`` makes them),
+``(position, results, failures)``, each element run on its own so that each has its own outcome.
+Every call the user makes
 (``map``, ``apply_async``, an ``imap`` iterator, ...) becomes a :class:`Job` that contributes items
 to a single stream, and one background thread (the *driver*) consumes one unordered engine run
 over that stream, handing each outcome to its job by position. So the pool's workers serve every
 call at once, jobs never wait for each other's runs, and the engine keeps its guarantees: a dead
-worker fails the item it was running (``WorkerDiedError``) instead of losing it.
+worker fails the item it was running (``WorkerDiedError``) instead of losing it; for a chunk,
+every element of the chunk (the error names the chunk's first element).
 
 The stream reads jobs first in, first out, as the standard library's task queue does, with one
 difference: an ``imap`` job may be at most a bounded number of results ahead of its consumer (its
@@ -25,6 +29,7 @@ driver's thread, callbacks included, as the standard library's result thread doe
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 import threading
@@ -32,27 +37,36 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import islice
+from itertools import islice, starmap
 from typing import Any
 
-from ._errors import MtaskliteLikeError, WorkerDiedError, name_item
+from ._errors import MtaskliteLikeError, RemoteTraceback, WorkerDiedError, name_item
 from ._pool import Pool as EnginePool
 
 __all__ = [
     "APPLY",
+    "CHUNK",
     "ONE",
+    "PACK",
     "STAR",
     "ApplyJob",
     "Core",
+    "Elements",
+    "Failed",
     "Job",
     "MapJob",
     "PoolTerminatedError",
     "StreamJob",
     "dispatch",
+    "run_chunk",
+    "to_wire",
 ]
 
 #: how a payload becomes the call's arguments: ``f(x)``, ``f(*x)``, ``f(*args, **kwargs)``
 ONE, STAR, APPLY = 0, 1, 2
+#: flags added to ``ONE``/``STAR``: the item is a chunk (a sequence of payloads), and its
+#: elements' exceptions must be made ready to cross to another process (see ``run_chunk``)
+CHUNK, PACK = 4, 8
 
 #: the pool's states, as in the standard library
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
@@ -66,12 +80,13 @@ class PoolTerminatedError(MtaskliteLikeError):
     """
 
 
-def dispatch(task: tuple[Any, ...]) -> tuple[int, Any]:
+def dispatch(task: tuple[Any, ...]) -> tuple[Any, ...]:
     """What every worker runs: call the item's function on its arguments, tag the result with the
     item's position in the stream (outcomes come back in completion order).
 
-    An item is ``(position, function, x)`` for ``function(x)``, the most common call, or
-    ``(position, function, arguments, how)`` for the others (``STAR``, ``APPLY``).
+    An item is ``(position, function, x)`` for ``function(x)``, the most common call,
+    ``(position, function, arguments, how)`` for the others (``STAR``, ``APPLY``), or a chunk
+    ``(position, function, payloads, how | CHUNK)``, run by :func:`run_chunk`.
     """
     if len(task) == 3:
         pos, func, payload = task
@@ -79,8 +94,114 @@ def dispatch(task: tuple[Any, ...]) -> tuple[int, Any]:
     pos, func, payload, mode = task
     if mode == STAR:
         return pos, func(*payload)
-    args, kwargs = payload
-    return pos, func(*args, **kwargs)
+    if mode == APPLY:
+        args, kwargs = payload
+        return pos, func(*args, **kwargs)
+    return run_chunk(pos, func, payload, mode)
+
+
+#: an element's failure inside a chunk: its index in the chunk, the exception, and the worker's
+#: traceback text (None where the exception did not cross a process and keeps its own traceback)
+ChunkFailure = tuple[int, BaseException, "str | None"]
+
+
+def run_chunk(
+    pos: int, func: Callable[..., Any], payloads: Any, mode: int
+) -> tuple[int, list[Any], list[ChunkFailure] | None]:
+    """Run ``func`` on every payload of a chunk; ``(position, results, failures)``.
+
+    Each element is run even after another failed, so every element has its own outcome (the
+    standard library fails the rest of a chunk with its first error); a failed element holds
+    ``None`` in ``results``. Only ``Exception`` is caught, as the engine does: ``SystemExit`` and
+    ``KeyboardInterrupt`` end the worker, which the engine reports as a death of the whole chunk.
+    With ``PACK`` an exception is replaced by a ``TaskPicklingError`` if it cannot be pickled
+    (which would otherwise fail the whole chunk's result) and its traceback comes as text.
+
+    The elements run in one C-level loop (``list.extend`` of ``map``); after a failure, the loop
+    goes on from the next element of the same iterator.
+    """
+    results: list[Any] = []
+    failures: list[ChunkFailure] | None = None
+    elements = iter(payloads)
+    calls = starmap(func, elements) if mode & STAR else map(func, elements)
+    while True:
+        try:
+            results.extend(calls)
+            return pos, to_wire(results) if mode & PACK else results, failures
+        except Exception as exc:
+            if failures is None:
+                failures = []
+            if mode & PACK:
+                from ._worker import pack_exception
+
+                packed, tb = pack_exception(exc, f"chunk element #{len(results)}")
+                failures.append((len(results), packed, tb))
+            else:
+                failures.append((len(results), exc, None))
+            results.append(None)
+
+
+class Elements(list):  # type: ignore[type-arg]
+    """A chunk's payloads or results on their way between the caller and a worker.
+
+    A plain ``list`` would do, but the engine searches the lists and tuples of every large message
+    for large ``bytes`` to send out of band, one element at a time in Python: for a chunk of
+    thousands of numbers that search cost more than the chunk's work. A chunk whose first element
+    is a scalar (or a tuple of scalars) travels as this type, which the search does not enter;
+    one that starts with anything else stays a list, so large buffers keep travelling out of band.
+    """
+
+    __slots__ = ()
+
+
+_SCALARS = frozenset({int, float, complex, bool, str, type(None)})
+
+
+def to_wire(elements: list[Any]) -> list[Any]:
+    """``elements`` as a chunk travels: an :class:`Elements` if its first element is a scalar or
+    a tuple of scalars (nothing inside to send out of band), else the list itself."""
+    if elements:
+        first = elements[0]
+        kind = type(first)
+        if kind in _SCALARS or (kind is tuple and all(type(x) in _SCALARS for x in first)):
+            return Elements(elements)
+    return elements
+
+
+def _note_chunk(error: BaseException, index: int, count: int) -> None:
+    """Say on a chunk's failure as a whole (a death, say) which items it cost."""
+    if count > 1 and hasattr(error, "add_note"):
+        error.add_note(
+            f"the chunk of input items #{index} to #{index + count - 1} failed as a whole: "
+            "each of them fails with this error"
+        )
+
+
+class Failed:
+    """An element's exception in a stream job's buffer of outcomes (a private type, so that no
+    result of the user's can be taken for one)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _error_for_element(error: BaseException, index: int) -> BaseException:
+    """The failure of a whole chunk, for one of its later elements: a copy named by ``index``
+    (the same object where it cannot be copied)."""
+    try:
+        twin = copy.copy(error)
+    except Exception:
+        return error
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        old = getattr(error, "input_index", None)
+        twin.__notes__ = [n for n in notes if n != f"input item #{old}"]  # type: ignore[attr-defined]
+    twin.__dict__.pop("input_index", None)
+    twin.__cause__ = error.__cause__
+    name_item(twin, index)
+    return twin
 
 
 class _Terminated(BaseException):
@@ -124,11 +245,17 @@ class Job:
         *,
         length: int | None = None,
         credit: int | None = None,
+        chunksize: int = 1,
+        seq: Any = None,
     ) -> None:
         self.core = core
         self.func = func
         self.mode = mode
         self.source = source
+        #: payloads per engine item: above 1, items are chunks (``mode | CHUNK``)
+        self.chunksize = chunksize
+        #: the whole input, when it is a sequence in memory: pulled by slicing, not item by item
+        self.seq = seq
         #: payloads pulled for a run that ended before they were sent: they go first next time
         self.back: list[Any] = []
         self.pulling = False
@@ -138,7 +265,6 @@ class Job:
         self.received = 0
         #: how many results may be pulled but not yet taken by the consumer (None: no bound)
         self.credit = credit
-        self.taken = 0
         self.over = False
         #: the job reached its credit and waits for the consumer (see ``feedable``)
         self.full = False
@@ -164,11 +290,20 @@ class Job:
             return False
         return True
 
+    @property
+    def taken(self) -> int:
+        """How many outcomes the consumer has taken (a stream job counts them)."""
+        return 0
+
     def room(self) -> int:
-        """How many items to pull now: the chunk, within the credit and the known length."""
+        """How many items to pull now: the chunk, within the credit, whole chunks of
+        ``chunksize``, within the known length."""
         n = self.chunk
         if self.credit is not None:
             n = min(n, self.credit - (self.pulled - self.taken))
+        size = self.chunksize
+        if size > 1:
+            n = max(n - n % size, size)
         if self.length is not None:
             n = min(n, self.length - self.pulled)
         return max(n, 1)
@@ -176,6 +311,10 @@ class Job:
     def pull(self, n: int) -> tuple[list[Any], bool, BaseException | None]:
         """Up to ``n`` payloads from the source (no lock held: it may run user code or wait);
         whether it ended, and what it raised."""
+        if self.seq is not None:
+            first = self.pulled
+            part = self.seq[first:first + n]
+            return part if isinstance(part, list) else list(part), first + n >= len(self.seq), None
         payloads: list[Any] = []
         end = False
         error: BaseException | None = None
@@ -204,6 +343,20 @@ class Job:
 
     def deliver(self, index: int, ok: bool, value: Any) -> Later | None:
         """Item ``index`` finished: its result (``ok``) or its exception."""
+        raise NotImplementedError
+
+    def deliver_chunk(
+        self, index: int, results: list[Any], failures: list[tuple[int, BaseException]] | None
+    ) -> Later | None:
+        """The chunk of items from ``index`` ran: ``results`` (``None`` where an element failed)
+        and the failures, ``(position in the chunk, exception named by its index)``."""
+        raise NotImplementedError
+
+    def fail_chunk(self, index: int, count: int, error: BaseException, payloads: Any) -> Later | None:
+        """The ``count`` items from ``index`` failed as one engine item (a death, say): ``error``
+        is named by item ``index``. ``payloads`` is the chunk (None for a single item)."""
+        if count == 1:
+            return self.deliver(index, False, error)
         raise NotImplementedError
 
     def input_ended(self) -> Later | None:
@@ -297,14 +450,39 @@ class MapJob(_ResultJob):
         self.callback = self.error_callback = None
         return self.event.set
 
+    def _failed(self, index: int, error: BaseException) -> None:
+        if self.first_failure is None or index < self.first_failure[0]:
+            self.first_failure = (index, error)
+
     def deliver(self, index: int, ok: bool, value: Any) -> Later | None:
         if self.over:
             return None
         if ok:
             self.results[index] = value
-        elif self.first_failure is None or index < self.first_failure[0]:
-            self.first_failure = (index, value)
-        self.received += 1
+        else:
+            self._failed(index, value)
+        return self._received(1)
+
+    def deliver_chunk(
+        self, index: int, results: list[Any], failures: list[tuple[int, BaseException]] | None
+    ) -> Later | None:
+        if self.over:
+            return None
+        self.results[index:index + len(results)] = results
+        if failures:
+            k, error = failures[0]  # in chunk order: the first is the chunk's earliest
+            self._failed(index + k, error)
+        return self._received(len(results))
+
+    def fail_chunk(self, index: int, count: int, error: BaseException, payloads: Any) -> Later | None:
+        if self.over:
+            return None
+        _note_chunk(error, index, count)
+        self._failed(index, error)  # only the first failure in input order is ever raised
+        return self._received(count)
+
+    def _received(self, count: int) -> Later | None:
+        self.received += count
         if self.received < len(self.results):
             return None
         if self.first_failure is not None:
@@ -321,23 +499,35 @@ class StreamJob(Job):
     results: about :data:`AHEAD_SECONDS` of them, at least ``least`` (a few per worker, so slow
     tasks keep every worker busy) and at most ``most``. Fast tasks thus travel in large batches,
     and large or slow results are few in memory.
+
+    Outcomes the consumer may take now (the next ones in input order, for ``imap``) wait in
+    ``ready``, a deque the consumer pops without the lock: each result costs it one ``popleft``
+    (a failure is a :class:`Failed` there). ``imap``'s outcomes that came early wait in
+    ``by_index``, by the index of their first element, until those before them have come.
     """
 
     def __init__(
         self, core: Core, func: Callable[..., Any], source: Iterator[Any], mode: int, *, ordered: bool,
-        least: int, most: int,
+        least: int, most: int, chunksize: int = 1,
     ) -> None:
-        super().__init__(core, func, source, mode, credit=least)
+        super().__init__(core, func, source, mode, credit=least, chunksize=chunksize)
         self.ordered = ordered
         self.least = least
         self.most = most
         self.cond = threading.Condition(core.lock)
-        #: ordered: outcomes by index; unordered: outcomes in arrival order
-        self.by_index: dict[int, tuple[bool, Any]] = {}
-        self.arrived: deque[tuple[bool, Any]] = deque()
+        #: outcomes the consumer may take, in the order it takes them
+        self.ready: deque[Any] = deque()
+        #: how many outcomes were put in ``ready`` so far
+        self.readied = 0
+        #: ordered: outcomes that came before those ahead of them, by the index of the first
+        self.by_index: dict[int, list[Any]] = {}
         self.broken: BaseException | None = None
         self._window_start = time.monotonic()
         self._window_count = 0
+
+    @property
+    def taken(self) -> int:
+        return self.readied - len(self.ready)
 
     def paced(self, count: int, now: float) -> None:
         """``count`` outcomes just arrived: adjust the credit to the measured pace (lock held)."""
@@ -351,17 +541,56 @@ class StreamJob(Job):
         self._window_start = now
         self._window_count = 0
 
-    def deliver(self, index: int, ok: bool, value: Any) -> Later | None:
-        if self.over:
-            return None
-        if self.ordered:
-            self.by_index[index] = (ok, value)
+    def _arrived(self, index: int, values: list[Any]) -> None:
+        """Outcomes of the items from ``index`` (results, or ``Failed``) came (lock held)."""
+        if self.ordered and index != self.readied:
+            self.by_index[index] = values
         else:
-            self.arrived.append((ok, value))
-        self.received += 1
+            self.ready.extend(values)
+            self.readied += len(values)
+            if self.ordered and self.by_index:
+                by_index, ready = self.by_index, self.ready
+                while True:
+                    following = by_index.pop(self.readied, None)
+                    if following is None:
+                        break
+                    ready.extend(following)
+                    self.readied += len(following)
+        self.received += len(values)
         self._check_over()
         touched = self.core.touched  # the consumer is woken once per batch of outcomes
-        touched[self] = touched.get(self, 0) + 1
+        touched[self] = touched.get(self, 0) + len(values)
+
+    def deliver(self, index: int, ok: bool, value: Any) -> Later | None:
+        if not self.over:
+            self._arrived(index, [value if ok else Failed(value)])
+        return None
+
+    def deliver_chunk(
+        self, index: int, results: list[Any], failures: list[tuple[int, BaseException]] | None
+    ) -> Later | None:
+        if self.over:
+            return None
+        if failures:
+            for k, error in failures:
+                results[k] = Failed(error)
+        self._arrived(index, results)
+        return None
+
+    def fail_chunk(self, index: int, count: int, error: BaseException, payloads: Any) -> Later | None:
+        if self.over:
+            return None
+        # Each element gets its own outcome: the error for the first, a copy named by its own
+        # index (and, for a death, holding its own item) for each of the others.
+        _note_chunk(error, index, count)
+        values: list[Any] = [Failed(error)]
+        for k in range(1, count):
+            twin = _error_for_element(error, index + k)
+            if isinstance(twin, WorkerDiedError) and twin is not error:
+                twin.indices = [index + k]
+                twin.items = [self.item_of(payloads[k])] if payloads is not None else []
+            values.append(Failed(twin))
+        self._arrived(index, values)
         return None
 
     def input_ended(self) -> Later | None:
@@ -393,15 +622,26 @@ class StreamJob(Job):
     def next(self, timeout: float | None) -> Any:
         """The next outcome for the consumer: its result, its exception raised, StopIteration at
         the end, ``multiprocessing.TimeoutError`` after ``timeout`` seconds without one."""
+        try:
+            value = self.ready.popleft()
+        except IndexError:
+            value = self.wait_next(timeout)
+        if type(value) is Failed:
+            raise value.error
+        return value
+
+    def wait_next(self, timeout: float | None) -> Any:
+        """``next`` once ``ready`` was found empty: wait for an outcome, under the lock."""
         from multiprocessing import TimeoutError as MpTimeoutError
 
         core = self.core
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
+            if self.full:
+                core.feed.notify_all()  # it waits at its bound: the consumer took what it could
             while True:
-                outcome = self._take()
-                if outcome is not None:
-                    break
+                if self.ready:
+                    return self.ready.popleft()
                 if self.broken is not None:
                     error, self.broken = self.broken, None
                     self.length = self.taken  # nothing comes after a broken job's error
@@ -413,18 +653,6 @@ class StreamJob(Job):
                 if remaining is not None and remaining <= 0:
                     raise MpTimeoutError
                 self.cond.wait(remaining)
-            self.taken += 1
-            if self.full and self.credit is not None and self.pulled - self.taken == self.credit // 2:
-                core.feed.notify_all()  # it waited at its bound: the stream may pull again
-        ok, value = outcome
-        if ok:
-            return value
-        raise value
-
-    def _take(self) -> tuple[bool, Any] | None:
-        if self.ordered:
-            return self.by_index.pop(self.taken, None)
-        return self.arrived.popleft() if self.arrived else None
 
 
 _ITEM_NUMBER = "input item #{}"
@@ -449,15 +677,24 @@ class Core:
 
     def __init__(self, engine: EnginePool[Any]) -> None:
         self.engine = engine
-        self.lock = threading.Lock()
+        # Reentrant: an ``imap`` iterator's finalizer (``cancel``) takes it, and the garbage
+        # collector may run that finalizer in any thread at any allocation, including in this
+        # thread while it holds the lock (routing outcomes, say).
+        self.lock = threading.RLock()
         self.feed = threading.Condition(self.lock)  # the stream waits here for items to give
         self.state = RUN
         #: jobs whose input is not exhausted, first in first out
         self.jobs: deque[Job] = deque()
         #: jobs without their outcome yet
         self.open: set[Job] = set()
-        #: stream position -> (job, position in the job) for items pulled and not answered
-        self.inflight: dict[int, tuple[Job, int]] = {}
+        #: stream position -> (job, position in the job, the chunk's payloads or None for a single
+        #: item) for items pulled and not answered
+        self.inflight: dict[int, tuple[Job, int, Any]] = {}
+        #: calls may travel in chunks: not when each item has its own time limit or retries,
+        #: which the engine applies to an engine item (a whole chunk)
+        self.may_chunk = engine.task_timeout is None and engine.retries == 0
+        #: chunks must make their elements' exceptions ready to cross a process (see ``run_chunk``)
+        self.pack = PACK if engine._workers.backend_name not in ("threads", "inline") else 0
         self.next_pos = 0
         self.run_id = 0
         self.driver: threading.Thread | None = None
@@ -619,7 +856,7 @@ class Core:
                     )
                 if error is not None:
                     # The run failed as a whole: each job with an item in it fails with its error.
-                    for job in {id(job): job for job, _ in lost}.values():
+                    for job in {id(job): job for job, _, _ in lost}.values():
                         self.open.discard(job)
                         laters.append(job.break_off(error))
             for later in laters:
@@ -627,26 +864,46 @@ class Core:
                     later()
 
     def _route(self, outcomes: list[Any]) -> None:
-        """Hand each outcome of the run to its job; then run what completed jobs must run."""
+        """Hand each outcome of the run to its job; then run what completed jobs must run.
+
+        A chunk's outcome goes to its job in one step (a slice of a map's list, one ``extend`` of
+        a stream job's buffer); its elements' exceptions are named by their index in the call
+        and get the worker's traceback as their cause, as the engine does for single items.
+        """
         laters = []
         run_error: BaseException | None = None
         with self.lock:
             inflight = self.inflight
             for outcome in outcomes:
                 if type(outcome) is tuple:
-                    pos, value = outcome
-                    ok = True
+                    if len(outcome) == 2:
+                        pos, value = outcome
+                        job, index, _ = inflight.pop(pos)
+                        later = job.deliver(index, True, value)
+                    else:
+                        pos, results, failures = outcome
+                        job, index, _ = inflight.pop(pos)
+                        named = None
+                        if failures:
+                            named = []
+                            for k, error, tb in failures:
+                                if tb is not None:
+                                    error.__cause__ = RemoteTraceback(tb)
+                                name_item(error, index + k)
+                                named.append((k, error))
+                        later = job.deliver_chunk(index, results, named)
                 else:
-                    pos, value, ok = getattr(outcome, "input_index", None), outcome, False
+                    pos = getattr(outcome, "input_index", None)
                     if pos not in inflight:
                         run_error = outcome  # not an item's failure: the run's own
                         continue
-                job, index = inflight.pop(pos)
-                if not ok:
-                    items = getattr(value, "items", None)
-                    payload = items[0][2] if isinstance(value, WorkerDiedError) and items else None
-                    _rename(value, pos, index, job.item_of(payload) if payload is not None else None)
-                later = job.deliver(index, ok, value)
+                    job, index, payloads = inflight.pop(pos)
+                    count = 1 if payloads is None else len(payloads)
+                    item = None
+                    if isinstance(outcome, WorkerDiedError) and outcome.items:
+                        item = job.item_of(outcome.items[0][2] if payloads is None else payloads[0])
+                    _rename(outcome, pos, index, item)
+                    later = job.fail_chunk(index, count, outcome, payloads)
                 if job.over:
                     self.open.discard(job)
                 if later is not None:
@@ -659,6 +916,8 @@ class Core:
                 for stream_job, count in touched.items():
                     stream_job.paced(count, now)
                     stream_job.cond.notify_all()
+                    if stream_job.full:
+                        self.feed.notify_all()  # its consumer may have taken enough meanwhile
                 touched.clear()
         for later in laters:
             later()
@@ -691,7 +950,7 @@ class Core:
             error: BaseException | None = None
             if not payloads:
                 payloads, end, error = job.pull(room)
-            tasks = []
+            tasks: list[tuple[Any, ...]] = []
             later = None
             with lock:
                 job.pulling = False
@@ -707,11 +966,22 @@ class Core:
                     continue  # broken or dropped meanwhile
                 func, mode, index, pos = job.func, job.mode, job.pulled, self.next_pos
                 inflight = self.inflight
-                for payload in payloads:
-                    inflight[pos] = (job, index)
-                    tasks.append((pos, func, payload) if mode == ONE else (pos, func, payload, mode))
-                    pos += 1
-                    index += 1
+                size = job.chunksize
+                if size > 1:
+                    # Whole chunks, and a shorter last one where the input ends.
+                    mode |= CHUNK | self.pack
+                    for start in range(0, len(payloads), size):
+                        part = payloads[start:start + size]
+                        inflight[pos] = (job, index, part)
+                        tasks.append((pos, func, to_wire(part) if self.pack else part, mode))
+                        pos += 1
+                        index += len(part)
+                else:
+                    for payload in payloads:
+                        inflight[pos] = (job, index, None)
+                        tasks.append((pos, func, payload) if mode == ONE else (pos, func, payload, mode))
+                        pos += 1
+                        index += 1
                 self.next_pos = pos
                 job.pulled = index
                 if job.length is not None and index >= job.length:

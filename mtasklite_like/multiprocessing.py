@@ -26,9 +26,13 @@ What is better than there:
 
 Any keyword option of [`mtasklite_like.Pool`][mtasklite_like.Pool] may be added after the standard
 arguments (``task_timeout=``, ``retries=``, ``worker_env=``, ``use_threads=True``, ...); it applies to
-every call. ``chunksize`` is accepted everywhere and checked, but items are batched by measured
-task time, as in ``mtasklite_like.Pool``. ``TimeoutError`` and ``cpu_count`` are importable from
-here too (the standard library's own). See docs/migration/multiprocessing.md.
+every call. ``chunksize`` cuts the input into chunks as there (``map`` picks about four per worker
+when it is None): a chunk is one task for a worker, so many small tasks cost about what they cost
+there. Unlike there, every item of a chunk runs even after another failed, so each has its own
+result or exception; a worker that dies during a chunk fails each of its items with
+``WorkerDiedError``. With ``task_timeout=`` or ``retries=``, which apply to a task, every item is a
+task of its own. ``TimeoutError`` and ``cpu_count`` are importable from here too (the standard
+library's own). See docs/migration/multiprocessing.md.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ._mp_pool import (
     STAR,
     ApplyJob,
     Core,
+    Failed,
     MapJob,
     PoolTerminatedError,
     StreamJob,
@@ -159,18 +164,26 @@ class IMapIterator:
     standard library. A failing item raises its exception; iterating again goes on after it.
 
     The input is read at most a bounded number of results ahead of what was taken (more for a
-    larger ``chunksize``); dropping the iterator stops reading it.
+    larger ``chunksize``), in chunks of ``chunksize`` items; dropping the iterator stops reading it.
     """
 
     def __init__(self, job: StreamJob) -> None:
         self._job = job
+        self._ready = job.ready
         self._finalizer = weakref.finalize(self, job.core.cancel, job)
 
     def __iter__(self) -> IMapIterator:
         return self
 
     def __next__(self) -> Any:
-        return self._job.next(None)
+        # StreamJob.next, inlined: this runs once per result, and most results are waiting.
+        try:
+            value = self._ready.popleft()
+        except IndexError:
+            value = self._job.wait_next(None)
+        if type(value) is Failed:
+            raise value.error
+        return value
 
     def next(self, timeout: float | None = None) -> Any:
         """The next result; ``multiprocessing.TimeoutError`` if none comes within ``timeout`` s."""
@@ -333,9 +346,15 @@ class Pool:
     ) -> MapResult:
         _check_func(func, method)
         self._core.check_running()
-        _check_chunksize(chunksize, allow_none=True)
+        size = _check_chunksize(chunksize, allow_none=True)
         items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)  # eager, as there
+        if chunksize is None:
+            # The standard library's rule: about four chunks per worker.
+            size, extra = divmod(len(items), self._processes * 4)
+            size += 1 if extra else 0
         job = MapJob(self._core, func, iter(items), mode, len(items), callback, error_callback)
+        if size > 1 and self._core.may_chunk:
+            job.chunksize, job.seq = size, items
         self._core.submit(job)
         return MapResult(job)
 
@@ -347,7 +366,10 @@ class Pool:
         size = _check_chunksize(chunksize, allow_none=False)
         source: Iterator[Any] = iter(iterable)
         least = IMAP_AHEAD_PER_WORKER * self._processes * size
-        job = StreamJob(self._core, func, source, ONE, ordered=ordered, least=least, most=IMAP_AHEAD_MOST)
+        job = StreamJob(
+            self._core, func, source, ONE, ordered=ordered, least=least, most=IMAP_AHEAD_MOST,
+            chunksize=size if self._core.may_chunk else 1,
+        )
         self._core.submit(job)
         return job
 

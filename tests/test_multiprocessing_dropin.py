@@ -22,6 +22,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 
 import mtasklite_like.multiprocessing as mp_dropin
-from mtasklite_like import TaskTimeoutError, WorkerDiedError, WorkerInitError
+from mtasklite_like import RemoteTraceback, TaskTimeoutError, WorkerDiedError, WorkerInitError
 from mtasklite_like.multiprocessing import Pool, PoolTerminatedError
 from tests.helpers import pid_running
 
@@ -61,6 +62,25 @@ def fail_on_3(x: int) -> int:
 def fail_on_3_and_5(x: int) -> int:
     if x in (3, 5):
         raise ValueError(f"bad item {x}")
+    return x
+
+
+class Unpicklable(Exception):
+    """An exception whose constructor needs more than its ``args``: it pickles, but does not unpickle."""
+
+    def __init__(self, x: int, why: str) -> None:
+        super().__init__(f"{why}: {x}")
+
+
+def unpicklable_on_2(x: int) -> int:
+    if x == 2:
+        raise Unpicklable(x, "refused")
+    return x
+
+
+def kill_self_on_5(x: int) -> int:
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
     return x
 
 
@@ -527,6 +547,18 @@ def test_a_dropped_imap_iterator_stops_reading_its_input() -> None:
     pool.join()  # would read the endless input for ever if the iterator still counted
 
 
+@pytest.mark.timeout(60)
+def test_an_iterator_finalized_inside_the_pools_critical_section_does_not_deadlock() -> None:
+    # The garbage collector runs a dropped iterator's finalizer wherever an allocation triggers it,
+    # which may be the pool's own thread while it holds its lock (naming a failure, say).
+    with Pool(2) as pool:
+        opened = pool.imap(square, itertools.count())
+        assert next(opened) == 0
+        with pool._core.lock:
+            opened._finalizer()  # what the garbage collector would run
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+
+
 def test_errors_name_their_position_in_their_own_call(pools: tuple[Pool, Any]) -> None:
     ours = pools[0]
     assert ours.map(square, range(10)) == [x * x for x in range(10)]  # an earlier run
@@ -610,3 +642,144 @@ def test_context_sets_the_start_method() -> None:
         Pool(2, context=multiprocessing.get_context("fork"), start_method="spawn")
     with Pool(2, context=multiprocessing.get_context("fork")) as pool:
         assert pool.map(square, [5]) == [25]
+
+
+# -- chunks: map() with chunksize=None or > 1, imap(chunksize > 1) -----------------------------------
+
+
+def chunk_groups(pids: list[int]) -> list[int]:
+    """The lengths of the runs of equal values: with one worker replaced after every task, the
+    sizes of the chunks the input was cut into."""
+    return [len(list(run)) for _, run in itertools.groupby(pids)]
+
+
+@pytest.mark.timeout(120)
+def test_chunk_boundaries_are_those_of_the_standard_library() -> None:
+    # One worker, replaced after each task (a chunk is one task, as there): a new pid per chunk.
+    calls: list[tuple[int, int | None]] = [(10, 3), (10, None), (9, 3), (3, 5), (1, None)]
+    for make in (Pool, multiprocessing.Pool):
+        with make(1, maxtasksperchild=1) as pool:
+            got = [chunk_groups(pool.map(pid_of, range(n), chunksize)) for n, chunksize in calls]
+        # chunksize=None: divmod(n, 4 * processes), one more when it does not divide
+        assert got == [[3, 3, 3, 1], [3, 3, 3, 1], [3, 3, 3], [3], [1]], make
+
+
+@pytest.fixture(scope="module")
+def shared_pool() -> Iterator[Pool]:
+    """One pool of ours for the many small calls of a parametrized test."""
+    with Pool(2) as pool:
+        yield pool
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 31, 200])
+@pytest.mark.parametrize("chunksize", [None, 2, 3, 8, 50, 1000])
+def test_chunked_results_in_order_for_any_length(shared_pool: Pool, n: int, chunksize: int | None) -> None:
+    ours = shared_pool
+    expected = [x * x for x in range(n)]
+    assert ours.map(square, range(n), chunksize) == expected
+    assert ours.map(square, list(range(n)), chunksize) == expected
+    assert ours.starmap(power, [(x, 2) for x in range(n)], chunksize) == expected
+    assert ours.map_async(square, tuple(range(n)), chunksize).get(LONG) == expected
+    if chunksize is not None:
+        assert list(ours.imap(square, range(n), chunksize)) == expected
+        assert sorted(ours.imap_unordered(square, range(n), chunksize)) == expected
+
+
+def test_inputs_without_a_length_are_chunked(pools: tuple[Pool, Any]) -> None:
+    ours, theirs = pools
+    expected = [x * x for x in range(101)]
+    assert ours.map(square, (x for x in range(101))) == expected
+    assert theirs.map(square, (x for x in range(101))) == expected
+    assert ours.map(square, iter(range(101)), 7) == expected
+    assert list(ours.imap(square, (x for x in range(101)), 7)) == expected
+    assert sorted(ours.imap_unordered(square, (x for x in range(101)), 7)) == expected
+    assert ours.map(square, {3: "a", 1: "b"}, 2) == [9, 1]  # any iterable, in its own order
+
+
+def test_a_failure_inside_a_chunk_names_its_own_item(pools: tuple[Pool, Any]) -> None:
+    ours, theirs = pools
+    # chunks [0..3] [4..7] [8, 9]: item 3 ends the first chunk, item 5 is inside the second
+    with pytest.raises(ValueError, match="bad item 3") as info:
+        ours.map(fail_on_3_and_5, range(10), chunksize=4)
+    error = info.value
+    assert error.input_index == 3  # type: ignore[attr-defined]
+    if sys.version_info >= (3, 11):
+        assert error.__notes__ == ["input item #3"]
+    assert isinstance(error.__cause__, RemoteTraceback)
+    assert "fail_on_3_and_5" in str(error.__cause__) and "bad item 3" in str(error.__cause__)
+    with pytest.raises(ValueError, match="bad item 5") as info:
+        ours.starmap(fail_on_3_and_5, [(x,) for x in range(4, 10)], chunksize=4)
+    assert info.value.input_index == 1  # type: ignore[attr-defined]  # relative to the call
+    with pytest.raises(ValueError, match="bad item 3"):  # the standard library: the same error
+        theirs.map(fail_on_3_and_5, range(4), chunksize=4)
+
+
+def test_imap_chunks_give_each_element_its_own_outcome(pools: tuple[Pool, Any]) -> None:
+    ours = pools[0]
+    got = outcomes(ours.imap(fail_on_3_and_5, range(10), chunksize=4))
+    assert got == [0, 1, 2, "ValueError('bad item 3')", 4, "ValueError('bad item 5')", 6, 7, 8, 9]
+    errors: list[BaseException] = []
+    for x in ours.imap(fail_on_3_and_5, range(2, 12), chunksize=3), ours.imap_unordered(
+        fail_on_3_and_5, range(2, 12), chunksize=3
+    ):
+        while True:
+            try:
+                next(x)
+            except StopIteration:
+                break
+            except ValueError as exc:
+                errors.append(exc)
+    # items 3 and 5 are elements #1 and #3 of each call
+    assert sorted(e.input_index for e in errors) == [1, 1, 3, 3]  # type: ignore[attr-defined]
+    assert all(isinstance(e.__cause__, RemoteTraceback) for e in errors)
+
+
+def test_a_chunk_element_whose_exception_cannot_be_pickled_fails_alone(pools: tuple[Pool, Any]) -> None:
+    ours = pools[0]
+    got = outcomes(ours.imap(unpicklable_on_2, range(6), chunksize=3))
+    assert got[:2] == [0, 1] and got[3:] == [3, 4, 5]
+    assert got[2].startswith("TaskPicklingError(") and "Unpicklable" in got[2]
+
+
+def test_chunks_in_threads_keep_the_exception_and_its_traceback() -> None:
+    with Pool(2, use_threads=True) as pool, pytest.raises(KeyError) as info:
+        pool.map(fail_on_3, range(10), chunksize=4)
+    assert info.value.input_index == 3  # type: ignore[attr-defined]
+    assert "fail_on_3" in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.timeout(90)
+def test_a_death_inside_a_chunk_fails_that_chunk_and_names_its_first_item(pools: tuple[Pool, Any]) -> None:
+    ours = pools[0]
+    with pytest.raises(WorkerDiedError) as info:
+        ours.map(kill_self_on_5, range(10), chunksize=4)
+    assert info.value.input_index == 4 and info.value.items == [4]  # type: ignore[attr-defined]
+    if sys.version_info >= (3, 11):
+        assert "input items #4 to #7" in info.value.__notes__[-1]
+    got = outcomes(ours.imap(kill_self_on_5, range(10), chunksize=4))
+    assert got[:4] == [0, 1, 2, 3] and got[8:] == [8, 9]
+    assert all(str(outcome).startswith("WorkerDiedError(") for outcome in got[4:8])
+    assert ours.map(square, range(9), 4) == [x * x for x in range(9)]  # the worker was replaced
+
+
+@pytest.mark.timeout(90)
+def test_a_death_inside_a_chunk_names_every_element() -> None:
+    with Pool(2) as pool:
+        results = pool.imap(kill_self_on_5, range(10), chunksize=4)
+        named: list[tuple[int, list[Any]]] = []
+        values: list[int] = []
+        while True:
+            try:
+                values.append(next(results))
+            except StopIteration:
+                break
+            except WorkerDiedError as exc:
+                named.append((exc.input_index, exc.items))  # type: ignore[attr-defined]
+    assert values == [0, 1, 2, 3, 8, 9]
+    assert named == [(4, [4]), (5, [5]), (6, [6]), (7, [7])]
+
+
+def test_with_a_task_timeout_each_item_is_timed_alone() -> None:
+    # As one chunk, the 30 items would run 3 s, past the limit; each alone runs 0.1 s.
+    with Pool(2, task_timeout=2.0) as pool:
+        assert pool.map(sleep_and_return, [0.1] * 30, chunksize=30) == [0.1] * 30
