@@ -107,10 +107,13 @@ class TaskTimeoutError(MtaskliteLikeError, TimeoutError):
     replaced. Also an instance of the built-in ``TimeoutError``."""
 
 
-class TaskPicklingError(MtaskliteLikeError):
+class TaskPicklingError(MtaskliteLikeError, TypeError):
     """An item, a result or an exception could not be pickled to cross between processes.
 
-    Only the item concerned gets this error; the rest of the run is unaffected.
+    Only the item concerned gets this error; the rest of the run is unaffected. Also an instance of
+    the built-in ``TypeError``, which is what the standard library raises for an object that cannot
+    be pickled (``cannot pickle '_thread.lock' object``), so ``except TypeError:`` written for it
+    keeps working.
     """
 
 
