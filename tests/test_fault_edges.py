@@ -283,10 +283,12 @@ class SlowInitDyingTask:
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("ordered", [True, False])
 def test_retried_head_item_is_released_in_place(kind, ordered, tmp_path):
-    # Item 0 fails once every later item is done, and succeeds on its retry.
+    # Item 0 fails once every later item is done, and succeeds on its retry. One batch per worker
+    # (chunk_prefill_ratio=1): nothing waits behind item 0 on its worker, so the others all finish
+    # on the other one and item 0 fails as soon as they have (not at its 10 s fallback).
     pool = Pool(
         functools.partial(fail_head_once, str(tmp_path), 500), 2, exception_behavior="ignore", retries=1,
-        is_unordered=not ordered, **BACKENDS[kind],
+        is_unordered=not ordered, chunk_prefill_ratio=1, **BACKENDS[kind],
     )
     results = list(pool(range(500)))
     if ordered:
