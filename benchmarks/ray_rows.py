@@ -67,6 +67,15 @@ def close_warm() -> None:
             del _WARM[key]
 
 
+def close_all() -> None:
+    """Close every pool and kill every actor kept between runs (at the end of the benchmark)."""
+    close_warm()
+    for key, pool in list(_WARM.items()):
+        if key[0] == "ours":
+            pool.__exit__(None, None, None)
+        del _WARM[key]
+
+
 class _Runner:
     """The actor of the ActorPool peer: calls the task on one item per call."""
 
