@@ -10,7 +10,7 @@ finish), stateful workers are built inside each worker with ``@delayed_init``, a
 # `mtasklite-like` script, exits with code 130 and says how to continue, instead of a traceback;
 # any other importer gets its KeyboardInterrupt. The check is made only once interrupted.
 try:
-    from ._delayed import DelayedObject
+    from ._engine.results import ResultIterator
     from ._errors import (
         DeferredExceptions,
         MtaskliteLikeError,
@@ -30,8 +30,8 @@ try:
         read_journal,
     )
     from ._pool import Pool
-    from ._results import ResultIterator
     from ._version import __version__
+    from ._worker.delayed import DelayedObject
     from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 
     # From the public module, as mtasklite does: importing it first binds the package's name
@@ -40,7 +40,7 @@ try:
     from .delayed_init import delayed_init
     from .utils import is_exception
 except KeyboardInterrupt:
-    from ._interrupt import exit_if_command_line
+    from ._cli.interrupt import exit_if_command_line
 
     exit_if_command_line()
     raise

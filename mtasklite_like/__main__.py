@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted(sys.argv[1:] if argv is None else argv)
     if status == 130:  # a command that handled Ctrl-C itself
-        from ._interrupt import forget_caught_interrupt
+        from ._cli.interrupt import forget_caught_interrupt
 
         forget_caught_interrupt()
     return status
@@ -31,11 +31,11 @@ def _dispatch(args: list[str]) -> int:
         print("  map    map a function over the lines of a file (or stdin), resumably; see 'map --help'")
         return 0 if args else 2
     if args[0] == "demo":
-        from ._demo import main as demo_main
+        from ._cli.demo import main as demo_main
 
         return demo_main(args[1:])
     if args[0] == "map":
-        from ._cli import main as map_main
+        from ._cli.map import main as map_main
 
         return map_main(args[1:])
     if args[0] in ("-V", "--version"):
@@ -48,7 +48,7 @@ def _dispatch(args: list[str]) -> int:
 
 
 def _interrupted(args: list[str]) -> int:
-    from ._interrupt import forget_caught_interrupt, report_interrupt
+    from ._cli.interrupt import forget_caught_interrupt, report_interrupt
 
     report_interrupt(args)
     forget_caught_interrupt()

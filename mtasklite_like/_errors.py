@@ -11,6 +11,10 @@ from typing import Any
 
 __all__ = [
     "DeferredExceptions",
+    "JournalError",
+    "JournalMismatchError",
+    "JournalPicklingError",
+    "JournalWarning",
     "MtaskliteLikeError",
     "RemoteTraceback",
     "TaskPicklingError",
@@ -138,3 +142,24 @@ class DeferredExceptions(MtaskliteLikeError):
         kinds = sorted({type(e).__name__ for e in self.args})
         first = f"; first: {self.args[0]!r}" if self.args else ""
         return f"{n} task(s) failed ({', '.join(kinds)}){first}"
+
+
+# -- journaled runs (the classes stored journals name: keep them here) ----------------------------
+
+
+class JournalError(MtaskliteLikeError):
+    """The run directory or its journal cannot be used: not writable, shared with other users,
+    locked by another run, not a journal of this library, or damaged."""
+
+
+class JournalMismatchError(JournalError):
+    """The journal in the run directory was written for another function, kind of key or input."""
+
+
+class JournalPicklingError(TaskPicklingError):
+    """An item's result could not be pickled into the journal. The item counts as failed (under
+    ``'immediate'`` this is raised); ``journal_results=False`` stores only that items finished."""
+
+
+class JournalWarning(RuntimeWarning):
+    """Something in the journal was dropped on purpose: a record torn by a crash."""

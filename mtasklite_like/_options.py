@@ -17,9 +17,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._backends import BackendOptions, backend_names
-from ._delayed import DelayedObject, is_delayed_factory
-from ._serialize import ThreadObjectError, copy_in_a_process, dumps, main_needs_by_value, thread_object_kind
-from ._worker import WorkerSpec
+from ._backends.serialize import (
+    ThreadObjectError,
+    copy_in_a_process,
+    dumps,
+    main_needs_by_value,
+    thread_object_kind,
+)
+from ._worker.delayed import DelayedObject, is_delayed_factory
+from ._worker.run import WorkerSpec
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -71,9 +77,9 @@ class RunOptions:
         retries: extra attempts for a failed item.
         max_tasks_per_worker: items a worker processes before it is replaced, or None.
         input_thread: read the input in a background thread (True), in the consumer's thread
-            (False), or decide by the input (None; see ``_feeder.make_feeder``).
+            (False), or decide by the input (None; see ``_engine.feeder.make_feeder``).
         memory_budget: bytes the run may hold in items read ahead, batches in flight and results
-            not yet consumed (None: bounded in items only); see ``_budget``.
+            not yet consumed (None: bounded in items only); see ``_engine.budget``.
         concurrency: items each worker runs at once, for coroutine workers (``async def``); 0 for
             plain functions, which run one item at a time.
         max_per_second: the most items started per second across the pool, or None.
@@ -375,7 +381,7 @@ def check_process_arguments(
     Only those routes are looked at (and what this package's own wrappers of a function pickle to),
     not the attributes of other objects: a callable object with a lock of its own is copied
     together with the state the lock guards, which is sound under ``fork`` (other start methods
-    pickle the object, and refuse it there: see ``_serialize``). No object is pickled here, so
+    pickle the object, and refuse it there: see ``_backends.serialize``). No object is pickled here, so
     large arguments inherited under ``fork`` cost nothing."""
     seen: set[int] = set()
     for i, worker in enumerate(workers):

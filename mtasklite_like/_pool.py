@@ -1,8 +1,8 @@
 """``Pool``: the front users see. It validates options, owns the workers, and hands out runs.
 
 The pool knows nothing of threads or processes: it checks every option up front, builds one
-:class:`~._worker.WorkerSpec` per worker and a frozen :class:`~._options.RunOptions`, and keeps a
-:class:`~._worker_set.WorkerSet` that starts a backend when a run first needs workers. Inside
+:class:`~._worker.run.WorkerSpec` per worker and a frozen :class:`~._options.RunOptions`, and keeps a
+:class:`~._engine.worker_set.WorkerSet` that starts a backend when a run first needs workers. Inside
 ``with Pool(...) as pool`` the workers stay up between calls, so a model built by a
 ``@delayed_init`` object is built once for many inputs; without ``with``, each run stops its
 workers when it ends. A run that ends early (``break``, an error, ``close()``) always stops the
@@ -19,9 +19,12 @@ from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 
-from ._async_results import wrap_async_input
 from ._backends import check_backend_options
-from ._budget import DEFAULT_BUDGET
+from ._engine.async_results import wrap_async_input
+from ._engine.budget import DEFAULT_BUDGET
+from ._engine.rate_limit import check_rate, start_gate
+from ._engine.results import ResultIterator
+from ._engine.worker_set import WorkerSet
 from ._journal import check_journal_options, journaled_run
 from ._options import (
     ArgumentType,
@@ -41,10 +44,7 @@ from ._options import (
     per_worker_options,
     worker_envs,
 )
-from ._rate_limit import check_rate, start_gate
-from ._results import ResultIterator
-from ._worker import WorkerSpec
-from ._worker_set import WorkerSet
+from ._worker.run import WorkerSpec
 from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 
 __all__ = ["Pool", "plain_run"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._delayed import DelayedObject, delayed_init
+from ._worker.delayed import DelayedObject, delayed_init
 
 __all__ = ["ShellObject", "delayed_init"]
 

@@ -33,10 +33,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
-from ._delayed import delayed_init
 from ._errors import DeferredExceptions, WorkerInitError
 from ._journal import JournalOptions, JournalState, journaled_run, read_journal
 from ._pool import Pool
+from ._worker.delayed import delayed_init
 
 __all__ = [
     "InvalidArgumentsError",

@@ -44,7 +44,7 @@ from multiprocessing import cpu_count as cpu_count
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from ._mp_pool import (
+from ._dropins.mp_pool import (
     APPLY,
     ONE,
     STAR,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._engine.results import ResultIterator as WorkerPoolResultGenerator
 from ._options import check_worker
 from ._pool import Pool
-from ._results import ResultIterator as WorkerPoolResultGenerator
 from .constants import ArgumentPassing, ExceptionBehaviour
 from .delayed_init import ShellObject
 from .utils import is_exception, is_sized_iterator

@@ -13,8 +13,8 @@ from typing import Any, Literal, TypeVar
 from tqdm import tqdm as tqdm_type
 from tqdm.auto import tqdm as tqdm_auto
 
+from ._dropins.pqdm import PqdmResult, run_pqdm
 from ._options import ArgumentType, ExceptionMode
-from ._pqdm import PqdmResult, run_pqdm
 from .pqdm import _pqdm as _pqdm  # mtasklite's module imports it too
 
 __all__ = ["PqdmResult", "pqdm"]

@@ -43,7 +43,7 @@ from mtasklite_like._backends.base import (
     WorkerInitFailed,
     WorkerReady,
 )
-from mtasklite_like._worker import WorkerSpec, build_worker_callable
+from mtasklite_like._worker.run import WorkerSpec, build_worker_callable
 
 #: default virtual seconds per item
 ITEM_SECONDS = 0.001

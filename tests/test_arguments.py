@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mtasklite_like import ArgumentPassing, Pool, is_exception
-from mtasklite_like._cli import main as cli_main
+from mtasklite_like._cli.map import main as cli_main
 from mtasklite_like.mapreduce import parallelize
 from tests.helpers import add, square, whoami
 

@@ -20,13 +20,13 @@ import weakref
 import pytest
 
 from mtasklite_like import Pool, TaskTimeoutError, WorkerDiedError, delayed_init, is_exception
-from mtasklite_like import _results as results_module
-from mtasklite_like._async_worker import serve_coroutines
 from mtasklite_like._backends import register_backend
 from mtasklite_like._backends.processes import ProcessBackend
 from mtasklite_like._backends.threads import ThreadBackend
-from mtasklite_like._rate_limit import RateLimiter, StartGate, check_rate, start_gate
-from mtasklite_like._worker import WorkerSpec
+from mtasklite_like._engine import results as results_module
+from mtasklite_like._engine.rate_limit import RateLimiter, StartGate, check_rate, start_gate
+from mtasklite_like._worker.coroutines import serve_coroutines
+from mtasklite_like._worker.run import WorkerSpec
 from mtasklite_like.threads import pqdm as threads_pqdm
 from tests import async_helpers as h
 from tests import helpers
@@ -792,7 +792,7 @@ def test_a_coroutine_cancelled_while_waiting_for_its_start_is_closed_unstarted()
         ran.append(True)
 
     async def main():
-        from mtasklite_like._async_worker import _after_start
+        from mtasklite_like._worker.coroutines import _after_start
 
         coro = task()
         waiting = asyncio.ensure_future(_after_start(gate, coro))

@@ -109,7 +109,7 @@ def test_thread_workers_reset_the_running_position_before_naming_a_new_batch():
     import queue
 
     from mtasklite_like._backends.threads import _Slot, _thread_main
-    from mtasklite_like._worker import WorkerSpec
+    from mtasklite_like._worker.run import WorkerSpec
 
     slot = _Slot(queue.SimpleQueue())
     slot.progress = _RecordingProgress()

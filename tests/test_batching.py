@@ -12,7 +12,7 @@ import pytest
 
 from mtasklite_like import Pool
 from mtasklite_like._backends.threads import ThreadBackend
-from mtasklite_like._batching import BatchSizer
+from mtasklite_like._engine.batching import BatchSizer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,7 @@ import multiprocess
 import pytest
 
 from mtasklite_like import Pool
-from mtasklite_like._budget import estimate_size
+from mtasklite_like._engine.budget import estimate_size
 from tests.fake_backend import FakeBackend, Step, run_step
 
 pytestmark = pytest.mark.timeout(60)

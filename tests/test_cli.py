@@ -153,7 +153,7 @@ def test_a_failing_line_is_named_by_its_input_position(tmp_path, unordered):
 
 
 def test_a_failure_without_its_position_is_named_as_before():
-    from mtasklite_like._cli import failed_line
+    from mtasklite_like._cli.map import failed_line
 
     named = ValueError("bad")
     named.input_index = 6
@@ -246,8 +246,8 @@ RESUME = "run the same command again to continue (finished lines are in {run_dir
         ("mtasklite_like._pool", ["map", "builtins:len", "in.txt", "--resume={run_dir}"], RESUME),
         ("mtasklite_like._pool", ["demo", "--quick"], "python -m mtasklite_like demo: interrupted"),
         # in main(), before the arguments of map are parsed
-        ("mtasklite_like._cli", ["map", "builtins:len", "in.txt", "--res", "{run_dir}"], RESUME),
-        ("mtasklite_like._demo", ["demo", "--quick"], "python -m mtasklite_like demo: interrupted"),
+        ("mtasklite_like._cli.map", ["map", "builtins:len", "in.txt", "--res", "{run_dir}"], RESUME),
+        ("mtasklite_like._cli.demo", ["demo", "--quick"], "python -m mtasklite_like demo: interrupted"),
         # in the run, before the pool has started: importing the function to map
         ("tests.journal_helpers", ["map", "tests.journal_helpers:logged_upper", "in.txt"], NO_RESUME),
         ("tests.journal_helpers", ["map", "tests.journal_helpers:logged_upper", "in.txt", "--resume",
@@ -325,7 +325,7 @@ def test_ctrl_c_while_a_program_imports_the_package_is_a_keyboard_interrupt(tmp_
     ],
 )
 def test_the_command_line_is_told_from_the_interpreter_arguments(monkeypatch, orig_argv, expected):
-    from mtasklite_like import _interrupt
+    from mtasklite_like._cli import interrupt as _interrupt
 
     monkeypatch.setattr(sys, "orig_argv", orig_argv)
     assert _interrupt.started_as_command_line() is expected
@@ -344,6 +344,6 @@ def test_the_command_line_is_told_from_the_interpreter_arguments(monkeypatch, or
     ],
 )
 def test_the_message_before_a_start_says_how_to_continue(args, message):
-    from mtasklite_like._interrupt import interrupted_message
+    from mtasklite_like._cli.interrupt import interrupted_message
 
     assert interrupted_message(args).endswith(message)

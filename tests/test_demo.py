@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from mtasklite_like import _demo
-from mtasklite_like._demo import LoadReading, LoadWatch
+from mtasklite_like._cli import demo as _demo
+from mtasklite_like._cli.demo import LoadReading, LoadWatch
 
 pytestmark = pytest.mark.timeout(180)
 

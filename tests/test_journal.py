@@ -28,7 +28,7 @@ from mtasklite_like import (
     read_journal,
 )
 from mtasklite_like._journal import JOURNAL_FILE, MAGIC
-from mtasklite_like._journal_format import KIND_DONE_RAW, KIND_FAILED
+from mtasklite_like._journal.format import KIND_DONE_RAW, KIND_FAILED
 from mtasklite_like.processes import pqdm as pqdm_processes
 from tests import journal_helpers as h
 

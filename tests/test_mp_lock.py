@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mtasklite_like import DeferredExceptions, Pool, RemoteTraceback, read_journal
-from mtasklite_like._journal_format import KIND_DONE_RAW, decode_raw
+from mtasklite_like._journal.format import KIND_DONE_RAW, decode_raw
 from mtasklite_like.mp_lock import (
     InvalidArgumentsError,
     is_mp_lock_completed,

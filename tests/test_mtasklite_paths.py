@@ -130,7 +130,7 @@ _IMPORT_ORDERS = {
     "from-import of the submodule first": (
         "from mtasklite_like.delayed_init import delayed_init as from_module, ShellObject\n"
         "from mtasklite_like import delayed_init\n"
-        "assert from_module.__module__ == 'mtasklite_like._delayed'\n"
+        "assert from_module.__module__ == 'mtasklite_like._worker.delayed'\n"
     ),
     "package first": "from mtasklite_like import delayed_init\nimport mtasklite_like.pool\n",
     "pool first": "import mtasklite_like.pool\nfrom mtasklite_like import delayed_init\n",

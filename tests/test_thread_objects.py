@@ -27,7 +27,7 @@ import multiprocess
 import pytest
 
 from mtasklite_like import Pool, TaskPicklingError, delayed_init, is_exception
-from mtasklite_like._serialize import dumps, dumps_oob, loads, loads_oob
+from mtasklite_like._backends.serialize import dumps, dumps_oob, loads, loads_oob
 from mtasklite_like.mapreduce import parallelize
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,7 +131,7 @@ def test_lambdas_closures_and_main_code_still_go_through_dill():
 
 
 def test_the_fallback_writes_what_dill_writes():
-    from mtasklite_like._serialize import _dill_dumps
+    from mtasklite_like._backends.serialize import _dill_dumps
 
     offset = 5
 

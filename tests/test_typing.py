@@ -54,9 +54,9 @@ def test_result_types_follow_the_worker(mypy_output: str) -> None:
     revealed = [t.replace("builtins.", "") for t in re.findall(r'Revealed type is "([^"]+)"', mypy_output)]
     assert revealed == [
         "mtasklite_like._pool.Pool[int]",
-        "mtasklite_like._results.ResultIterator[int]",
+        "mtasklite_like._engine.results.ResultIterator[int]",
         "int",
-        "mtasklite_like._pqdm.PqdmResult[int]",
+        "mtasklite_like._dropins.pqdm.PqdmResult[int]",
     ], mypy_output
 
 

@@ -16,8 +16,8 @@ import pytest
 from mtasklite_like import DeferredExceptions, Pool, TaskTimeoutError, WorkerDiedError
 from mtasklite_like._backends.base import BatchDone
 from mtasklite_like._backends.processes import ProcessBackend
-from mtasklite_like._serialize import OOB_THRESHOLD, dumps_oob, loads_oob
-from mtasklite_like._worker import WorkerSpec
+from mtasklite_like._backends.serialize import OOB_THRESHOLD, dumps_oob, loads_oob
+from mtasklite_like._worker.run import WorkerSpec
 from tests import zerocopy_helpers as zh
 
 np = pytest.importorskip("numpy")

@@ -18,7 +18,7 @@ from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerIni
 from .config import BackendOptions
 
 if TYPE_CHECKING:
-    from .._worker import WorkerSpec
+    from .._worker.run import WorkerSpec
 
 __all__ = [
     "Backend",

@@ -9,7 +9,7 @@ Every batch is addressed to one worker, so the engine always knows which items e
 that is what lets a worker's death be reported against its items.
 
 The engine waits in one place only, ``recv``. Input read in a background thread (see
-``_input_thread``) must be able to cut that wait short, so a backend implements :meth:`Backend.wake`
+``_engine.input_thread``) must be able to cut that wait short, so a backend implements :meth:`Backend.wake`
 and says so with ``Capabilities.wakes``; the engine then sleeps until a report *or* an item
 arrives. A backend that cannot be woken still works: the engine then looks at the input every few
 milliseconds while it waits for some.
@@ -51,7 +51,7 @@ class Capabilities:
         has_pids: workers are operating-system processes with pids (``WorkerDied.pid``, ``pids``).
         wakes: :meth:`Backend.wake` cuts a ``recv`` short (see the module docstring).
         polls: :meth:`Backend.poll` takes what workers reported without waiting.
-        coroutines: runs coroutine workers (``WorkerSpec.concurrency``; see ``_async_worker``).
+        coroutines: runs coroutine workers (``WorkerSpec.concurrency``; see ``_worker.coroutines``).
     """
 
     batches: bool = True

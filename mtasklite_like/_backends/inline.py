@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from .._worker import WorkerSpec, build_worker_callable, run_batch
+from .._worker.run import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerInitFailed, WorkerReady
 
 __all__ = ["InlineBackend"]

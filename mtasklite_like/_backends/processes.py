@@ -3,7 +3,7 @@
 Transport
     The parent writes batches into a worker's task pipe and reads its results from the worker's
     result pipe. Messages are pickled by the standard pickler, with dill as the fallback (see
-    ``_serialize``); the worker's function or object is sent once, when the worker starts. Large
+    ``serialize``); the worker's function or object is sent once, when the worker starts. Large
     buffers (bytes, arrays) travel out of band, written straight through the pipe after their
     message's pickle, in both directions (``wire``).
 
@@ -38,10 +38,9 @@ from typing import Any, ClassVar
 import multiprocess
 from multiprocess.connection import wait
 
-from .._async_worker import FailedItem, serve_coroutines
 from .._errors import RemoteTraceback, TaskPicklingError
-from .._serialize import dumps, dumps_oob, loads, main_needs_by_value
-from .._worker import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
+from .._worker.coroutines import FailedItem, serve_coroutines
+from .._worker.run import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
 from .base import (
     Backend,
     BatchDone,
@@ -53,6 +52,7 @@ from .base import (
     WorkerReady,
 )
 from .nesting import become_worker, check_may_have_children, may_die_with_parent, start_process
+from .serialize import dumps, dumps_oob, loads, main_needs_by_value
 from .wakeup import WakePipe
 from .wire import decode, leading_ints, pipe_capacity, recv_message, send_message, wait_readable
 
@@ -284,7 +284,7 @@ def _exit_for(exc: BaseException) -> SystemExit:
 def _serve_coroutines(
     spec: WorkerSpec, task_conn: Any, result_conn: Any, progress: Any, parent_pid: int, capacity: int
 ) -> None:
-    """A coroutine worker's process: batches run on its event loop (see ``_async_worker``)."""
+    """A coroutine worker's process: batches run on its event loop (see ``_worker.coroutines``)."""
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
 

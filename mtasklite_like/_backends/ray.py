@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from .._errors import RemoteTraceback
-from .._worker import WorkerSpec
+from .._worker.run import WorkerSpec
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .config import BackendOptions
 from .ray_connect import check_resources, connect, import_ray

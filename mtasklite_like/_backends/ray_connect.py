@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._worker import WorkerSpec
+from .._worker.run import WorkerSpec
 from .config import BackendOptions
 
 __all__ = [

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import TaskPicklingError
-from .._worker import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
+from .._worker.run import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
 
 __all__ = [
     "DIED",

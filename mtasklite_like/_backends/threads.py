@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from .._async_worker import serve_coroutines
-from .._worker import WorkerSpec, build_worker_callable, run_batch
+from .._worker.coroutines import serve_coroutines
+from .._worker.run import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 
 __all__ = ["ThreadBackend"]
@@ -93,7 +93,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
 
 
 def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
-    """A coroutine worker: its own event loop in this thread (see ``_async_worker``)."""
+    """A coroutine worker: its own event loop in this thread (see ``_worker.coroutines``)."""
     index = spec.index
 
     def next_message() -> Any:

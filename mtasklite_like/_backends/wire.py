@@ -1,6 +1,6 @@
 """Messages on the process backend's pipes, with large buffers written straight through.
 
-A message is a pickle and, when it holds large buffers (see ``_serialize.dumps_oob``), the
+A message is a pickle and, when it holds large buffers (see ``serialize.dumps_oob``), the
 buffers themselves. Without buffers it is one ``Connection.send_bytes`` of the pickle, exactly as
 before. With buffers it is a header message (a zero byte, the buffer count and sizes, then the
 pickle) followed by each buffer's bytes written raw to the pipe's file descriptor: the sender
@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._serialize import loads_oob
+from .serialize import loads_oob
 
 __all__ = ["decode", "leading_ints", "pipe_capacity", "recv_message", "send_message"]
 

@@ -16,9 +16,9 @@ from typing import Any, Literal, TypeVar
 from tqdm import tqdm as tqdm_type
 from tqdm.auto import tqdm as tqdm_auto
 
+from .._dropins.pqdm import PqdmResult, run_pqdm
 from .._options import ArgumentType, ExceptionMode
 from .._pool import Pool
-from .._pqdm import PqdmResult, run_pqdm
 from ..constants import ArgumentPassing, ExceptionBehaviour
 from ..utils import divide_kwargs
 

@@ -13,8 +13,8 @@ from typing import Any, Literal, TypeVar
 from tqdm import tqdm as tqdm_type
 from tqdm.auto import tqdm as tqdm_auto
 
+from .._dropins.pqdm import run_pqdm_list
 from .._options import ArgumentType, ExceptionMode
-from .._pqdm import run_pqdm_list
 
 __all__ = ["pqdm"]
 

@@ -4,7 +4,7 @@
 is a thin shell over its ``out`` queue. It opens (or creates) the journal, picks the kind of key,
 and chooses how to run: with nothing to skip and results in input order, the pool reads the input
 itself and each batch of results is journaled in bulk (:meth:`JournalRun._fill_fast`); when
-finished items must be skipped, or results come as they finish, a feed in :mod:`._journal_resume`
+finished items must be skipped, or results come as they finish, a feed in :mod:`.resume`
 sits between the input and the pool.
 """
 
@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
-from ._errors import DeferredExceptions
-from ._journal_file import Journal
-from ._journal_format import NO_RESULT, JournalState
-from ._journal_options import (
+from .._errors import DeferredExceptions
+from ..constants import ExceptionBehaviour
+from .file import Journal
+from .format import NO_RESULT, JournalState
+from .options import (
     FINGERPRINT_KEYS,
     ITEM_KEY_TYPES,
     KEY_CUSTOM,
@@ -30,13 +31,12 @@ from ._journal_options import (
     fingerprint,
     pool_identity,
 )
-from ._journal_resume import OrderedResume, UnorderedResume
-from ._journal_settle import REPEAT_EXC, Settler
-from .constants import ExceptionBehaviour
+from .resume import OrderedResume, UnorderedResume
+from .settle import REPEAT_EXC, Settler
 
 if TYPE_CHECKING:
-    from ._pool import Pool
-    from ._results import ResultIterator
+    from .._engine.results import ResultIterator
+    from .._pool import Pool
 
     #: ``plain(pool, items)``: an ordinary run of ``pool`` over ``items``
     #: ``plain(pool, items, keep_raw=False)``: an ordinary run (``keep_raw``: see ``RunOptions``)

@@ -3,7 +3,7 @@
 :class:`OrderedResume` keeps results in input order: each input item leaves a mark (stored or
 computed) as the pool reads it, and the computed results are laid out between the stored ones.
 :class:`UnorderedResume` yields results as they finish: stored ones as soon as the input is read
-past them, computed ones matched to their items by position (:mod:`._journal_keyed`).
+past them, computed ones matched to their items by position (:mod:`.keyed`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._errors import name_item
-from ._journal_format import JournalError
-from ._journal_keyed import failure_position, keyed_pool
+from .._errors import name_item
+from .format import JournalError
+from .keyed import failure_position, keyed_pool
 
 if TYPE_CHECKING:
-    from ._journal_run import JournalRun
-    from ._pool import Pool
+    from .._pool import Pool
+    from .run import JournalRun
 
 __all__ = ["OrderedResume", "UnorderedResume"]
 

@@ -8,19 +8,19 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._async_results import (
+from .._options import RunOptions
+from .async_results import (
     GENERATORS_RESUME_FASTER,
     AsyncDriver,
     AsyncInput,
     async_results,
     check_not_in_running_loop,
 )
-from ._options import RunOptions
-from ._run import Run
-from ._worker_set import WorkerSet
+from .run import Run
+from .worker_set import WorkerSet
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from .._pool import Pool
 
 __all__ = ["ResultIterator"]
 

@@ -7,7 +7,7 @@ the backend's inbox and hands each batch over to the loop (``call_soon_threadsaf
 items wait in one queue, in arrival order, for one of the ``concurrency`` slots. A batch is
 reported, like any other, once all its items have ended, so ordering, exception modes, retries and
 the ledger work unchanged; the engine lets such a worker hold about ``concurrency`` items plus a
-little read-ahead (``_admission``).
+little read-ahead (``_engine.admission``).
 
 What the worker reports as a batch's compute time is the sum of its items' durations divided by
 ``concurrency``: the share of the worker's capacity the batch used. The batch sizer reads it as
@@ -23,7 +23,7 @@ Object life cycle
     The engine hands items over one at a time at the rate, but a hand-over is not a start: an item
     waits for the loop (busy with another coroutine's step, or blocked) and for the thread that
     passes batches in, and items that arrived an interval apart can start together. So, when the
-    pool gives its workers a :class:`~._rate_limit.StartGate` (``spec.start_gate``), each item's
+    pool gives its workers a :class:`~.._engine.rate_limit.StartGate` (``spec.start_gate``), each item's
     coroutine first takes its start from the gate, at the moment it would run its first step,
     waiting on the loop (``asyncio.sleep``) while it is not due: the starts keep their distance as
     the coroutines see them, across the workers of the pool.
@@ -52,9 +52,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator, MutableSequence, Sequence
 from typing import Any
 
-from ._errors import TaskTimeoutError
-from ._rate_limit import StartGate
-from ._worker import WorkerSpec, build_worker_object, make_caller
+from .._engine.rate_limit import StartGate
+from .._errors import TaskTimeoutError
+from .run import WorkerSpec, build_worker_object, make_caller
 
 __all__ = ["FailedItem", "serve_coroutines"]
 

@@ -9,7 +9,7 @@ loses at most the results of one such interval. Lost results are simply computed
 
 Loading a journal unpickles its records, which can run code: the run directory is created with
 mode 0700, a directory or file that other users can write is refused, and so is a file that does
-not start with the header (:mod:`._journal_format`).
+not start with the header (:mod:`.format`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import warnings
 from typing import Any
 
-from ._journal_format import (
+from .format import (
     JournalError,
     JournalMismatchError,
     JournalState,
@@ -32,7 +32,7 @@ from ._journal_format import (
     parse_journal,
     record_head,
 )
-from ._journal_options import JournalOptions
+from .options import JournalOptions
 
 __all__ = ["Journal"]
 

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._errors import name_item
+from .._errors import name_item
 
 __all__ = ["UNSET", "Batch", "Ledger", "Msg"]
 

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._options import ArgumentType, ExceptionMode
-from ._pool import Pool
-from ._results import ResultIterator
-from .constants import ExceptionBehaviour
+from .._engine.results import ResultIterator
+from .._options import ArgumentType, ExceptionMode
+from .._pool import Pool
+from ..constants import ExceptionBehaviour
 
 __all__ = ["PqdmResult", "run_pqdm", "run_pqdm_list"]
 

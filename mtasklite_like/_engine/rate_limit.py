@@ -16,9 +16,9 @@ catch up with.
 
 Two layers apply it:
 
-- :class:`RateLimiter`, in the caller (``_dispatch``): hand-overs are paced, and go only to a worker
+- :class:`RateLimiter`, in the caller (``dispatch``): hand-overs are paced, and go only to a worker
   that is ready and can start the item at once (one item per message, no more items per worker
-  than it runs at a time: see ``_admission``), so items do not pile up in workers waiting to start.
+  than it runs at a time: see ``admission``), so items do not pile up in workers waiting to start.
 - :class:`StartGate`, in the workers, right before a task is called: a hand-over is not a start,
   since a thread or a process wakes up after a delay that varies by milliseconds on a busy machine,
   enough for two items handed over one interval apart to start closer than that. The gate is the

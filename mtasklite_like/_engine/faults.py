@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._backends.base import WorkerDied
-from ._errors import TaskTimeoutError, WorkerDiedError, WorkerInitError, name_item
-from ._ledger import Ledger, Msg
-from ._worker_set import WorkerSet
+from .._backends.base import WorkerDied
+from .._errors import TaskTimeoutError, WorkerDiedError, WorkerInitError, name_item
+from .ledger import Ledger, Msg
+from .worker_set import WorkerSet
 
 __all__ = [
     "culprit",

@@ -1,18 +1,18 @@
 """Dispatch: sending work to workers with spare capacity, retries first, then new input.
 
-:mod:`._admission` decides who may get how much; this module carries it out against the ledger,
-the worker set and the backend, and keeps a reader in the background (:mod:`._input_thread`)
+:mod:`.admission` decides who may get how much; this module carries it out against the ledger,
+the worker set and the backend, and keeps a reader in the background (:mod:`.input_thread`)
 supplied with its limit: what the workers could take at once beyond what was handed out, never
 past the window. A batch is cut from whatever the input has given, up to the batch size, so a slow
 input never makes items wait for a batch to fill: the batch size follows the input rate as well as
-the task time. The run's :class:`~._budget.ByteBudget` bounds it all in bytes as well.
+the task time. The run's :class:`~.budget.ByteBudget` bounds it all in bytes as well.
 
 Under ``max_per_second`` hand-overs are paced, so that items do not pile up in workers: every
-hand-over takes the token of the run's :class:`~._rate_limit.RateLimiter`, and goes only to a worker
+hand-over takes the token of the run's :class:`~.rate_limit.RateLimiter`, and goes only to a worker
 that has reported itself ready. An item given to a worker that is still starting would wait there
 and start when the worker is up, together with the items the ready workers were given meanwhile: a
 burst, whatever the pace of the hand-overs. (The starts themselves are spaced by the workers'
-:class:`~._rate_limit.StartGate`, where the pool gives them one: a worker wakes up after a delay of
+:class:`~.rate_limit.StartGate`, where the pool gives them one: a worker wakes up after a delay of
 its own.) When the token is not due, or no ready worker has room while some worker is still
 starting, :attr:`Dispatch.paced_until` tells the run how long it may wait before looking again (a
 worker's ready report ends the wait sooner).
@@ -24,14 +24,14 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ._admission import Admission
-from ._backends.base import Backend
-from ._budget import ByteBudget
-from ._feeder import Feeder, InputThread
-from ._ledger import Ledger, Msg
-from ._rate_limit import RateLimiter
-from ._release import Release
-from ._worker_set import WorkerSet
+from .._backends.base import Backend
+from .admission import Admission
+from .budget import ByteBudget
+from .feeder import Feeder, InputThread
+from .ledger import Ledger, Msg
+from .rate_limit import RateLimiter
+from .release import Release
+from .worker_set import WorkerSet
 
 __all__ = ["Dispatch"]
 
@@ -108,7 +108,7 @@ class Dispatch:
                 feeder.allow(limit)
 
     def _held(self) -> float:
-        """Bytes held now (see :class:`~._budget.ByteBudget`)."""
+        """Bytes held now (see :class:`~.budget.ByteBudget`)."""
         ledger, feeder = self.ledger, self.feeder
         results = feeder.pulled - self.consumed() - ledger.items_in_flight - len(ledger.retry)
         return self.budget.held(ledger.bytes_in_flight, feeder.buffered(), max(0, results))

@@ -1,15 +1,15 @@
 """One pass of an input through the pool: the loop that ties the engine's parts together.
 
 The run is driven by the consumer: each ``next()`` that finds no result ready sends batches to
-workers with spare capacity (:mod:`._admission` decides who gets how much), then waits for what
-workers report and settles it: results and failures into the :mod:`._ledger`, complete batches
-through :mod:`._release` to the consumer, deaths and deadlines through the :mod:`._worker_set`
-and :mod:`._faults`. The input comes from the :mod:`._feeder`: read in the caller, or in a
+workers with spare capacity (:mod:`.admission` decides who gets how much), then waits for what
+workers report and settles it: results and failures into the :mod:`.ledger`, complete batches
+through :mod:`.release` to the consumer, deaths and deadlines through the :mod:`.worker_set`
+and :mod:`.faults`. The input comes from the :mod:`.feeder`: read in the caller, or in a
 background thread that reads only while the engine runs and wakes its wait for reports
 (``Backend.wake``) when items arrive, so a blocked input never holds back finished results. When
 the consumer stalls, workers finish what they hold and wait; the input is never read further than
 the window. A consumer that must never block (``async for`` in an event loop's thread) calls
-:meth:`Run.step_nowait` first and leaves the waiting to a helper thread (see ``_async_results``).
+:meth:`Run.step_nowait` first and leaves the waiting to a helper thread (see ``async_results``).
 See docs/architecture.md, docs/streaming.md and docs/fault_tolerance.md.
 """
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _faults
-from ._admission import Admission
-from ._backends.base import (
+from .._backends.base import (
     Backend,
     BatchDone,
     BatchUnreadable,
@@ -29,14 +27,16 @@ from ._backends.base import (
     WorkerInitFailed,
     WorkerReady,
 )
-from ._budget import ByteBudget
-from ._dispatch import Dispatch
-from ._errors import DeferredExceptions
-from ._feeder import make_feeder
-from ._ledger import Ledger, Msg
-from ._options import RunOptions
-from ._release import Release
-from ._worker_set import WorkerSet
+from .._errors import DeferredExceptions
+from .._options import RunOptions
+from . import faults as _faults
+from .admission import Admission
+from .budget import ByteBudget
+from .dispatch import Dispatch
+from .feeder import make_feeder
+from .ledger import Ledger, Msg
+from .release import Release
+from .worker_set import WorkerSet
 
 __all__ = ["HEARTBEAT_SECONDS", "Run"]
 

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._journal_format import JournalState
-from ._journal_options import JournalOptions
-from ._journal_run import JournalRun
+from .format import JournalState
+from .options import JournalOptions
+from .run import JournalRun
 
 if TYPE_CHECKING:
-    from ._journal_run import PlainRun
-    from ._pool import Pool
+    from .._pool import Pool
+    from .run import PlainRun
 
 __all__ = ["JournaledIterator", "journaled_run"]
 
@@ -137,7 +137,7 @@ def journaled_run(
     before anything runs. See :class:`JournaledIterator`.
     """
     if plain is None:
-        from ._pool import plain_run
+        from .._pool import plain_run
 
         plain = plain_run
     return JournaledIterator(pool, iterable, options, plain)

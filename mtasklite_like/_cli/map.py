@@ -21,8 +21,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
-from ._errors import MtaskliteLikeError
-from ._interrupt import resume_hint
+from .._errors import MtaskliteLikeError
+from .interrupt import resume_hint
 
 __all__ = ["main"]
 
@@ -217,9 +217,9 @@ class _TaskFailed(Exception):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ._journal import check_journal_options, journaled_run
-    from ._options import check_n_jobs
-    from ._pool import Pool
+    from .._journal import check_journal_options, journaled_run
+    from .._options import check_n_jobs
+    from .._pool import Pool
 
     fn = load_function(args.function)
     try:

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from types import CoroutineType
 from typing import Any
 
-from ._delayed import materialize
-from ._rate_limit import StartGate
-from .constants import ArgumentPassing
+from .._engine.rate_limit import StartGate
+from ..constants import ArgumentPassing
+from .delayed import materialize
 
 __all__ = [
     "WorkerSpec",
@@ -34,7 +34,7 @@ class WorkerSpec:
     """Everything one worker needs to start: its callable or shell, environment and initializer.
 
     ``concurrency`` is 0 for a plain function, which runs one item at a time; for a coroutine
-    worker it is how many items the worker runs at once on its event loop (``_async_worker``),
+    worker it is how many items the worker runs at once on its event loop (``coroutines``),
     each cancelled past ``task_timeout`` seconds.
     """
 
@@ -63,7 +63,7 @@ class WorkerSpec:
         self.concurrency = concurrency
         self.task_timeout = task_timeout
         #: under ``max_per_second``: what every start of every worker of the pool waits for
-        #: (``_rate_limit.StartGate``), so that starts, not only hand-overs, are evenly spaced
+        #: (``_engine.rate_limit.StartGate``), so that starts, not only hand-overs, are evenly spaced
         self.start_gate = start_gate
 
     def __getstate__(self) -> tuple[Any, ...]:
@@ -188,8 +188,8 @@ def pack_exception(exc: BaseException, where: str) -> tuple[BaseException, str]:
     """An exception and its traceback text, both safe to pickle back to the caller (a worker
     process or actor sends them; ``where`` names the item or worker in the replacement error)."""
     tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    from ._errors import TaskPicklingError
-    from ._serialize import dumps, loads
+    from .._backends.serialize import dumps, loads
+    from .._errors import TaskPicklingError
 
     try:
         # Classes whose constructor needs other arguments than ``args`` pickle but do not unpickle
@@ -212,7 +212,7 @@ def fail_unpicklable(
     """Fail, in place, the items whose result ``pickle_one`` cannot pickle (the result becomes None
     and a ``TaskPicklingError`` joins ``packed``, kept in position order), so that one such result
     fails its item alone instead of the whole batch."""
-    from ._errors import TaskPicklingError
+    from .._errors import TaskPicklingError
 
     failed = {pos for pos, _, _ in packed}
     for pos, value in enumerate(results):

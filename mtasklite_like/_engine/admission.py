@@ -8,7 +8,7 @@ Three limits decide it:
   worker holds a second item only while durations are uniform and its current task is not
   overdue; with mixed durations each worker holds one and nothing waits behind a slow task.
   ``chunk_prefill_ratio`` fixes the credit instead.
-- *batch size*: from the measured time per item (:class:`~._batching.BatchSizer`), the user's
+- *batch size*: from the measured time per item (:class:`~.batching.BatchSizer`), the user's
   ``chunk_size``, the worker's remaining ``max_tasks_per_worker`` quota, and the window's room.
 - *window*: with ``bounded=True``, items pulled and not yet consumed stay under
   ``workers x credit x batch size``, times a slack in ordered mode (x8 for single slow items, x2
@@ -19,16 +19,16 @@ ones run, so their credit counts items, not batches: ``concurrency`` running plu
 that (at least a batch) waiting, whatever size the batches have grown to. Under
 ``max_per_second`` every item travels alone and a worker holds no more than it
 runs at once (1 for a plain function, ``concurrency`` for coroutines): an item handed over starts
-at once, so pacing the hand-over (``_rate_limit``, in ``_dispatch``) paces the starts.
+at once, so pacing the hand-over (``rate_limit``, in ``dispatch``) paces the starts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._backends.base import Capabilities
-from ._batching import BatchSizer
-from ._options import RunOptions
+from .._backends.base import Capabilities
+from .._options import RunOptions
+from .batching import BatchSizer
 
 __all__ = ["Admission"]
 
@@ -83,7 +83,7 @@ class Admission:
 
     def window(self, credit: int, cap: int | None = None) -> int | None:
         """Items that may be pulled and not yet consumed, or None when unbounded. ``cap``: the
-        most items a batch may hold for its bytes (see ``_budget``), which shrinks the window
+        most items a batch may hold for its bytes (see ``budget``), which shrinks the window
         with the batches."""
         if not self._bounded:
             return None

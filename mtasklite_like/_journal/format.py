@@ -19,11 +19,12 @@ Records are only ever appended. A record whose bytes run past the end of the fil
 record when its checksum is wrong, is a write torn by a crash: it is cut off (with a
 :class:`JournalWarning`) and its items are computed again. A bad checksum anywhere else is damage
 the library will not guess about: :class:`JournalError`. Nothing is unpickled before its checksum
-matches. The open file (locking, permissions, appending) is :mod:`._journal_file`.
+matches. The open file (locking, permissions, appending) is :mod:`.file`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -33,8 +34,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import MtaskliteLikeError, TaskPicklingError
-from ._serialize import dumps
+from .._backends.serialize import dumps
+from .._errors import (
+    JournalError,
+    JournalMismatchError,
+    JournalPicklingError,
+    JournalWarning,
+    MtaskliteLikeError,
+)
 
 __all__ = [
     "JOURNAL_FILE",
@@ -56,6 +63,7 @@ __all__ = [
     "encode_failed",
     "header_bytes",
     "journal_path",
+    "load_pickle",
     "parse_journal",
     "read_journal",
     "record_head",
@@ -77,22 +85,27 @@ _KINDS = (KIND_DONE, KIND_DONE_NO_RESULT, KIND_FAILED, KIND_DONE_RAW)
 _U32 = struct.Struct("<I")
 
 
-class JournalError(MtaskliteLikeError):
-    """The run directory or its journal cannot be used: not writable, shared with other users,
-    locked by another run, not a journal of this library, or damaged."""
+#: modules whose classes journals written by earlier versions name, and where those classes live now
+_MOVED_MODULES = {"mtasklite_like._journal_format": "mtasklite_like._errors"}
 
 
-class JournalMismatchError(JournalError):
-    """The journal in the run directory was written for another function, kind of key or input."""
+class _CompatUnpickler(pickle.Unpickler):
+    """Finds the classes an older journal names by the module they lived in then."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(_MOVED_MODULES.get(module, module), name)
 
 
-class JournalPicklingError(TaskPicklingError):
-    """An item's result could not be pickled into the journal. The item counts as failed (under
-    ``'immediate'`` this is raised); ``journal_results=False`` stores only that items finished."""
-
-
-class JournalWarning(RuntimeWarning):
-    """Something in the journal was dropped on purpose: a record torn by a crash."""
+def load_pickle(data: bytes) -> Any:
+    """Unpickle a journal record. Records name the classes of stored exceptions by module; an old
+    journal may name a module that has since moved (``_MOVED_MODULES``), and resumes all the same
+    (only such a record pays for the slower, redirecting unpickler)."""
+    try:
+        return pickle.loads(data)
+    except ModuleNotFoundError as exc:
+        if exc.name not in _MOVED_MODULES:
+            raise
+        return _CompatUnpickler(io.BytesIO(data)).load()
 
 
 #: what ``JournalState.done`` holds for an item whose result was not stored
@@ -169,12 +182,12 @@ def encode_done_raw(keys: Sequence[Any], blobs: Sequence[bytes]) -> list[bytes]:
 def decode_raw(payload: bytes) -> tuple[Any, list[Any]]:
     """``(keys, results)`` of a ``KIND_DONE_RAW`` payload."""
     (n,) = _U32.unpack_from(payload, 0)
-    keys = pickle.loads(payload[4 : 4 + n])
+    keys = load_pickle(payload[4 : 4 + n])
     results: list[Any] = []
     pos = 4 + n
     while pos < len(payload):
         (m,) = _U32.unpack_from(payload, pos)
-        results.extend(pickle.loads(payload[pos + 4 : pos + 4 + m]))
+        results.extend(load_pickle(payload[pos + 4 : pos + 4 + m]))
         pos += 4 + m
     return keys, results
 
@@ -279,7 +292,7 @@ def parse_journal(data: bytes, path: str) -> JournalState:
                 "aside, or pass journal_fresh=True to start over"
             )
         try:
-            body = decode_raw(payload) if kind == KIND_DONE_RAW else pickle.loads(payload)
+            body = decode_raw(payload) if kind == KIND_DONE_RAW else load_pickle(payload)
         except Exception as exc:
             raise JournalError(
                 f"{path}: the record at byte {pos} cannot be unpickled ({type(exc).__name__}: {exc}); "

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from itertools import repeat
 from typing import Any
 
-from ._journal_file import Journal
-from ._journal_format import (
+from ..constants import ExceptionBehaviour
+from .file import Journal
+from .format import (
     KIND_DONE,
     KIND_DONE_NO_RESULT,
     KIND_DONE_RAW,
@@ -25,8 +26,7 @@ from ._journal_format import (
     encode_failed,
     unpicklable,
 )
-from ._journal_options import JournalOptions
-from .constants import ExceptionBehaviour
+from .options import JournalOptions
 
 __all__ = ["REPEAT_EXC", "Settler"]
 

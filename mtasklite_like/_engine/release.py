@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from ._ledger import UNSET, Batch
-from .constants import ExceptionBehaviour
+from ..constants import ExceptionBehaviour
+from .ledger import UNSET, Batch
 
 __all__ = ["Release"]
 

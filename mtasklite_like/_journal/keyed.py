@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._delayed import delayed_init, materialize
-from ._errors import WorkerDiedError
-from ._worker import make_caller
+from .._errors import WorkerDiedError
+from .._worker.delayed import delayed_init, materialize
+from .._worker.run import make_caller
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from .._pool import Pool
 
 __all__ = ["failure_position", "keyed_pool"]
 
@@ -64,7 +64,7 @@ def failure_position(error: BaseException) -> int | None:
 
 def keyed_pool(pool: Pool[Any]) -> Pool[Any]:
     """A pool like ``pool`` whose workers take ``(position, item)`` and return ``(position, result)``."""
-    from ._pool import Pool
+    from .._pool import Pool
 
     specs = pool.worker_specs
     workers: Any

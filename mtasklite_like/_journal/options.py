@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
-from ._delayed import DelayedObject
-from ._journal_format import JournalError
+from .._worker.delayed import DelayedObject
+from .format import JournalError
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from .._pool import Pool
 
 __all__ = [
     "DEFAULT_SAVE_BATCH",

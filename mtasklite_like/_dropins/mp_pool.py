@@ -40,8 +40,8 @@ from collections.abc import Callable, Iterator
 from itertools import islice, starmap
 from typing import Any
 
-from ._errors import MtaskliteLikeError, RemoteTraceback, WorkerDiedError, name_item
-from ._pool import Pool as EnginePool
+from .._errors import MtaskliteLikeError, RemoteTraceback, WorkerDiedError, name_item
+from .._pool import Pool as EnginePool
 
 __all__ = [
     "APPLY",
@@ -132,7 +132,7 @@ def run_chunk(
             if failures is None:
                 failures = []
             if mode & PACK:
-                from ._worker import pack_exception
+                from .._worker.run import pack_exception
 
                 packed, tb = pack_exception(exc, f"chunk element #{len(results)}")
                 failures.append((len(results), packed, tb))

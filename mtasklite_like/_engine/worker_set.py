@@ -17,10 +17,10 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from ._backends import BackendOptions, make_backend
-from ._backends.base import Backend, Capabilities
-from ._ledger import Msg
-from ._worker import WorkerSpec
+from .._backends import BackendOptions, make_backend
+from .._backends.base import Backend, Capabilities
+from .._worker.run import WorkerSpec
+from .ledger import Msg
 
 __all__ = ["WorkerSet"]
 

@@ -1,7 +1,7 @@
 """The input side of a run: reading items from the user's iterable, and remembering how it ended.
 
 Two readers share one interface. :class:`Feeder` reads in the consumer's thread, as a plain ``for``
-loop would; :class:`~._input_thread.InputThread` reads in a background thread, so that finished
+loop would; :class:`~.input_thread.InputThread` reads in a background thread, so that finished
 results reach the consumer while the input waits. :func:`make_feeder` picks one: the thread for
 inputs that can wait (no ``len()``: generators, iterators, files, sockets, queues), the caller for
 collections already in memory (nothing to wait for, so no thread to pay for) and for inputs that
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from ._input_thread import InputThread
+from .input_thread import InputThread
 
 __all__ = ["Feeder", "InputThread", "input_length", "make_feeder", "reads_in_thread"]
 

@@ -8,19 +8,19 @@ yields the stored results in their place and computes only what is missing. This
 This module is the journal's entry point for the rest of the package (the pool, the mp_lock
 drop-in, the command line); the parts live in their own modules:
 
-- :mod:`._journal_format`: the file format (header, records, checksums, torn tail), reading a file;
-- :mod:`._journal_file`: the open journal (private directory, lock, append, fsync);
-- :mod:`._journal_options`: the pool's journal options, their validation, what identifies a run;
-- :mod:`._journal_run`: one journaled pass: opening, driving the pool, the fast path;
-- :mod:`._journal_resume`: the feeds that skip finished items, ordered and unordered;
-- :mod:`._journal_settle`: journaling batches of results, ``save_callback``;
-- :mod:`._journal_keyed`: the workers' wrapper that carries positions in unordered runs;
-- :mod:`._journaled`: :class:`JournaledIterator`, what ``pool(items)`` returns.
+- :mod:`.format`: the file format (header, records, checksums, torn tail), reading a file;
+- :mod:`.file`: the open journal (private directory, lock, append, fsync);
+- :mod:`.options`: the pool's journal options, their validation, what identifies a run;
+- :mod:`.run`: one journaled pass: opening, driving the pool, the fast path;
+- :mod:`.resume`: the feeds that skip finished items, ordered and unordered;
+- :mod:`.settle`: journaling batches of results, ``save_callback``;
+- :mod:`.keyed`: the workers' wrapper that carries positions in unordered runs;
+- :mod:`.iterator`: :class:`JournaledIterator`, what ``pool(items)`` returns.
 """
 
 from __future__ import annotations
 
-from ._journal_format import (
+from .format import (
     JOURNAL_FILE,
     MAGIC,
     VERSION,
@@ -31,8 +31,8 @@ from ._journal_format import (
     JournalWarning,
     read_journal,
 )
-from ._journal_options import JournalOptions, check_journal_options
-from ._journaled import JournaledIterator, journaled_run
+from .iterator import JournaledIterator, journaled_run
+from .options import JournalOptions, check_journal_options
 
 __all__ = [
     "JOURNAL_FILE",
