@@ -1,8 +1,13 @@
-"""The options a run obeys, checked once and frozen, and the checks that build them.
+"""A pool's configuration, checked in one place and frozen, and what the engine derives from it.
 
-``Pool`` validates what the user passed (each error says what to change) and hands every run one
-:class:`RunOptions`; no part of the engine reads the pool itself. The ``Literal`` aliases name the
-values each option accepts, for editors and type checkers.
+:class:`PoolConfig` holds every option of ``Pool`` in canonical form (a worker per worker, a
+backend name, per-worker environments, ...). :meth:`PoolConfig.build` turns what a user passed
+into one (each error says what to change); every check of a built configuration runs in its
+``__post_init__``, so a configuration derived with ``dataclasses.replace`` (as layers do: the
+journal's unordered runs, the ``multiprocessing`` drop-in) is checked again and cannot drop an
+option: it carries all of them. The engine never reads the configuration, only the
+:class:`RunOptions` and the :class:`~._worker.run.WorkerSpec` objects derived from it. The
+``Literal`` aliases name the values each option accepts, for editors and type checkers.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import inspect
 import operator
 import os
 import types
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._backends import BackendOptions, backend_names
+from ._backends import BackendOptions, backend_names, check_backend_options
 from ._backends.serialize import (
     ThreadObjectError,
     copy_in_a_process,
@@ -24,8 +30,12 @@ from ._backends.serialize import (
     main_needs_by_value,
     thread_object_kind,
 )
+from ._engine.budget import DEFAULT_BUDGET
+from ._engine.rate_limit import StartGate, check_rate, start_gate
+from ._journal.options import JournalOptions, check_journal_options
 from ._worker.delayed import DelayedObject, is_delayed_factory
 from ._worker.run import WorkerSpec
+from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -33,6 +43,7 @@ __all__ = [
     "BackendName",
     "ExceptionMode",
     "OnWorkerDeath",
+    "PoolConfig",
     "RunOptions",
     "check_backend",
     "check_budget",
@@ -122,6 +133,359 @@ class RunOptions:
 
 #: items each coroutine worker runs at once when ``concurrency`` is not given
 DEFAULT_CONCURRENCY = 16
+#: seconds busy workers get to finish when a run is abandoned, before they are killed
+DEFAULT_JOIN_TIMEOUT = 0.5
+
+_ARGUMENT_TYPES: dict[Any, ArgumentType] = {
+    None: "single_arg",
+    "direct": "single_arg",
+    ArgumentPassing.AS_SINGLE_ARG: "single_arg",
+    ArgumentPassing.AS_ARGS: "args",
+    ArgumentPassing.AS_KWARGS: "kwargs",
+}
+_EXCEPTION_BEHAVIOURS = (ExceptionBehaviour.IGNORE, ExceptionBehaviour.IMMEDIATE, ExceptionBehaviour.DEFERRED)
+#: backends that run a single worker in the caller instead (nothing to gain from one worker)
+_INLINE_WHEN_ALONE = ("processes", "threads")
+
+
+@dataclass(frozen=True, eq=False)
+class PoolConfig:
+    """Every option of a ``Pool``, in canonical form; see ``Pool`` for what each one means.
+
+    Built from a user's arguments by :meth:`build`; derived from another with
+    ``dataclasses.replace`` (checked again). ``Pool.from_config`` makes a pool from one, and
+    ``Pool.config`` is the pool's. Fields that differ from ``Pool``'s arguments: ``workers`` holds
+    one callable (or ``@delayed_init`` shell) per worker, and ``listed`` says whether the user gave
+    a list; ``backend`` is the backend's name (``use_threads`` is ``backend == 'threads'``);
+    ``worker_env`` has one dict per worker; ``backend_options`` holds ``address`` too;
+    ``journal`` the journal options (or None); ``concurrency`` is 0 for plain functions.
+    ``inline_alone=False`` keeps a single worker out of the caller (the ``multiprocessing`` drop-in:
+    its one process must be a process).
+    """
+
+    workers: tuple[Any, ...]
+    listed: bool = False
+    argument_type: ArgumentType = "single_arg"
+    exception_behavior: ExceptionMode = "immediate"
+    bounded: bool = True
+    chunk_size: int | None = None
+    chunk_prefill_ratio: int | None = None
+    is_unordered: bool = False
+    backend: str = "processes"
+    task_timeout: float | None = None
+    join_timeout: float = DEFAULT_JOIN_TIMEOUT
+    start_method: str | None = None
+    worker_env: tuple[Mapping[str, str], ...] = ()
+    initializer: Callable[..., Any] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    on_worker_death: OnWorkerDeath | None = None
+    retries: int = 0
+    init_timeout: float | None = None
+    backend_options: BackendOptions | None = None
+    input_thread: bool | None = None
+    memory_budget: int | None = DEFAULT_BUDGET
+    journal: JournalOptions | None = None
+    concurrency: int = 0
+    max_per_second: float | None = None
+    inline_alone: bool = True
+    #: the start gate every worker of the pool shares (``max_per_second``), made once per pool
+    start_gate: StartGate | None = field(default=None, repr=False)
+
+    # -- derived ----------------------------------------------------------------------------------
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.workers)
+
+    @property
+    def use_threads(self) -> bool:
+        return self.backend == "threads"
+
+    @property
+    def address(self) -> str | None:
+        return None if self.backend_options is None else self.backend_options.address
+
+    @property
+    def runs_inline(self) -> bool:
+        """A single plain worker on processes or threads runs in the caller. Coroutine workers run
+        on an event loop of their own, never in the caller (whose loop, if any, must not be
+        blocked), so one of them is a real thread or process too."""
+        return (
+            self.inline_alone and self.num_workers == 1 and self.backend in _INLINE_WHEN_ALONE
+            and not self.concurrency
+        )
+
+    def run_options(self) -> RunOptions:
+        """What the engine obeys, in its own terms."""
+        if self.on_worker_death is None:
+            # Under 'ignore' a death is one more per-item error; elsewhere it stops the run.
+            restart = self.exception_behavior == ExceptionBehaviour.IGNORE
+        else:
+            restart = self.on_worker_death == WorkerDeath.RESTART
+        return RunOptions(
+            ordered=not self.is_unordered,
+            exception_behavior=self.exception_behavior,
+            bounded=self.bounded,
+            chunk_size=self.chunk_size,
+            chunk_prefill_ratio=self.chunk_prefill_ratio,
+            task_timeout=self.task_timeout,
+            init_timeout=self.init_timeout,
+            restart_on_death=restart,
+            retries=self.retries,
+            max_tasks_per_worker=self.max_tasks_per_worker,
+            input_thread=self.input_thread,
+            memory_budget=self.memory_budget,
+            concurrency=self.concurrency,
+            max_per_second=self.max_per_second,
+        )
+
+    def worker_specs(self) -> list[WorkerSpec]:
+        """What each worker runs."""
+        # A coroutine worker enforces task_timeout itself, per item (see RunOptions.watchdog_timeout).
+        item_timeout = self.task_timeout if self.concurrency else None
+        return [
+            WorkerSpec(i, w, self.argument_type, dict(self.worker_env[i]), self.initializer, self.initargs,
+                       concurrency=self.concurrency, task_timeout=item_timeout, start_gate=self.start_gate)
+            for i, w in enumerate(self.workers)
+        ]
+
+    # -- building and checking --------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        worker_or_worker_arr: Any,
+        n_jobs: Any = None,
+        argument_type: Any = "single_arg",
+        exception_behavior: Any = "immediate",
+        bounded: Any = True,
+        chunk_size: Any = None,
+        chunk_prefill_ratio: Any = None,
+        is_unordered: Any = False,
+        use_threads: Any = False,
+        task_timeout: Any = None,
+        join_timeout: Any = None,
+        *,
+        exception_behaviour: Any = None,
+        start_method: Any = None,
+        worker_env: Any = None,
+        initializer: Any = None,
+        initargs: Iterable[Any] = (),
+        max_tasks_per_worker: Any = None,
+        on_worker_death: Any = None,
+        retries: Any = 0,
+        init_timeout: Any = None,
+        backend: Any = None,
+        backend_options: Any = None,
+        address: Any = None,
+        input_thread: Any = None,
+        memory_budget: Any = DEFAULT_BUDGET,
+        journal: Any = None,
+        journal_key: Any = None,
+        journal_fresh: Any = False,
+        journal_keep_failures: Any = False,
+        journal_results: Any = True,
+        save_callback: Any = None,
+        save_batch: Any = None,
+        concurrency: Any = None,
+        max_per_second: Any = None,
+        stacklevel: int = 2,
+    ) -> PoolConfig:
+        """The configuration ``Pool(...)`` with these arguments has (its signature, one to one).
+        Spellings and shorthands are resolved here; the checks run in ``__post_init__``.
+        ``stacklevel``: of warnings, counted from the caller of this method."""
+        if exception_behaviour is not None:
+            if exception_behavior not in (ExceptionBehaviour.IMMEDIATE, exception_behaviour):
+                raise ValueError(
+                    f"exception_behavior={exception_behavior!r} and exception_behaviour="
+                    f"{exception_behaviour!r} disagree; pass only one of the two spellings"
+                )
+            exception_behavior = exception_behaviour
+        try:
+            argument_kind = _ARGUMENT_TYPES[argument_type]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"unknown argument_type {argument_type!r}; use 'single_arg' (f(x)), 'args' (f(*x)) "
+                "or 'kwargs' (f(**x))"
+            ) from None
+        backend_name = check_backend(backend, use_threads)
+        threads = backend_name == "threads"
+
+        workers: list[Any]
+        listed = isinstance(worker_or_worker_arr, (list, tuple))
+        if listed:
+            workers = list(worker_or_worker_arr)
+            if not workers:
+                raise ValueError("the list of workers is empty; give at least one worker")
+            if n_jobs is not None:
+                count = check_n_jobs(n_jobs, threads)
+                if count != len(workers):
+                    means = "" if count == n_jobs else f" ({count} workers here)"
+                    raise ValueError(
+                        f"n_jobs={n_jobs!r}{means} does not match the {len(workers)} workers in the "
+                        "list; leave n_jobs as None or make it equal to the list's length"
+                    )
+        else:
+            if worker_or_worker_arr is None or (
+                isinstance(worker_or_worker_arr, int) and not isinstance(worker_or_worker_arr, bool)
+            ):
+                raise TypeError(_count_for_a_worker(worker_or_worker_arr))
+            check_worker(worker_or_worker_arr, "the worker")
+            workers = [worker_or_worker_arr] * check_n_jobs(n_jobs, threads)
+
+        if task_timeout is not None and (chunk_size is not None or chunk_prefill_ratio is not None):
+            warnings.warn(
+                "with task_timeout each worker holds one item at a time, so chunk_size and "
+                "chunk_prefill_ratio are ignored; drop them (or drop task_timeout)",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
+        join = check_seconds(join_timeout, "join_timeout", allow_zero=True)
+        rate = check_rate(max_per_second)
+        # Starts themselves are paced, in the workers (hand-overs alone are not enough: a worker
+        # wakes up a varying while after it is handed an item). Threads and processes share a
+        # gate; Ray actors on other machines cannot, and are paced by their hand-overs.
+        gate = start_gate(rate) if backend_name in ("threads", "processes") else None
+        return cls(
+            workers=tuple(workers),
+            listed=listed,
+            argument_type=argument_kind,
+            exception_behavior=exception_behavior,
+            bounded=bool(bounded),
+            chunk_size=None if chunk_size is None else check_count(chunk_size, "chunk_size"),
+            chunk_prefill_ratio=(
+                None if chunk_prefill_ratio is None
+                else check_count(chunk_prefill_ratio, "chunk_prefill_ratio")
+            ),
+            is_unordered=bool(is_unordered),
+            backend=backend_name,
+            task_timeout=check_seconds(task_timeout, "task_timeout"),
+            join_timeout=DEFAULT_JOIN_TIMEOUT if join is None else join,
+            start_method=start_method,
+            worker_env=tuple(worker_envs(worker_env, len(workers))),
+            initializer=initializer,
+            initargs=tuple(initargs),
+            max_tasks_per_worker=max_tasks_per_worker,
+            on_worker_death=on_worker_death,
+            retries=retries,
+            init_timeout=check_seconds(init_timeout, "init_timeout"),
+            backend_options=per_worker_options(backend_options, address, len(workers)),
+            input_thread=input_thread,
+            memory_budget=memory_budget,
+            journal=check_journal_options(
+                journal, journal_key, journal_fresh, journal_keep_failures, journal_results, save_callback,
+                save_batch,
+            ),
+            concurrency=check_concurrency(concurrency, workers),
+            max_per_second=rate,
+            start_gate=gate,
+        )
+
+    def __post_init__(self) -> None:
+        """Every check of a configuration, built or derived; each error says what to change."""
+        workers = self.workers
+        if not workers:
+            raise ValueError("the list of workers is empty; give at least one worker")
+        if self.listed or len(workers) == 1:
+            for i, w in enumerate(workers):
+                check_worker(w, f"worker #{i} of the list" if self.listed else "the worker")
+        elif any(w is not workers[0] for w in workers):
+            raise ValueError("a configuration with different workers per worker must say listed=True")
+        else:
+            check_worker(workers[0], "the worker")
+        coroutines = bool(check_concurrency(None, list(workers)))  # also refuses mixed lists
+        concurrency = self.concurrency
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 0 or (
+            coroutines != (concurrency > 0)
+        ):
+            raise ValueError(
+                f"concurrency={concurrency!r} does not fit the workers: a whole number >= 1 for coroutine "
+                "workers (async def), 0 for plain functions"
+            )
+        if self.exception_behavior not in _EXCEPTION_BEHAVIOURS:
+            raise ValueError(
+                f"unknown exception_behavior {self.exception_behavior!r}; use one of "
+                f"{', '.join(repr(m) for m in _EXCEPTION_BEHAVIOURS)}"
+            )
+        if self.argument_type not in ("single_arg", "args", "kwargs"):
+            raise ValueError(
+                f"unknown argument_type {self.argument_type!r}; use 'single_arg', 'args' or 'kwargs'"
+            )
+        check_backend(self.backend, False)
+        for name in ("task_timeout", "init_timeout"):
+            check_seconds(getattr(self, name), name)
+        check_seconds(self.join_timeout, "join_timeout", allow_zero=True)
+        for name in ("chunk_size", "chunk_prefill_ratio"):
+            value = getattr(self, name)
+            if value is not None and check_count(value, name) != value:
+                raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
+        if self.on_worker_death not in (None, WorkerDeath.RAISE, WorkerDeath.RESTART):
+            raise ValueError(f"unknown on_worker_death {self.on_worker_death!r}; use 'raise' or 'restart'")
+        retries = self.retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
+        if self.start_method is not None:
+            if self.backend != "processes":
+                raise ValueError(
+                    "start_method applies to process workers; drop it or use the processes backend "
+                    "(use_threads=False)"
+                )
+            import multiprocess
+
+            methods = multiprocess.get_all_start_methods()
+            if self.start_method not in methods:
+                raise ValueError(
+                    f"unknown start_method {self.start_method!r}; this platform offers {methods}"
+                )
+        if self.initializer is not None and not callable(self.initializer):
+            raise TypeError(f"initializer must be callable, not {type(self.initializer).__name__}")
+        limit = self.max_tasks_per_worker
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"max_tasks_per_worker must be a whole number >= 1, not {limit!r}")
+        if len(self.worker_env) != len(workers):
+            raise ValueError(f"worker_env has {len(self.worker_env)} dicts for {len(workers)} workers")
+        for i, env in enumerate(self.worker_env):
+            check_env(env, f"worker_env[{i}]")
+        check_budget(self.memory_budget)
+        if self.input_thread is not None and not isinstance(self.input_thread, bool):
+            raise TypeError(
+                "input_thread must be True, False or None (decide by the input), not "
+                f"{self.input_thread!r:.40}"
+            )
+        check_rate(self.max_per_second)
+        if self.journal is not None and self.is_unordered and self.concurrency:
+            raise ValueError(
+                "a journaled run with is_unordered=True wraps the workers in a plain function, which "
+                "cannot await a coroutine worker; use an ordered journaled run (is_unordered=False) "
+                "with this async def worker"
+            )
+        options = self.backend_options
+        if options is not None and len(options.per_worker) != len(workers):
+            raise ValueError(
+                f"backend_options has {len(options.per_worker)} dicts for {len(workers)} workers; give one "
+                "dict per worker, or a single dict for all"
+            )
+        specs = self.worker_specs()
+        if self.backend == "processes" and not self.runs_inline:
+            check_process_arguments(list(workers), self.listed, self.initializer, self.initargs)
+            check_picklable(specs, self.start_method)
+        check_backend_options(self.backend, options, specs)
+
+
+def _count_for_a_worker(count: int | None) -> str:
+    """The error for ``Pool(2)`` or ``Pool(None)``: a worker count where the worker goes, as code
+    written for ``multiprocessing.Pool(processes)`` has it."""
+    n = "" if count is None else f", {count}"
+    given = "None" if count is None else f"int {count}"
+    return (
+        f"the worker must be callable, not {given}: Pool's first argument is the function each "
+        f"worker runs, not the number of workers. Write Pool(function{n})(items), "
+        f"for instance list(Pool(function{n})(items)) in place of "
+        f"Pool({'' if count is None else count}).map(function, items). Code written for "
+        "multiprocessing.Pool (with Pool(processes) as p: p.map(f, items)) runs as it is with "
+        "`from mtasklite_like.multiprocessing import Pool`"
+    )
 
 
 def usable_cpus() -> int:

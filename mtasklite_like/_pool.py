@@ -13,58 +13,29 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 
-from ._backends import check_backend_options
 from ._engine.async_results import wrap_async_input
 from ._engine.budget import DEFAULT_BUDGET
-from ._engine.rate_limit import check_rate, start_gate
 from ._engine.results import ResultIterator
 from ._engine.worker_set import WorkerSet
-from ._journal import check_journal_options, journaled_run
+from ._journal import journaled_run
 from ._options import (
     ArgumentType,
     BackendName,
     ExceptionMode,
     OnWorkerDeath,
+    PoolConfig,
     RunOptions,
-    check_backend,
-    check_budget,
-    check_concurrency,
-    check_count,
-    check_n_jobs,
-    check_picklable,
-    check_process_arguments,
-    check_seconds,
-    check_worker,
-    per_worker_options,
-    worker_envs,
 )
 from ._worker.run import WorkerSpec
-from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 
 __all__ = ["Pool", "plain_run"]
 
 R = TypeVar("R")
-
-_ARGUMENT_TYPES: dict[Any, ArgumentType] = {
-    None: "single_arg",
-    "direct": "single_arg",
-    ArgumentPassing.AS_SINGLE_ARG: "single_arg",
-    ArgumentPassing.AS_ARGS: "args",
-    ArgumentPassing.AS_KWARGS: "kwargs",
-}
-_EXCEPTION_BEHAVIOURS = (ExceptionBehaviour.IGNORE, ExceptionBehaviour.IMMEDIATE, ExceptionBehaviour.DEFERRED)
-#: backends that run a single worker in the caller instead (nothing to gain from one worker)
-_INLINE_WHEN_ALONE = ("processes", "threads")
-
-#: seconds busy workers get to finish when a run is abandoned, before they are killed
-DEFAULT_JOIN_TIMEOUT = 0.5
-
 
 class Pool(Generic[R]):
     """A pool of workers that maps a function or stateful object over an iterable, lazily.
@@ -214,182 +185,131 @@ class Pool(Generic[R]):
         concurrency: int | None = None,
         max_per_second: float | None = None,
     ) -> None:
-        # -- modes ----------------------------------------------------------------------------------
-        if exception_behaviour is not None:
-            if exception_behavior not in (ExceptionBehaviour.IMMEDIATE, exception_behaviour):
-                raise ValueError(
-                    f"exception_behavior={exception_behavior!r} and exception_behaviour="
-                    f"{exception_behaviour!r} disagree; pass only one of the two spellings"
-                )
-            exception_behavior = exception_behaviour
-        if exception_behavior not in _EXCEPTION_BEHAVIOURS:
-            raise ValueError(
-                f"unknown exception_behavior {exception_behavior!r}; use one of "
-                f"{', '.join(repr(m) for m in _EXCEPTION_BEHAVIOURS)}"
+        self._setup(
+            PoolConfig.build(
+                worker_or_worker_arr, n_jobs, argument_type, exception_behavior, bounded, chunk_size,
+                chunk_prefill_ratio, is_unordered, use_threads, task_timeout, join_timeout,
+                exception_behaviour=exception_behaviour, start_method=start_method, worker_env=worker_env,
+                initializer=initializer, initargs=initargs, max_tasks_per_worker=max_tasks_per_worker,
+                on_worker_death=on_worker_death, retries=retries, init_timeout=init_timeout,
+                backend=backend, backend_options=backend_options, address=address,
+                input_thread=input_thread, memory_budget=memory_budget, journal=journal,
+                journal_key=journal_key, journal_fresh=journal_fresh,
+                journal_keep_failures=journal_keep_failures, journal_results=journal_results,
+                save_callback=save_callback, save_batch=save_batch, concurrency=concurrency,
+                max_per_second=max_per_second, stacklevel=3,
             )
-        try:
-            argument_kind = _ARGUMENT_TYPES[argument_type]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"unknown argument_type {argument_type!r}; use 'single_arg' (f(x)), 'args' (f(*x)) "
-                "or 'kwargs' (f(**x))"
-            ) from None
-        backend_name = check_backend(backend, use_threads)
-        use_threads = backend_name == "threads"
-
-        # -- workers --------------------------------------------------------------------------------
-        workers: list[Any]
-        listed = False
-        if isinstance(worker_or_worker_arr, (list, tuple)):
-            listed = True
-            workers = list(worker_or_worker_arr)
-            if not workers:
-                raise ValueError("the list of workers is empty; give at least one worker")
-            if n_jobs is not None:
-                count = check_n_jobs(n_jobs, use_threads)
-                if count != len(workers):
-                    means = "" if count == n_jobs else f" ({count} workers here)"
-                    raise ValueError(
-                        f"n_jobs={n_jobs!r}{means} does not match the {len(workers)} workers in the "
-                        "list; leave n_jobs as None or make it equal to the list's length"
-                    )
-            for i, w in enumerate(workers):
-                check_worker(w, f"worker #{i} of the list")
-        else:
-            if worker_or_worker_arr is None or (
-                isinstance(worker_or_worker_arr, int) and not isinstance(worker_or_worker_arr, bool)
-            ):
-                raise TypeError(_count_for_a_worker(worker_or_worker_arr))
-            check_worker(worker_or_worker_arr, "the worker")
-            workers = [worker_or_worker_arr] * check_n_jobs(n_jobs, use_threads)
-        self.num_workers = len(workers)
-        #: items each worker runs at once: 0 for plain functions (see docs/async.md)
-        self.concurrency = check_concurrency(concurrency, workers)
-        self.max_per_second = check_rate(max_per_second)
-
-        # -- options --------------------------------------------------------------------------------
-        self.chunk_size = None if chunk_size is None else check_count(chunk_size, "chunk_size")
-        self.chunk_prefill_ratio = (
-            None if chunk_prefill_ratio is None else check_count(chunk_prefill_ratio, "chunk_prefill_ratio")
         )
-        join = check_seconds(join_timeout, "join_timeout", allow_zero=True)
-        task_timeout = check_seconds(task_timeout, "task_timeout")
-        init_timeout = check_seconds(init_timeout, "init_timeout")
-        if task_timeout is not None and (chunk_size is not None or chunk_prefill_ratio is not None):
-            warnings.warn(
-                "with task_timeout each worker holds one item at a time, so chunk_size and "
-                "chunk_prefill_ratio are ignored; drop them (or drop task_timeout)",
-                UserWarning,
-                stacklevel=2,
-            )
-        if on_worker_death not in (None, WorkerDeath.RAISE, WorkerDeath.RESTART):
-            raise ValueError(f"unknown on_worker_death {on_worker_death!r}; use 'raise' or 'restart'")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a whole number >= 0, not {retries!r}")
-        if start_method is not None:
-            if backend_name != "processes":
-                raise ValueError(
-                    "start_method applies to process workers; drop it or use the processes backend "
-                    "(use_threads=False)"
-                )
-            import multiprocess
 
-            methods = multiprocess.get_all_start_methods()
-            if start_method not in methods:
-                raise ValueError(f"unknown start_method {start_method!r}; this platform offers {methods}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be callable, not {type(initializer).__name__}")
-        initargs = tuple(initargs)
-        if max_tasks_per_worker is not None and (
-            isinstance(max_tasks_per_worker, bool)
-            or not isinstance(max_tasks_per_worker, int)
-            or max_tasks_per_worker < 1
-        ):
-            raise ValueError(
-                f"max_tasks_per_worker must be a whole number >= 1, not {max_tasks_per_worker!r}"
-            )
-        envs = worker_envs(worker_env, len(workers))
-        budget = check_budget(memory_budget)
-        if input_thread is not None and not isinstance(input_thread, bool):
-            raise TypeError(
-                f"input_thread must be True, False or None (decide by the input), not {input_thread!r:.40}"
-            )
+    @classmethod
+    def from_config(cls, config: PoolConfig) -> Pool[Any]:
+        """A pool with the configuration ``config`` (another pool's ``config``, or one derived from
+        it with ``dataclasses.replace``): how layers build a pool like the user's, never by
+        copying options one by one."""
+        pool: Pool[Any] = cls.__new__(cls)
+        pool._setup(config)
+        return pool
 
-        self.max_tasks_per_worker = max_tasks_per_worker
-        self.argument_type: ArgumentType = argument_kind
-        self.exception_behavior: ExceptionMode = exception_behavior
-        self.bounded = bool(bounded)
-        self.is_unordered = bool(is_unordered)
-        self.use_threads = use_threads
-        self.backend: str = backend_name
-        self.task_timeout = task_timeout
-        self.init_timeout = init_timeout
-        self.on_worker_death = on_worker_death
-        self.retries = retries
-        self.join_timeout = DEFAULT_JOIN_TIMEOUT if join is None else join
-        self.start_method = start_method
-        self.memory_budget = budget
+    def _setup(self, config: PoolConfig) -> None:
+        self._config = config
+        self._options = config.run_options()
         self._closed = False
-        self._journal = check_journal_options(
-            journal, journal_key, journal_fresh, journal_keep_failures, journal_results, save_callback,
-            save_batch,
-        )
-        if self._journal is not None and self.is_unordered and self.concurrency:
-            raise ValueError(
-                "a journaled run with is_unordered=True wraps the workers in a plain function, which "
-                "cannot await a coroutine worker; use an ordered journaled run (is_unordered=False) "
-                "with this async def worker"
-            )
-
-        if on_worker_death is None:
-            # Under 'ignore' a death is one more per-item error; elsewhere it stops the run.
-            restart = exception_behavior == ExceptionBehaviour.IGNORE
-        else:
-            restart = on_worker_death == WorkerDeath.RESTART
-        self._options = RunOptions(
-            ordered=not self.is_unordered,
-            exception_behavior=exception_behavior,
-            bounded=self.bounded,
-            chunk_size=self.chunk_size,
-            chunk_prefill_ratio=self.chunk_prefill_ratio,
-            task_timeout=task_timeout,
-            init_timeout=init_timeout,
-            restart_on_death=restart,
-            retries=retries,
-            max_tasks_per_worker=max_tasks_per_worker,
-            input_thread=input_thread,
-            memory_budget=budget,
-            concurrency=self.concurrency,
-            max_per_second=self.max_per_second,
-        )
-        item_timeout = task_timeout if self.concurrency else None
-        # Starts themselves are paced, in the workers (hand-overs alone are not enough: a worker
-        # wakes up a varying while after it is handed an item). Threads and processes share a
-        # gate; Ray actors on other machines cannot, and are paced by their hand-overs.
-        gate = start_gate(self.max_per_second) if backend_name in ("threads", "processes") else None
-        specs = [
-            WorkerSpec(i, w, argument_kind, envs[i], initializer, initargs, concurrency=self.concurrency,
-                       task_timeout=item_timeout, start_gate=gate)
-            for i, w in enumerate(workers)
-        ]
-        # Coroutine workers run on an event loop of their own, never in the caller (whose loop, if
-        # any, must not be blocked), so one of them is a real thread or process too.
-        alone = self.num_workers == 1 and backend_name in _INLINE_WHEN_ALONE and not self.concurrency
-        if backend_name == "processes" and not alone:
-            check_process_arguments(workers, listed, initializer, initargs)
-            check_picklable(specs, start_method)
-        extra = per_worker_options(backend_options, address, self.num_workers)
-        check_backend_options(backend_name, extra, specs)
         self._workers = WorkerSet(
-            specs,
-            "inline" if alone else backend_name,
-            start_method=start_method,
-            options=extra,
-            grace=self.join_timeout,
-            max_tasks_per_worker=max_tasks_per_worker,
+            config.worker_specs(),
+            "inline" if config.runs_inline else config.backend,
+            start_method=config.start_method,
+            options=config.backend_options,
+            grace=config.join_timeout,
+            max_tasks_per_worker=config.max_tasks_per_worker,
         )
         # Stop the workers when the pool is garbage-collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, self._workers.stop)
+
+    # -- the configuration, read-only (mtasklite's attribute names) -----------------------------------
+
+    @property
+    def config(self) -> PoolConfig:
+        """Every option of this pool, checked and frozen; ``dataclasses.replace(pool.config, ...)``
+        and ``Pool.from_config`` make a pool like this one."""
+        return self._config
+
+    @property
+    def num_workers(self) -> int:
+        """The number of workers."""
+        return self._config.num_workers
+
+    @property
+    def concurrency(self) -> int:
+        """Items each worker runs at once: 0 for plain functions (see docs/async.md)."""
+        return self._config.concurrency
+
+    @property
+    def max_per_second(self) -> float | None:
+        return self._config.max_per_second
+
+    @property
+    def chunk_size(self) -> int | None:
+        return self._config.chunk_size
+
+    @property
+    def chunk_prefill_ratio(self) -> int | None:
+        return self._config.chunk_prefill_ratio
+
+    @property
+    def max_tasks_per_worker(self) -> int | None:
+        return self._config.max_tasks_per_worker
+
+    @property
+    def argument_type(self) -> ArgumentType:
+        return self._config.argument_type
+
+    @property
+    def exception_behavior(self) -> ExceptionMode:
+        return self._config.exception_behavior
+
+    @property
+    def bounded(self) -> bool:
+        return self._config.bounded
+
+    @property
+    def is_unordered(self) -> bool:
+        return self._config.is_unordered
+
+    @property
+    def use_threads(self) -> bool:
+        return self._config.use_threads
+
+    @property
+    def backend(self) -> str:
+        return self._config.backend
+
+    @property
+    def task_timeout(self) -> float | None:
+        return self._config.task_timeout
+
+    @property
+    def init_timeout(self) -> float | None:
+        return self._config.init_timeout
+
+    @property
+    def on_worker_death(self) -> OnWorkerDeath | None:
+        return self._config.on_worker_death
+
+    @property
+    def retries(self) -> int:
+        return self._config.retries
+
+    @property
+    def join_timeout(self) -> float:
+        return self._config.join_timeout
+
+    @property
+    def start_method(self) -> str | None:
+        return self._config.start_method
+
+    @property
+    def memory_budget(self) -> int | None:
+        return self._config.memory_budget
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -444,8 +364,8 @@ class Pool(Generic[R]):
             raise TypeError(
                 f"the pool's input must be iterable (or async iterable), not {type(items).__name__}"
             )
-        if self._journal is not None:
-            return journaled_run(self, items, self._journal, plain_run)  # type: ignore[return-value]
+        if self._config.journal is not None:
+            return journaled_run(self, items, self._config.journal, plain_run)  # type: ignore[return-value]
         return plain_run(self, items)
 
     def close(self) -> None:
@@ -522,21 +442,6 @@ _MULTIPROCESSING_METHODS = {
     "apply": "Pool(function, n)([x]) runs function(x) on a worker",
     "apply_async": "Pool(function, n)([x]) runs function(x) on a worker",
 }
-
-
-def _count_for_a_worker(count: int | None) -> str:
-    """The error for ``Pool(2)`` or ``Pool(None)``: a worker count where the worker goes, as code
-    written for ``multiprocessing.Pool(processes)`` has it."""
-    n = "" if count is None else f", {count}"
-    given = "None" if count is None else f"int {count}"
-    return (
-        f"the worker must be callable, not {given}: Pool's first argument is the function each "
-        f"worker runs, not the number of workers. Write Pool(function{n})(items), "
-        f"for instance list(Pool(function{n})(items)) in place of "
-        f"Pool({'' if count is None else count}).map(function, items). Code written for "
-        "multiprocessing.Pool (with Pool(processes) as p: p.map(f, items)) runs as it is with "
-        "`from mtasklite_like.multiprocessing import Pool`"
-    )
 
 
 def plain_run(pool: Pool[R], items: Iterable[Any], keep_raw: bool = False) -> ResultIterator[R]:

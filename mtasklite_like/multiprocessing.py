@@ -37,6 +37,7 @@ library's own). See docs/migration/multiprocessing.md.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError as TimeoutError  # re-exported, the standard library's own
@@ -56,6 +57,7 @@ from ._dropins.mp_pool import (
     StreamJob,
     dispatch,
 )
+from ._options import PoolConfig
 from ._pool import Pool as _EnginePool
 
 __all__ = [
@@ -243,7 +245,7 @@ class Pool:
             if options.get("start_method") is not None:
                 raise TypeError("pass either context= or start_method=, not both")
             options["start_method"] = context.get_start_method()
-        engine: _EnginePool[Any] = _EnginePool(
+        config = PoolConfig.build(
             dispatch,
             processes,
             "single_arg",
@@ -255,7 +257,10 @@ class Pool:
             max_tasks_per_worker=maxtasksperchild,
             **options,
         )
-        _keep_out_of_caller(engine)
+        # processes=1 means one worker process, as in the standard library (a pool started to
+        # isolate a task, or to recycle it with maxtasksperchild=1), where mtasklite_like.Pool
+        # would run its single worker in the caller.
+        engine: _EnginePool[Any] = _EnginePool.from_config(dataclasses.replace(config, inline_alone=False))
         engine.__enter__()
         self._processes = engine.num_workers
         self._core = Core(engine)
@@ -406,13 +411,3 @@ class Pool:
 
     def __repr__(self) -> str:
         return f"<mtasklite_like.multiprocessing.Pool state={self._core.state} pool_size={self._processes}>"
-
-
-def _keep_out_of_caller(engine: _EnginePool[Any]) -> None:
-    """``processes=1`` means one worker process, as in the standard library (a pool started to
-    isolate a task, or to recycle it with ``maxtasksperchild=1``), where ``mtasklite_like.Pool``
-    would run its single worker in the caller."""
-    workers = engine._workers
-    if workers.backend_name == "inline" and engine.backend in ("processes", "threads"):
-        workers.backend_name = engine.backend
-

@@ -694,7 +694,7 @@ class Core:
         #: which the engine applies to an engine item (a whole chunk)
         self.may_chunk = engine.task_timeout is None and engine.retries == 0
         #: chunks must make their elements' exceptions ready to cross a process (see ``run_chunk``)
-        self.pack = PACK if engine._workers.backend_name not in ("threads", "inline") else 0
+        self.pack = PACK if not (engine.use_threads or engine.config.runs_inline) else 0
         self.next_pos = 0
         self.run_id = 0
         self.driver: threading.Thread | None = None

@@ -8,6 +8,7 @@ as an attribute of the exception.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from .._errors import WorkerDiedError
@@ -63,35 +64,21 @@ def failure_position(error: BaseException) -> int | None:
 
 
 def keyed_pool(pool: Pool[Any]) -> Pool[Any]:
-    """A pool like ``pool`` whose workers take ``(position, item)`` and return ``(position, result)``."""
+    """A pool like ``pool`` whose workers take ``(position, item)`` and return ``(position, result)``:
+    the pool's whole configuration, with only the workers and what follows from them changed."""
     from .._pool import Pool
 
-    specs = pool.worker_specs
-    workers: Any
-    if all(s.worker is specs[0].worker for s in specs):
-        workers = _KeyedCall(specs[0].worker, specs[0].argument_type)
-        n_jobs: int | None = len(specs)
-    else:
-        workers = [_KeyedCall(s.worker, s.argument_type) for s in specs]
-        n_jobs = None
-    return Pool(
-        workers,
-        n_jobs,
-        argument_type="single_arg",
-        exception_behavior=pool.exception_behavior,
-        bounded=pool.bounded,
-        chunk_size=pool.chunk_size,
-        chunk_prefill_ratio=pool.chunk_prefill_ratio,
-        is_unordered=True,
-        use_threads=pool.use_threads,
-        task_timeout=pool.task_timeout,
-        join_timeout=pool.join_timeout,
-        start_method=pool.start_method,
-        worker_env=[s.env for s in specs],
-        initializer=specs[0].initializer,
-        initargs=specs[0].initargs,
-        max_tasks_per_worker=pool.max_tasks_per_worker,
-        on_worker_death=pool.on_worker_death,
-        retries=pool.retries,
-        init_timeout=pool.init_timeout,
+    config = pool.config
+    wrapped: dict[int, Any] = {}  # one wrapper per distinct worker object
+    for w in config.workers:
+        if id(w) not in wrapped:
+            wrapped[id(w)] = _KeyedCall(w, config.argument_type)
+    return Pool.from_config(
+        dataclasses.replace(
+            config,
+            workers=tuple(wrapped[id(w)] for w in config.workers),
+            argument_type="single_arg",
+            is_unordered=True,
+            journal=None,  # the journal is this layer's: the pool underneath only computes
+        )
     )
