@@ -108,9 +108,6 @@ class RunOptions:
     max_tasks_per_worker: int | None = None
     input_thread: bool | None = None
     memory_budget: int | None = None
-    #: internal: keep the workers' pickled results beside the results (``Release.raw``), for a
-    #: journaled run that writes them as they are
-    keep_raw_results: bool = False
     concurrency: int = 0
     max_per_second: float | None = None
 

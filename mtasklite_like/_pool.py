@@ -11,7 +11,6 @@ workers, since they may be busy with items nobody will read.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 
 from ._engine.async_results import wrap_async_input
 from ._engine.budget import DEFAULT_BUDGET
+from ._engine.release import Sink
 from ._engine.results import ResultIterator
 from ._engine.worker_set import WorkerSet
 from ._journal import journaled_run
@@ -33,7 +33,7 @@ from ._options import (
 )
 from ._worker.run import WorkerSpec
 
-__all__ = ["Pool", "plain_run"]
+__all__ = ["Pool"]
 
 R = TypeVar("R")
 
@@ -365,8 +365,13 @@ class Pool(Generic[R]):
                 f"the pool's input must be iterable (or async iterable), not {type(items).__name__}"
             )
         if self._config.journal is not None:
-            return journaled_run(self, items, self._config.journal, plain_run)  # type: ignore[return-value]
-        return plain_run(self, items)
+            return journaled_run(self, items, self._config.journal)  # type: ignore[return-value]
+        return self._start(items)
+
+    def _start(self, items: Iterable[Any], sink: Sink | None = None) -> ResultIterator[R]:
+        """An ordinary run over ``items``; ``sink`` sees each batch as it is released (a layer
+        such as the journal takes the run's results there, before the consumer does)."""
+        return ResultIterator(self, self._options, self._workers, items, sink)
 
     def close(self) -> None:
         """Stop the workers (a run in progress is stopped too). The pool may be called again later."""
@@ -442,10 +447,3 @@ _MULTIPROCESSING_METHODS = {
     "apply": "Pool(function, n)([x]) runs function(x) on a worker",
     "apply_async": "Pool(function, n)([x]) runs function(x) on a worker",
 }
-
-
-def plain_run(pool: Pool[R], items: Iterable[Any], keep_raw: bool = False) -> ResultIterator[R]:
-    """An ordinary run of ``pool`` over ``items`` (what a journaled run drives underneath);
-    ``keep_raw``: keep the workers' pickled results too (``ResultIterator.take_raw``)."""
-    options = dataclasses.replace(pool._options, keep_raw_results=True) if keep_raw else pool._options
-    return ResultIterator(pool, options, pool._workers, items)

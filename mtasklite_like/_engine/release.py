@@ -14,28 +14,51 @@ here, at release, so that results and failures reach the consumer in the same or
   earlier item may still fail, and the consumer is owed every result before the first failure),
   so the run yields the same results and raises the same error whatever the timing; it does not
   wait for items after the failure.
+
+A run may have a :class:`Sink` (a journaled run's journal): it sees every batch as it is released,
+before the exception mode is applied, with the items' indices, their outcomes and the results as
+the worker pickled them (when the backend kept them), and may fail items it cannot take (a result
+the journal cannot store), which the exception mode then treats as any other failure.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from ..constants import ExceptionBehaviour
 from .ledger import UNSET, Batch
 
-__all__ = ["Release"]
+__all__ = ["Release", "Sink"]
+
+
+class Sink(Protocol):
+    """What sees each batch as it is released (a journal), before the consumer does."""
+
+    #: whether the sink wants the results as the workers pickled them (``raw`` below), where a
+    #: backend can keep them (``Backend.raw_results``)
+    wants_raw: bool
+
+    def settled(
+        self,
+        indices: Sequence[int],
+        results: list[Any],
+        errors: dict[int, BaseException] | None,
+        raw: bytes | None,
+    ) -> dict[int, BaseException] | None:
+        """A batch is released: ``results`` by position (the final exception where an item
+        failed), ``errors`` the failures by position, ``raw`` the pickled results list (only for
+        a batch without failures). Returns failures to add, by position, or None."""
+        ...
 
 
 class Release:
     """Orders complete batches into ``ready`` and applies the exception mode."""
 
-    def __init__(self, *, ordered: bool, mode: str, keep_raw: bool = False) -> None:
+    def __init__(self, *, ordered: bool, mode: str, sink: Sink | None = None) -> None:
         self.ready: deque[Any] = deque()
-        #: with ``keep_raw`` (ordered runs only): ``(position of the first result, count, the
-        #: results as the worker pickled them)`` of each released batch that has them
-        self.keep_raw = keep_raw
-        self.raw: deque[tuple[int, int, bytes]] = deque()
+        self.sink = sink
         self.ordered = ordered
         self.immediate = mode == ExceptionBehaviour.IMMEDIATE
         self.deferring = mode == ExceptionBehaviour.DEFERRED
@@ -93,19 +116,29 @@ class Release:
             self._failing[batch.id] = batch  # an earlier item is still running or retrying
             return None
         self._failing.pop(batch.id, None)
+        error = batch.errors[first]
+        if self.sink is not None:
+            # Only what reaches the consumer: the items before the failure, and the failure.
+            more = self.sink.settled(batch.indices[: first + 1], results[: first + 1], {first: error}, None)
+            if more:
+                first = min(more)
+                error = more[first]
         self.released += len(results)
         self.failure_count += 1
         self.ready.extend(results[:first])
         batch.raw = None
-        return batch.errors[first]
+        return error
 
     def _release(self, batch: Batch) -> BaseException | None:
         results = batch.results
         assert results is not None
-        if batch.raw is not None:
-            if self.keep_raw and not batch.errors:
-                self.raw.append((self.released, len(results), batch.raw))
-            batch.raw = None
+        if self.sink is not None:
+            more = self.sink.settled(batch.indices, results, batch.errors, batch.raw)
+            if more:
+                batch.errors = {**(batch.errors or {}), **more}
+                for pos, exc in more.items():
+                    results[pos] = exc
+        batch.raw = None
         self.released += len(results)
         if batch.errors:
             failures = sorted(batch.errors.items())

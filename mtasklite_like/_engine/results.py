@@ -16,6 +16,7 @@ from .async_results import (
     async_results,
     check_not_in_running_loop,
 )
+from .release import Sink
 from .run import Run
 from .worker_set import WorkerSet
 
@@ -64,11 +65,16 @@ class ResultIterator(Generic[R]):
     """
 
     def __init__(
-        self, pool: Pool[Any], options: RunOptions, workers: WorkerSet, iterable: Iterable[Any]
+        self,
+        pool: Pool[Any],
+        options: RunOptions,
+        workers: WorkerSet,
+        iterable: Iterable[Any],
+        sink: Sink | None = None,
     ) -> None:
         self.parent_obj = pool
         async_input = iterable if isinstance(iterable, AsyncInput) else None
-        run = Run(options, workers, iterable)
+        run = Run(options, workers, iterable, sink)
         self._run = run
         self._ready = run.ready
         self._async_input = async_input
@@ -200,14 +206,6 @@ class ResultIterator(Generic[R]):
         ready = self._ready
         out = list(ready)
         ready.clear()
-        return out
-
-    def take_raw(self) -> list[tuple[int, int, bytes]]:
-        """For a journaled run: ``(position, count, pickled results)`` of the batches released since
-        the last call whose results the workers pickled on their own (see ``RunOptions``)."""
-        raw = self._run.release.raw
-        out = list(raw)
-        raw.clear()
         return out
 
     @property

@@ -35,7 +35,7 @@ from .budget import ByteBudget
 from .dispatch import Dispatch
 from .feeder import make_feeder
 from .ledger import Ledger, Msg
-from .release import Release
+from .release import Release, Sink
 from .worker_set import WorkerSet
 
 __all__ = ["HEARTBEAT_SECONDS", "Run"]
@@ -52,7 +52,9 @@ class Run:
     """The engine of one result iterator. It never refers back to the iterator, so dropping the
     iterator triggers its finalizer, which stops this run."""
 
-    def __init__(self, options: RunOptions, workers: WorkerSet, iterable: Iterable[Any]) -> None:
+    def __init__(
+        self, options: RunOptions, workers: WorkerSet, iterable: Iterable[Any], sink: Sink | None = None
+    ) -> None:
         self.options = options
         self.workers = workers
         choice = options.input_thread
@@ -60,10 +62,7 @@ class Run:
         alone = workers.backend_name == "inline"
         self._feeder = make_feeder(iterable, False if choice is None and alone else choice)
         self.total = self._feeder.total
-        self.release = Release(
-            ordered=options.ordered, mode=options.exception_behavior,
-            keep_raw=options.keep_raw_results and options.ordered,
-        )
+        self.release = Release(ordered=options.ordered, mode=options.exception_behavior, sink=sink)
         self.ready = self.release.ready
         self.started = False
         self.finished = False
@@ -169,7 +168,8 @@ class Run:
         # A reader in the background starts on the first items while the workers start.
         self._feeder.start(self.workers.n_workers)
         backend = self.workers.acquire(self)
-        backend.raw_results = self.release.keep_raw  # for this run only
+        sink = self.release.sink
+        backend.raw_results = sink is not None and sink.wants_raw  # for this run only
         self._feeder.wake_with(backend.wake)
         self._backend = backend
         self.started = True

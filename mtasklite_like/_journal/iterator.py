@@ -1,7 +1,7 @@
 """``JournaledIterator``: what ``pool(iterable)`` returns when the pool has a journal.
 
 A journaled run is a layer over :class:`~mtasklite_like.Pool`: the run engine knows nothing about
-it. The iterator is a thin shell over :class:`._journal_run.JournalRun`; see
+it. The iterator is a thin shell over :class:`.run.JournalRun`; see
 docs/resumable_runs.md for the guarantees.
 """
 
@@ -18,7 +18,6 @@ from .run import JournalRun
 
 if TYPE_CHECKING:
     from .._pool import Pool
-    from .run import PlainRun
 
 __all__ = ["JournaledIterator", "journaled_run"]
 
@@ -32,11 +31,9 @@ class JournaledIterator:
     workers, hands pending results to ``save_callback`` and closes the journal.
     """
 
-    def __init__(
-        self, pool: Pool[Any], iterable: Iterable[Any], options: JournalOptions, plain: PlainRun
-    ) -> None:
+    def __init__(self, pool: Pool[Any], iterable: Iterable[Any], options: JournalOptions) -> None:
         self.parent_obj = pool
-        core = JournalRun(pool, iterable, options, plain)
+        core = JournalRun(pool, iterable, options)
         self._core = core
         self._ready = core.out
         self._finalizer = weakref.finalize(self, core.abandon)
@@ -127,18 +124,10 @@ class JournaledIterator:
         return f"<JournaledIterator of {self.parent_obj!r} in {where!r}, {state}>"
 
 
-def journaled_run(
-    pool: Pool[Any], iterable: Iterable[Any], options: JournalOptions, plain: PlainRun | None = None
-) -> JournaledIterator:
+def journaled_run(pool: Pool[Any], iterable: Iterable[Any], options: JournalOptions) -> JournaledIterator:
     """Run ``pool`` over the items of ``iterable`` that the journal does not hold yet.
 
-    ``plain(pool, items)`` starts an ordinary run of a pool (the journal drives one underneath).
     Opens (or creates) the journal at once, so a journal written for another run is refused
     before anything runs. See :class:`JournaledIterator`.
     """
-    if plain is None:
-        from .._pool import plain_run
-
-        plain = plain_run
-    return JournaledIterator(pool, iterable, options, plain)
-
+    return JournaledIterator(pool, iterable, options)

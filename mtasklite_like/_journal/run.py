@@ -1,24 +1,29 @@
-"""One journaled pass over an input: opening the journal, driving the pool, the fast path.
+"""One journaled pass over an input: opening the journal, running the pool with its sink, delivering.
 
 :class:`JournalRun` is everything a :class:`~mtasklite_like.JournaledIterator` does; the iterator
 is a thin shell over its ``out`` queue. It opens (or creates) the journal, picks the kind of key,
-and chooses how to run: with nothing to skip and results in input order, the pool reads the input
-itself and each batch of results is journaled in bulk (:meth:`JournalRun._fill_fast`); when
-finished items must be skipped, or results come as they finish, a feed in :mod:`.resume`
-sits between the input and the pool.
+and starts an ordinary run of the pool whose release stage feeds the journal
+(:class:`~.sink.JournalSink`): every batch is journaled before the caller sees it, and the engine
+applies the exception mode, orders results and names failed items as in any run. With nothing to
+skip, the engine reads the caller's input itself and its results pass straight through. When the
+journal holds finished items, the input goes through the resume filter (:mod:`.feed`), and the
+stored results are put back in their place (ordered) or as the input is read past them
+(unordered); a stored failure kept by ``journal_keep_failures`` then counts as a failure of this
+run under its exception mode.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain, islice
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice, repeat
 from typing import TYPE_CHECKING, Any
 
 from .._errors import DeferredExceptions
 from ..constants import ExceptionBehaviour
+from .feed import DirectFeed, ResumeFeed
 from .file import Journal
-from .format import NO_RESULT, JournalState
+from .format import NO_RESULT, JournalError, JournalState
 from .options import (
     FINGERPRINT_KEYS,
     ITEM_KEY_TYPES,
@@ -31,18 +36,15 @@ from .options import (
     fingerprint,
     pool_identity,
 )
-from .resume import OrderedResume, UnorderedResume
-from .settle import REPEAT_EXC, Settler
+from .sink import JournalSink
 
 if TYPE_CHECKING:
-    from .._engine.results import ResultIterator
     from .._pool import Pool
 
-    #: ``plain(pool, items)``: an ordinary run of ``pool`` over ``items``
-    #: ``plain(pool, items, keep_raw=False)``: an ordinary run (``keep_raw``: see ``RunOptions``)
-    PlainRun = Callable[..., ResultIterator[Any]]
-
 __all__ = ["JournalRun", "Kept"]
+
+#: for ``map(isinstance, values, _EXC)``: a C-speed check for exceptions among delivered values
+_EXC = repeat(BaseException)
 
 
 class Kept:
@@ -54,34 +56,10 @@ class Kept:
         self.error = error
 
 
-def _recording(source: Iterator[Any], into: deque[Any]) -> Iterator[Any]:
-    """Yield the items of ``source``, appending each to ``into`` first."""
-    append = into.append
-    for item in source:
-        append(item)
-        yield item
-
-
-class _Sized:
-    """An iterator with a known length, so the engine sizes its batches as for a sized input."""
-
-    def __init__(self, iterator: Iterator[Any], length: int) -> None:
-        self._iterator = iterator
-        self._length = length
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._iterator
-
-    def __len__(self) -> int:
-        return self._length
-
-
 class JournalRun:
     """Everything a journaled iterator does: results for the caller are put into ``out``."""
 
-    def __init__(
-        self, pool: Pool[Any], iterable: Iterable[Any], options: JournalOptions, plain: PlainRun
-    ) -> None:
+    def __init__(self, pool: Pool[Any], iterable: Iterable[Any], options: JournalOptions) -> None:
         self.pool = pool
         self.options = options
         self.out: deque[Any] = deque()
@@ -90,16 +68,12 @@ class JournalRun:
         self.heartbeat: Callable[[], None] | None = None
         self.error: BaseException | None = None
         self.mode = pool.exception_behavior
-        self._deferred: list[BaseException] = []
-        self._inner: Any = None
-        self._pos = 0  # input position of the next result (fast path)
-        self._raw = False  # the fast path journals the workers' pickled results
+        self._kept_failures = 0  # stored failures handed over (journal_keep_failures)
 
         try:
             self.total: int | None = len(iterable)  # type: ignore[arg-type]
         except TypeError:
             self.total = None
-        sequence = isinstance(iterable, (list, tuple, range))
         it = iter(iterable)
         head = list(islice(it, FINGERPRINT_KEYS))
         if options.key is not None:
@@ -132,7 +106,6 @@ class JournalRun:
                 compare.append("input")  # positions name items only for the same input, in the same order
             journal = Journal(options.run_dir, info, options, compare=compare)
             state = journal.state
-        self.settler = Settler(options, self.mode, journal)
         self.journal_state = state if journal is not None else None
         try:
             lookup: dict[Any, Any] = state.done
@@ -140,55 +113,50 @@ class JournalRun:
                 lookup = dict(state.done)
                 for k, e in state.failed.items():
                     lookup.setdefault(k, Kept(e))
-            self.lookup = lookup
             if not options.results and state.done:
                 self.total = None  # finished items are skipped, so the count is not known
-            self._need_items = options.save_callback is not None
             source: Iterator[Any] = chain(head, it) if head else it
-
+            ordered = not pool.is_unordered
             self._fill: Callable[[], bool]
-            if not pool.is_unordered and not lookup:
-                # Nothing to skip: the pool reads the input itself, keys are taken in bulk.
-                self._fill = self._fill_fast
-                self._seq: Sequence[Any] | None = iterable if sequence else None  # type: ignore[assignment]
-                self._items: deque[Any] | None = None
-                pool_input: Any
-                if self._seq is not None:
-                    pool_input = iterable
-                elif self.key_kind == KEY_POSITION and not self._need_items:
-                    pool_input = source if self.total is None else _Sized(source, self.total)
-                else:
-                    # The pool may read its input in a thread of its own: items are handed over
-                    # through a deque (thread-safe), not a tee (which is not).
-                    self._items = deque()
-                    recorded = _recording(source, self._items)
-                    pool_input = recorded if self.total is None else _Sized(recorded, self.total)
-                # Results the workers pickled are journaled as they are, without pickling them again.
-                self._raw = journal is not None and options.results and options.save_callback is None
-                self._inner = plain(pool, pool_input, keep_raw=True) if self._raw else plain(pool, pool_input)
-            elif not pool.is_unordered:
-                ordered = OrderedResume(self)
-                self._fill = ordered.fill
-                self._inner = plain(pool, ordered.feed(source))
+            self._resume: ResumeFeed | None = None
+            if not lookup:
+                feed = DirectFeed(
+                    iterable, source, self.total, self.key_kind, self._key_fn,
+                    options.save_callback is not None, ordered,
+                )
+                where = feed.where
+                pool_input = feed.input
+                self._fill = self._fill_through
             else:
-                unordered = UnorderedResume(self)
-                self._fill = unordered.fill
-                self._inner = plain(unordered.pool(), unordered.feed(source))
+                resume = self._resume = ResumeFeed(source, lookup, self._key_at, ordered)
+                where = resume.where  # type: ignore[assignment]
+                pool_input = resume.input
+                self._fill = self._fill_ordered if ordered else self._fill_unordered
+            #: under 'deferred' with stored results: every exception handed over, in order (the
+            #: engine's DeferredExceptions knows only the computed ones)
+            self._delivered: list[BaseException] | None = (
+                [] if lookup and self.mode == ExceptionBehaviour.DEFERRED else None
+            )
+            self.sink = JournalSink(options, journal, where, self.mode)
+            journal = None  # the sink closes it from here on
+            self._inner = pool._start(pool_input, self.sink)
         except BaseException:
-            self.settler.close_journal()
+            if journal is not None:
+                journal.close()
+            elif hasattr(self, "sink"):
+                self.sink.close_journal()
             raise
 
     @property
     def failure_count(self) -> int:
         """Failed items handed to the caller so far."""
-        return self.settler.failure_count
+        return int(self._inner.failure_count) + self._kept_failures
 
     # -- driving ----------------------------------------------------------------------------------
 
     def set_heartbeat(self, fn: Callable[[], None] | None) -> None:
         self.heartbeat = fn
-        if self._inner is not None:
-            self._inner.heartbeat = fn
+        self._inner.heartbeat = fn
 
     def next_slow(self) -> Any:
         out = self.out
@@ -208,7 +176,7 @@ class JournalRun:
                 self._stop(exc)
                 raise
 
-    def inner_next(self) -> list[Any] | None:
+    def _inner_next(self) -> list[Any] | None:
         """The next results the engine has ready (at least one, waiting if need be); None at the end."""
         chunk: list[Any] = self._inner.take_ready()
         if chunk:
@@ -217,21 +185,14 @@ class JournalRun:
             first = next(self._inner)
         except StopIteration:
             return None
-        except DeferredExceptions:
-            if self.mode != ExceptionBehaviour.DEFERRED:
-                raise
-            return None  # the end of a deferred run: raised again by _end, with stored failures
         chunk = self._inner.take_ready()
         chunk.insert(0, first)  # a move of pointers, not another copy of the list
         return chunk
 
     def _end(self) -> None:
-        self.settler.flush_callbacks()
+        self.sink.flush_callbacks()
         self.finished = True
-        self.settler.close_journal()
-        if self._deferred:
-            self.error = DeferredExceptions(*self._deferred)
-            self._deferred = []
+        self.sink.close_journal()
 
     def _stop(self, exc: BaseException | None) -> None:
         """The run stops early: an error, ``close()``, Ctrl-C. Save what finished, close the file."""
@@ -239,14 +200,13 @@ class JournalRun:
             return
         self.finished = True
         try:
-            if self._inner is not None:
-                self._inner.close()
+            self._inner.close()
         finally:
             try:
-                if not self.settler.callback_failed:
-                    self.settler.flush_callbacks()
+                if not self.sink.callback_failed:
+                    self.sink.flush_callbacks()
             finally:
-                self.settler.close_journal()
+                self.sink.close_journal()
 
     def close(self) -> None:
         self._stop(None)
@@ -255,56 +215,27 @@ class JournalRun:
         """Garbage collection: stop the workers and close the file without calling user code."""
         self.finished = True
         try:
-            if self._inner is not None:
-                self._inner.close()
+            self._inner.close()
         finally:
-            self.settler.close_journal()
+            self.sink.close_journal()
 
-    # -- what the fills share -------------------------------------------------------------------------
+    # -- nothing to skip: the engine's results as they are ----------------------------------------------
 
-    def settle(
-        self,
-        keys: Sequence[Any],
-        results: list[Any],
-        items: Sequence[Any] | None,
-        out: Any,
-        raw: list[tuple[int, int, bytes]] | None = None,
-        start: int = 0,
-    ) -> bool:
-        """Journal a batch and put what the caller gets into ``out``; False when an ``'immediate'``
-        run stops there (``out`` ends before the failure, which is raised after it). ``raw`` and
-        ``start``: see ``Settler.settle``."""
-        stop = self.settler.settle(keys, results, items, out, raw, start)
-        if stop is None:
-            return True
-        self.error = stop
-        self._stop(None)
-        return False
-
-    def deliver(self, values: list[Any]) -> None:
-        """Hand ``values`` to the caller; under 'deferred', note their exceptions in this order."""
-        if self.mode == ExceptionBehaviour.DEFERRED and any(map(isinstance, values, REPEAT_EXC)):
-            self._deferred.extend(v for v in values if isinstance(v, BaseException))
-        self.out.extend(values)
-
-    def emit_stored(self, stored: Any, out: list[Any]) -> bool:
-        """Put a stored result into ``out``; False when it is a kept failure that stops the run."""
-        if stored is NO_RESULT:
-            return True  # journal_results=False: finished items are not yielded again
-        if isinstance(stored, Kept):
-            error = stored.error
-            self.settler.failure_count += 1
-            if self.mode == ExceptionBehaviour.IMMEDIATE:
-                self.error = error
-                self._stop(None)
-                return False
-            out.append(error)
-            return True
-        out.append(stored)
+    def _fill_through(self) -> bool:
+        try:
+            chunk = self._inner_next()
+        except DeferredExceptions as exc:
+            self.error = exc  # raised after the callbacks are flushed and the journal is closed
+            return False
+        if chunk is None:
+            return False
+        self.out.extend(chunk)
         return True
 
-    def key_at(self, pos: int, item: Any) -> Any:
-        """The key of the input item at ``pos``."""
+    # -- resuming: stored results put back -------------------------------------------------------------
+
+    def _key_at(self, pos: int, item: Any) -> Any:
+        """The journal key of the input item at ``pos``."""
         kind = self.key_kind
         if kind == KEY_ITEM:
             if not isinstance(item, ITEM_KEY_TYPES):
@@ -317,43 +248,106 @@ class JournalRun:
         check_hashable([key])
         return key
 
-    # -- ordered, nothing to skip ---------------------------------------------------------------------
+    def _deliver(self, values: list[Any]) -> None:
+        """Hand ``values`` to the caller; under 'deferred', note their exceptions in this order."""
+        delivered = self._delivered
+        if delivered is not None and any(map(isinstance, values, _EXC)):
+            delivered.extend(v for v in values if isinstance(v, BaseException))
+        self.out.extend(values)
 
-    def _fill_fast(self) -> bool:
-        chunk = self.inner_next()
+    def _emit_stored(self, stored: Any, out: list[Any]) -> bool:
+        """Put a stored result into ``out``; False when it is a kept failure that stops the run."""
+        if stored is NO_RESULT:
+            return True  # journal_results=False: finished items are not yielded again
+        if isinstance(stored, Kept):
+            error = stored.error
+            self._kept_failures += 1
+            if self.mode == ExceptionBehaviour.IMMEDIATE:
+                self.error = error
+                return False
+            out.append(error)
+            return True
+        out.append(stored)
+        return True
+
+    def _next_computed(self) -> tuple[list[Any] | None, BaseException | None, bool]:
+        """``(chunk, error, deferred_end)`` from the engine: results, or the error that ends the
+        run (a failure under 'immediate', the input's own error), or the end of a deferred run."""
+        try:
+            return self._inner_next(), None, False
+        except DeferredExceptions:
+            return None, None, True
+        except Exception as exc:
+            return None, exc, False
+
+    def _end_of_resume(self, deferred_end: bool) -> None:
+        if deferred_end and self._delivered:
+            self.error = DeferredExceptions(*self._delivered)
+
+    def _fill_ordered(self) -> bool:
+        assert self._resume is not None
+        marks = self._resume.marks
+        out: list[Any] = []
+        if marks and marks[0] is not None:
+            while marks and marks[0] is not None:
+                if not self._emit_stored(marks.popleft()[0], out):  # type: ignore[index]
+                    self._deliver(out)
+                    self._stop(None)
+                    return True
+            self._deliver(out)
+            return True
+        chunk, error, deferred_end = self._next_computed()
         if chunk is None:
+            # What is left is stored (the input was read to its end), or comes before the error.
+            while marks:
+                mark = marks.popleft()
+                if mark is None:
+                    if error is not None:
+                        break  # the failed item's place: the error comes here
+                    raise JournalError("internal error: the engine ended without a result for an item")
+                if not self._emit_stored(mark[0], out):
+                    error = None  # a kept failure before it stops the run first
+                    break
+            self._deliver(out)
+            if error is not None:
+                self.error = error
+            if error is not None or self.error is not None:
+                self._stop(None)
+                return True
+            self._end_of_resume(deferred_end)
             return False
-        n = len(chunk)
-        start = self._pos
-        self._pos = start + n
-        items: Sequence[Any] | None = None
-        if self._seq is not None:
-            if self.key_kind != KEY_POSITION or self._need_items:
-                part = self._seq[start : start + n]
-                # a slice of a range is a range: it pickles in a few bytes
-                items = part if isinstance(part, (list, range)) else list(part)
-        elif self._items is not None:
-            # Every item of a result was read, and recorded, before the result could exist.
-            popleft = self._items.popleft
-            items = [popleft() for _ in range(n)]
-        keys: Sequence[Any]
-        if self.key_kind == KEY_POSITION:
-            keys = range(start, start + n)  # positions are never materialised
-        elif self.key_kind == KEY_ITEM:
-            assert items is not None
-            # Sampled here (every item is checked when a run resumes).
-            if not (isinstance(items[0], ITEM_KEY_TYPES) and isinstance(items[-1], ITEM_KEY_TYPES)):
-                check_item_keys(items, start)
-            keys = items
-        else:
-            assert items is not None and self._key_fn is not None
-            keys = [self._key_fn(x) for x in items]
-            check_hashable(keys)
-        raw = self._inner.take_raw() if self._raw else None
-        if self.mode == ExceptionBehaviour.DEFERRED:
-            settled: list[Any] = []
-            self.settle(keys, chunk, items, settled, raw, start)
-            self.deliver(settled)
-        else:
-            self.settle(keys, chunk, items, self.out, raw, start)
+        for value in chunk:
+            while marks[0] is not None:
+                if not self._emit_stored(marks.popleft()[0], out):  # type: ignore[index]
+                    self._deliver(out)
+                    self._stop(None)
+                    return True
+            marks.popleft()
+            out.append(value)
+        self._deliver(out)
+        return True
+
+    def _fill_unordered(self) -> bool:
+        assert self._resume is not None
+        stored = self._resume.stored
+        out: list[Any] = []
+        if stored:
+            while stored:
+                if not self._emit_stored(stored.popleft(), out):
+                    self._deliver(out)
+                    self._stop(None)
+                    return True
+            self._deliver(out)
+            return True
+        chunk, error, deferred_end = self._next_computed()
+        if error is not None:
+            self.error = error
+            self._stop(None)
+            return True
+        if chunk is None:
+            if stored:
+                return True  # the input was read past more finished items after the last result
+            self._end_of_resume(deferred_end)
+            return False
+        self._deliver(chunk)
         return True
