@@ -43,6 +43,19 @@ class Batch:
         self.pending = len(items)
         self.raw: bytes | None = None  # the results as the worker pickled them (see BatchDone.raw)
 
+    def add_failures(self, failures: dict[int, BaseException]) -> None:
+        """Fail items whose results came in but cannot be kept (a journal that cannot store them):
+        final failures, as if the task had raised them."""
+        self.errors = {**(self.errors or {}), **failures}
+        results = self.slots()
+        for pos, exc in failures.items():
+            results[pos] = exc
+
+    def take_raw(self) -> bytes | None:
+        """The results as the worker pickled them, once (they are dropped at release)."""
+        raw, self.raw = self.raw, None
+        return raw
+
     def slots(self) -> list[Any]:
         """The results list, created on first need; :data:`UNSET` where an item has no outcome yet."""
         if self.results is None:
@@ -138,6 +151,15 @@ class Ledger:
         self.loads[worker] = 0
         self.held[worker] = 0
         return held
+
+    def next_retry(self) -> tuple[Batch, int]:
+        """The next item waiting to be run again: its batch and position."""
+        return self.retry.popleft()
+
+    def clear(self) -> None:
+        """Forget what is in flight and waiting (the run has ended)."""
+        self.in_flight.clear()
+        self.retry.clear()
 
     def idle(self) -> bool:
         """Nothing in flight and nothing waiting to be retried."""

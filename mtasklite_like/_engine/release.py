@@ -126,19 +126,17 @@ class Release:
         self.released += len(results)
         self.failure_count += 1
         self.ready.extend(results[:first])
-        batch.raw = None
+        batch.take_raw()
         return error
 
     def _release(self, batch: Batch) -> BaseException | None:
         results = batch.results
         assert results is not None
+        raw = batch.take_raw()
         if self.sink is not None:
-            more = self.sink.settled(batch.indices, results, batch.errors, batch.raw)
+            more = self.sink.settled(batch.indices, results, batch.errors, raw)
             if more:
-                batch.errors = {**(batch.errors or {}), **more}
-                for pos, exc in more.items():
-                    results[pos] = exc
-        batch.raw = None
+                batch.add_failures(more)
         self.released += len(results)
         if batch.errors:
             failures = sorted(batch.errors.items())

@@ -1,20 +1,57 @@
-"""One pass of an input through the pool: the loop that ties the engine's parts together.
+"""One pass of an input through the pool: the run loop, and the filling of workers it drives.
 
-The run is driven by the consumer: each ``next()`` that finds no result ready sends batches to
-workers with spare capacity (:mod:`.admission` decides who gets how much), then waits for what
-workers report and settles it: results and failures into the :mod:`.ledger`, complete batches
-through :mod:`.release` to the consumer, deaths and deadlines through the :mod:`.worker_set`
-and :mod:`.faults`. The input comes from the :mod:`.feeder`: read in the caller, or in a
-background thread that reads only while the engine runs and wakes its wait for reports
-(``Backend.wake``) when items arrive, so a blocked input never holds back finished results. When
-the consumer stalls, workers finish what they hold and wait; the input is never read further than
-the window. A consumer that must never block (``async for`` in an event loop's thread) calls
-:meth:`Run.step_nowait` first and leaves the waiting to a helper thread (see ``async_results``).
-See docs/architecture.md, docs/streaming.md and docs/fault_tolerance.md.
+Data flow (each box a module of this package; the run is driven by the consumer's ``next()``)::
+
+    caller's iterable
+        |  feeder.py: read in the caller, or by input_thread.py in the background, never past
+        |  the window (admission.py) nor the byte budget (budget.py)
+        v
+    Run.fill  -- admission.py: which worker, how big a batch (batching.py), how far to read;
+        |        rate_limit.py: the pace of hand-overs under max_per_second
+        |  ledger.open_batch / ledger.dispatch: every item in exactly one batch, every batch
+        |  held by one named worker
+        v
+    Backend.send(worker, batch id, indices, items)        _backends/: threads, processes, Ray
+        |                                                  _worker/: what each worker runs
+        v
+    Backend.recv / poll -> events: BatchDone, BatchUnreadable, WorkerReady, WorkerDied, ...
+        |  ledger.record: outcomes by position; retries queued;
+        |  faults.py: deaths and overruns settled item by item; worker_set.py: quotas, deadlines
+        v
+    release.py: complete batches in input order (or as they finish); the run's sink (a journal)
+        |  sees each one first; the exception mode is applied
+        v
+    ready queue -> ResultIterator.__next__ (results.py), async for (async_results.py)
+
+A ``next()`` that finds no result ready fills the workers with spare capacity, then waits for
+what they report and settles it, until a result is ready. The input thread reads only while the
+engine runs and wakes the wait for reports (``Backend.wake``) when items arrive, so a blocked input
+never holds back finished results. When the consumer stalls, workers finish what they hold and
+wait; the input is never read further than the window. A consumer that must never block (``async
+for`` in an event loop's thread) calls :meth:`Run.step_nowait` first and leaves the waiting to a
+helper thread (see ``async_results``). See docs/architecture.md, docs/streaming.md and
+docs/fault_tolerance.md.
+
+Filling: a batch is cut from whatever the input has given, up to the batch size, so a slow input
+never makes items wait for a batch to fill: the batch size follows the input rate as well as the
+task time. The reader in the background is given its limit: what the workers could take at once
+beyond what was handed out, never past the window.
+
+Under ``max_per_second`` hand-overs are paced, so that items do not pile up in workers: every
+hand-over takes the token of the run's :class:`~.rate_limit.RateLimiter`, and goes only to a worker
+that has reported itself ready. An item given to a worker that is still starting would wait there
+and start when the worker is up, together with the items the ready workers were given meanwhile: a
+burst, whatever the pace of the hand-overs. (The starts themselves are spaced by the workers'
+:class:`~.rate_limit.StartGate`, where the pool gives them one: a worker wakes up after a delay of
+its own.) When the token is not due, or no ready worker has room while some worker is still
+starting, :attr:`Run.paced_until` tells the run how long it may wait before looking again (a
+worker's ready report ends the wait sooner).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,9 +69,9 @@ from .._options import RunOptions
 from . import faults as _faults
 from .admission import Admission
 from .budget import ByteBudget
-from .dispatch import Dispatch
-from .feeder import make_feeder
+from .feeder import Feeder, InputThread, make_feeder
 from .ledger import Ledger, Msg
+from .rate_limit import RateLimiter
 from .release import Release, Sink
 from .worker_set import WorkerSet
 
@@ -46,6 +83,19 @@ _POLL_SECONDS = 1.0
 HEARTBEAT_SECONDS = 0.2
 #: how often to look for input read in the background, with a backend that cannot be woken
 _UNWOKEN_POLL_SECONDS = 0.005
+#: a token due within this many seconds is waited for by a sleep in :meth:`Run._paced`
+_FINE_WAIT = 0.002
+#: how much of the caller's lateness a hand-over to workers behind a start gate may make up for
+_MAKE_UP = 0.002
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread runs an event loop (which a sleep would block)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Run:
@@ -60,17 +110,31 @@ class Run:
         choice = options.input_thread
         # Items run in the caller one at a time: nothing could be delivered during a blocked read.
         alone = workers.backend_name == "inline"
-        self._feeder = make_feeder(iterable, False if choice is None and alone else choice)
+        self._feeder: Feeder | InputThread = make_feeder(
+            iterable, False if choice is None and alone else choice
+        )
         self.total = self._feeder.total
         self.release = Release(ordered=options.ordered, mode=options.exception_behavior, sink=sink)
         self.ready = self.release.ready
         self.started = False
         self.finished = False
-        self._backend: Backend | None = None
+        self._backend: Backend | None = None  # the worker set's backend, while the run holds it
+        self._clock: Callable[[], float] = time.monotonic  # the backend's clock, once started
         self._ledger = Ledger(workers.n_workers, options.retries)
-        self._admission: Admission | None = None
-        self._dispatch: Dispatch | None = None
+        self._admission: Admission | None = None  # made at the start: it needs the backend's capabilities
+        self._budget = ByteBudget(options.memory_budget)
         self._pending_error: BaseException | None = None
+        # Workers that take their starts from the pool's StartGate space them exactly, whatever
+        # the hand-overs do: the hand-overs may then make up for the caller's late wake-ups (a
+        # few milliseconds at most, so that an item never waits long in a worker for its start).
+        gated = any(spec.start_gate is not None for spec in workers.specs)
+        rate = options.max_per_second
+        self._limiter = None if rate is None else RateLimiter(rate, _MAKE_UP if gated else 0.0)
+        #: when to look again, if the rate limit held an item back (the token is not due, or the
+        #: only workers with room are still starting); else None
+        self.paced_until: float | None = None
+        #: the backend can be woken from another thread (else the input is polled)
+        self._wakes = False
         #: called at least every HEARTBEAT_SECONDS while the consumer waits (a progress bar
         #: refreshes its clock with it); None: nothing to call
         self.heartbeat: Callable[[], None] | None = None
@@ -175,12 +239,7 @@ class Run:
         self.started = True
         self._clock = backend.clock
         self._last_heartbeat = self._clock()
-        admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
-        self._admission = admission
-        self._budget = ByteBudget(self.options.memory_budget)
-        self._dispatch = Dispatch(
-            admission, self._ledger, self.workers, self._feeder, self.release, backend, self._budget
-        )
+        self._admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
         self._wakes = backend.capabilities.wakes
         self._steps_nowait = backend.capabilities.polls and self._feeder.instant
 
@@ -192,8 +251,7 @@ class Run:
             raise error  # _drive stops the run, then raises it on
         feeder = self._feeder
         self._fill()
-        assert self._dispatch is not None
-        paced = self._dispatch.paced_until  # the rate limit holds an item back until then
+        paced = self.paced_until  # the rate limit holds an item back until then
         if self._ledger.idle() and paced is None and (feeder.done or not feeder.streams):
             if not feeder.done:
                 raise RuntimeError("mtasklite_like internal error: nothing in flight and input not done")
@@ -230,8 +288,139 @@ class Run:
 
     def _fill(self) -> None:
         if not self.finished:
-            assert self._dispatch is not None
-            self._dispatch.fill()
+            self._fill_workers()
+
+    # -- filling workers ------------------------------------------------------------------------
+
+    def _fill_workers(self) -> None:
+        """Send work to workers with spare capacity: retries first, then new input."""
+        admission, feeder = self._admission, self._feeder
+        assert admission is not None
+        if feeder.fatal is not None:
+            raise feeder.fatal  # e.g. SystemExit from the input: at once, as in the caller
+        credit = admission.credit()
+        cap = self._budget.batch_cap()  # big items: small batches, and windows to match
+        window = admission.window(credit, cap)
+        guard = admission.guards_overdue(credit)
+        busy_for = self.workers.busy_for(self._clock(), self._ledger.in_flight.values()) if guard else None
+        self.paced_until = None
+        try:
+            self._hand_out(credit, window, busy_for)
+        finally:
+            if feeder.streams:
+                limit = admission.read_limit(credit, window, feeder.pulled, self.consumed, cap)
+                fit = self._budget.items_that_fit(self._bytes_held())
+                if fit is not None:
+                    limit = min(limit, feeder.pulled + feeder.buffered() + fit)
+                feeder.allow(limit)
+
+    def _bytes_held(self) -> float:
+        """Bytes held now (see :class:`~.budget.ByteBudget`)."""
+        ledger, feeder = self._ledger, self._feeder
+        results = feeder.pulled - self.consumed - ledger.items_in_flight - len(ledger.retry)
+        return self._budget.held(ledger.bytes_in_flight, feeder.buffered(), max(0, results))
+
+    def _hand_out(self, credit: int, window: int | None, busy_for: dict[int, float] | None) -> None:
+        """Send work to workers with spare capacity: retries first, then new input."""
+        admission, ledger, workers, feeder, budget = (
+            self._admission, self._ledger, self.workers, self._feeder, self._budget
+        )
+        assert admission is not None
+        bounded_in_bytes = budget.limit is not None
+        loads = ledger.held if admission.counts_items else ledger.loads
+        while True:
+            paced = self._limiter is not None
+            quota = self._ready_quota() if paced else workers.quota
+            worker = admission.pick_worker(loads, credit, quota, busy_for)
+            if worker < 0:
+                if paced and (ledger.retry or not feeder.done):
+                    self._wait_for_ready(loads, credit)
+                return
+            if paced and (ledger.retry or not feeder.done) and self._paced():
+                return
+            if ledger.retry:
+                # A retried item travels alone, so an item that kills its worker cannot take
+                # innocent neighbours down with it a second time.
+                batch, pos = ledger.next_retry()
+                self._send(*ledger.dispatch(worker, batch, [pos], self._clock()))
+                continue
+            if feeder.done:
+                return
+            room = None if window is None else window - (feeder.pulled - self.consumed)
+            if room is not None and room <= 0:
+                return
+            left = credit - loads[worker] if admission.counts_items else None
+            size = admission.batch_size(feeder.remaining(), workers.quota_left(worker), room, left)
+            if bounded_in_bytes:
+                size = budget.batch_items(size, self._bytes_held(), feeder.buffered())
+                if size <= 0:
+                    return  # the budget is full: wait for results to be consumed
+            first = feeder.pulled
+            # Whatever has been read, up to a batch: a slow input never makes items wait for more.
+            items = feeder.take(size)
+            if not items:
+                return  # the input has nothing yet (its reader wakes the wait), or it ended
+            batch = ledger.open_batch(range(first, first + len(items)), items)
+            self._send(*ledger.dispatch(worker, batch, None, self._clock()))
+
+    def _ready_quota(self) -> list[int]:
+        """Items each worker may take under pacing: none while it is still starting (an item it
+        got now would start only when it is up, in a burst with the items handed over meanwhile),
+        else its remaining quota (unlimited: 1, as each paced message holds one item)."""
+        quota = self.workers.quota
+        return [
+            0 if ready is None else (1 if quota is None else quota[w])
+            for w, ready in enumerate(self.workers.ready_at)
+        ]
+
+    def _wait_for_ready(self, loads: list[int], credit: int) -> None:
+        """No ready worker has room: if one that is still starting has, have the run look again
+        (its ready report wakes the wait sooner), so a run whose workers are all starting waits
+        instead of looking finished."""
+        assert self._limiter is not None
+        quota = self.workers.quota
+        for w, ready in enumerate(self.workers.ready_at):
+            if ready is None and loads[w] < credit and (quota is None or quota[w] > 0):
+                self.paced_until = self._clock() + self._limiter.interval
+                return
+
+    def _paced(self) -> bool:
+        """True (and ``paced_until`` set) when the rate limit holds the next hand-over back.
+
+        The token is due one interval after the last hand-over, however late that was (or a little
+        sooner, for workers behind a start gate), so every late wake-up lowers the long-run rate.
+        So the run is told to look again a couple of
+        milliseconds early, and the last stretch is waited for here, with a sleep (tens of
+        microseconds late), rather than by the run's wait for reports (a few tenths of a
+        millisecond late, up to a whole one for process workers, whose wait counts in whole
+        milliseconds). Only on the real clock, and never in an event loop's thread (``async
+        for`` moves the run on there, and must not block it).
+        """
+        assert self._limiter is not None
+        now = self._clock()
+        due = self._limiter.next_at(now)
+        fine = due > now and self._clock is time.monotonic and not _in_event_loop()
+        if fine and due - now <= _FINE_WAIT:
+            time.sleep(due - now)
+            now = self._clock()
+            due = self._limiter.next_at(now)
+        if due > now:
+            # Look again a little early, for the sleep above to take the last stretch.
+            self.paced_until = max(now, due - _FINE_WAIT) if fine else due
+            return True
+        return False
+
+    def _send(self, msg_id: int, msg: Msg) -> None:
+        if self._limiter is not None:
+            self._limiter.try_acquire(self._clock())
+        items = msg.items()
+        self.workers.spend_quota(msg.worker, len(items))
+        assert self._backend is not None
+        nbytes = self._backend.send(msg.worker, msg_id, msg.indices(), items)
+        if self._budget.limit is not None:
+            nbytes = self._budget.measure_items(items, nbytes)
+        self._ledger.sent(msg, nbytes)
+
 
     # -- reports --------------------------------------------------------------------------------
 
@@ -342,8 +531,7 @@ class Run:
     def _finish(self, *, clean: bool) -> None:
         self.finished = True
         self._feeder.stop()
-        self._ledger.in_flight.clear()
-        self._ledger.retry.clear()
+        self._ledger.clear()
         self.release.clear()
         if self.started:
             self._backend = None
