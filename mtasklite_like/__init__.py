@@ -29,6 +29,7 @@ try:
         JournalWarning,
         read_journal,
     )
+    from ._options import PoolConfig
     from ._pool import Pool
     from ._version import __version__
     from ._worker.delayed import DelayedObject
@@ -58,6 +59,7 @@ __all__ = [
     "JournaledIterator",
     "MtaskliteLikeError",
     "Pool",
+    "PoolConfig",
     "RemoteTraceback",
     "ResultIterator",
     "TaskPicklingError",

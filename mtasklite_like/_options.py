@@ -149,9 +149,10 @@ _INLINE_WHEN_ALONE = ("processes", "threads")
 class PoolConfig:
     """Every option of a ``Pool``, in canonical form; see ``Pool`` for what each one means.
 
-    Built from a user's arguments by :meth:`build`; derived from another with
-    ``dataclasses.replace`` (checked again). ``Pool.from_config`` makes a pool from one, and
-    ``Pool.config`` is the pool's. Fields that differ from ``Pool``'s arguments: ``workers`` holds
+    Built from a user's arguments by ``PoolConfig.build`` (``Pool(...)`` calls it with its own);
+    derived from another with ``dataclasses.replace`` (checked again), for instance
+    ``Pool.from_config(dataclasses.replace(pool.config, retries=3))``; ``pool.config`` is the
+    pool's. Fields that differ from ``Pool``'s arguments: ``workers`` holds
     one callable (or ``@delayed_init`` shell) per worker, and ``listed`` says whether the user gave
     a list; ``backend`` is the backend's name (``use_threads`` is ``backend == 'threads'``);
     ``worker_env`` has one dict per worker; ``backend_options`` holds ``address`` too;
@@ -193,14 +194,17 @@ class PoolConfig:
 
     @property
     def num_workers(self) -> int:
+        """The number of workers."""
         return len(self.workers)
 
     @property
     def use_threads(self) -> bool:
+        """Whether the workers are threads."""
         return self.backend == "threads"
 
     @property
     def address(self) -> str | None:
+        """The cluster to join (``Pool(address=...)``), or None."""
         return None if self.backend_options is None else self.backend_options.address
 
     @property

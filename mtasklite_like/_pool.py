@@ -1,8 +1,11 @@
 """``Pool``: the front users see. It validates options, owns the workers, and hands out runs.
 
-The pool knows nothing of threads or processes: it checks every option up front, builds one
-:class:`~._worker.run.WorkerSpec` per worker and a frozen :class:`~._options.RunOptions`, and keeps a
-:class:`~._engine.worker_set.WorkerSet` that starts a backend when a run first needs workers. Inside
+The pool knows nothing of threads or processes: its options are one frozen, checked
+:class:`~._options.PoolConfig`, from which it derives one :class:`~._worker.run.WorkerSpec` per
+worker and the :class:`~._options.RunOptions` every run obeys, and it keeps a
+:class:`~._engine.worker_set.WorkerSet` that starts a backend when a run first needs workers.
+Layers (the journal, the drop-ins) run a pool with its whole configuration, never a copy of some
+options. Inside
 ``with Pool(...) as pool`` the workers stay up between calls, so a model built by a
 ``@delayed_init`` object is built once for many inputs; without ``with``, each run stops its
 workers when it ends. A run that ends early (``break``, an error, ``close()``) always stops the
@@ -245,70 +248,87 @@ class Pool(Generic[R]):
 
     @property
     def max_per_second(self) -> float | None:
+        """The most items started per second across the pool, or None."""
         return self._config.max_per_second
 
     @property
     def chunk_size(self) -> int | None:
+        """The largest batch given to a worker at once, or None (batches adapt to the task time)."""
         return self._config.chunk_size
 
     @property
     def chunk_prefill_ratio(self) -> int | None:
+        """Batches a worker may hold at once, or None (1 or 2, by the task time)."""
         return self._config.chunk_prefill_ratio
 
     @property
     def max_tasks_per_worker(self) -> int | None:
+        """Items a worker runs before it is replaced by a fresh one, or None."""
         return self._config.max_tasks_per_worker
 
     @property
     def argument_type(self) -> ArgumentType:
+        """How an item is passed: ``'single_arg'`` (``f(x)``), ``'args'`` or ``'kwargs'``."""
         return self._config.argument_type
 
     @property
     def exception_behavior(self) -> ExceptionMode:
+        """``'immediate'``, ``'ignore'`` or ``'deferred'``: what a failed item does to a run."""
         return self._config.exception_behavior
 
     @property
     def bounded(self) -> bool:
+        """Whether the input is read at most a window ahead of the consumer."""
         return self._config.bounded
 
     @property
     def is_unordered(self) -> bool:
+        """Whether results come as they finish (else in input order)."""
         return self._config.is_unordered
 
     @property
     def use_threads(self) -> bool:
+        """Whether the workers are threads of this process."""
         return self._config.use_threads
 
     @property
     def backend(self) -> str:
+        """Where the workers run: ``'processes'``, ``'threads'``, ``'ray'`` or a registered name."""
         return self._config.backend
 
     @property
     def task_timeout(self) -> float | None:
+        """Seconds an item may run, or None."""
         return self._config.task_timeout
 
     @property
     def init_timeout(self) -> float | None:
+        """Seconds a worker may take to start, or None."""
         return self._config.init_timeout
 
     @property
     def on_worker_death(self) -> OnWorkerDeath | None:
+        """``'raise'``, ``'restart'``, or None (by the exception mode)."""
         return self._config.on_worker_death
 
     @property
     def retries(self) -> int:
+        """How many more times a failed item runs."""
         return self._config.retries
 
     @property
     def join_timeout(self) -> float:
+        """Seconds busy workers get to finish when a run is stopped early."""
         return self._config.join_timeout
 
     @property
     def start_method(self) -> str | None:
+        """The process start method, or None for the platform's."""
         return self._config.start_method
 
     @property
     def memory_budget(self) -> int | None:
+        """Bytes a run may hold besides your data, or None (bounded in items only)."""
         return self._config.memory_budget
 
     # -- public ---------------------------------------------------------------------------------------
