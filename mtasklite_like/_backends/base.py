@@ -47,18 +47,19 @@ class Capabilities:
             in the caller.
         kills_tasks: the interrupted task really stops (a process is killed); False when it is only
             abandoned and finishes in the background (a thread cannot be killed).
-        names_running_item: ``WorkerDied.running`` says which item a dead worker was running.
-        has_pids: workers are operating-system processes with pids (``WorkerDied.pid``, ``pids``).
         wakes: :meth:`Backend.wake` cuts a ``recv`` short (see the module docstring).
         polls: :meth:`Backend.poll` takes what workers reported without waiting.
         coroutines: runs coroutine workers (``WorkerSpec.concurrency``; see ``_worker.coroutines``).
+
+    Which item a dead worker was running, and its pid, are told by each death itself
+    (``WorkerDied.running``, ``WorkerDied.pid``: None when not known, which can vary from one death
+    to the next on one backend), and the workers' pids by ``Backend.pids`` (empty when they have
+    none), so no flag announces them.
     """
 
     batches: bool = True
     interrupts_tasks: bool = True
     kills_tasks: bool = True
-    names_running_item: bool = True
-    has_pids: bool = False
     wakes: bool = False
     polls: bool = False
     coroutines: bool = False

@@ -2,10 +2,12 @@
 
 Transport
     The parent writes batches into a worker's task pipe and reads its results from the worker's
-    result pipe. Messages are pickled by the standard pickler, with dill as the fallback (see
-    ``serialize``); the worker's function or object is sent once, when the worker starts. Large
-    buffers (bytes, arrays) travel out of band, written straight through the pipe after their
-    message's pickle, in both directions (``wire``).
+    result pipe. Each message is one of the named types of ``messages`` (``RunBatch`` and ``Stop``
+    one way; ``Ready``, ``InitFailed``, ``Done``, ``DoneRaw``, ``Unreadable`` and ``Fatal`` the
+    other), sent as a plain tuple (``messages.to_wire``) pickled by the standard pickler, with dill
+    as the fallback (see ``serialize``); the worker's function or object is sent once, when the
+    worker starts. Large buffers (bytes, arrays) travel out of band, written straight through the
+    pipe after their message's pickle, in both directions (``wire``).
 
 Why a reader thread in the worker
     A pipe holds ~64 KiB. If the parent blocked writing a large batch while the worker blocked
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import queue
 import signal
 import threading
@@ -51,40 +52,34 @@ from .base import (
     WorkerInitFailed,
     WorkerReady,
 )
+from .messages import (
+    Done,
+    DoneRaw,
+    Fatal,
+    InitFailed,
+    Message,
+    Ready,
+    RunBatch,
+    Stop,
+    Unreadable,
+    from_wire,
+    to_wire,
+)
 from .nesting import become_worker, check_may_have_children, may_die_with_parent, start_process
 from .serialize import dumps, dumps_oob, loads, main_needs_by_value
 from .wakeup import WakePipe
-from .wire import decode, leading_ints, pipe_capacity, recv_message, send_message, wait_readable
+from .wire import decode, leading_fields, pipe_capacity, recv_message, send_message, wait_readable
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
-# Message tags, worker -> parent.
-_DONE = 0
-_INIT_ERROR = 1
-_READY = 2
-_DONE_RAW = 3  # results pickled on their own, kept as bytes by the parent (Backend.raw_results)
-_UNREADABLE = 4  # a batch this worker could not unpickle (BatchUnreadable)
-_FATAL = 5  # a task raised an exception the worker does not survive; its death follows
-# The parent asks a worker to finish with this message.
-_STOP_BYTES = pickle.dumps(None)
-_READY_BYTES = pickle.dumps((_READY,))
+# The two messages that never change, pickled once.
+_STOP_BYTES = dumps(to_wire(Stop()))
+_READY_BYTES = dumps(to_wire(Ready()))
 # How often a worker's reader thread checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 1.0
 
-
-class _Unreadable:
-    """Put in a worker's inbox in place of a batch it could not unpickle: the worker reports it
-    (``BatchUnreadable``) and goes on, instead of dying with every item it held."""
-
-    __slots__ = ("batch_id", "error", "traceback")
-
-    def __init__(self, batch_id: int, error: BaseException, traceback: str) -> None:
-        self.batch_id = batch_id
-        self.error = error
-        self.traceback = traceback
-
-    def message(self) -> tuple[bytes, None]:
-        return dumps((_UNREADABLE, self.batch_id, self.error, self.traceback)), None
+#: a worker's local queue of what its reader thread took from the task pipe
+_Inbox = queue.SimpleQueue[Message]
 
 
 class _Unsendable:
@@ -118,15 +113,15 @@ def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
                  failures: list[tuple[int, Any]], elapsed: float) -> tuple[bytes, list[memoryview] | None]:
     packed = [(pos, *pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
     try:
-        return dumps_oob((_DONE, batch_id, results, packed, elapsed))
+        return dumps_oob(to_wire(Done(batch_id, results, packed, elapsed)))
     except Exception:
         pass
     # Some result cannot be pickled: find which, and fail those items alone.
     fail_unpicklable(indices, results, packed, dumps_oob)
-    return dumps_oob((_DONE, batch_id, results, packed, elapsed))
+    return dumps_oob(to_wire(Done(batch_id, results, packed, elapsed)))
 
 
-def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
+def _reader(conn: Any, inbox: _Inbox, parent_pid: int) -> None:
     """Drain the task pipe into ``inbox``; end the process if its parent disappears.
 
     ``parent_pid`` is this process's parent when it started: the pool's process under ``fork`` and
@@ -149,19 +144,21 @@ def _reader(conn: Any, inbox: queue.SimpleQueue[Any], parent_pid: int) -> None:
                 continue
             data, buffers, _ = recv_message(conn, wait)
             try:
-                inbox.put(decode(data, buffers))
+                inbox.put(from_wire(decode(data, buffers)))
             except Exception as exc:
                 # A batch that cannot be unpickled here (a class the worker cannot import, an
                 # item whose __reduce__ raises): report it by its id, read from the pickle's
-                # first element, and go on; the parent sends its items again one by one, so only
+                # first field, and go on; the parent sends its items again one by one, so only
                 # the item at fault fails, with this error.
-                head = leading_ints(data, 1)
+                head = leading_fields(data, (RunBatch,), 1)
                 if head is None:  # not one of our batches: nothing to settle it against
                     os.write(2, f"mtasklite_like worker: cannot unpickle a message: {exc!r}\n".encode())
                     os._exit(70)
                 if hasattr(exc, "add_note"):
                     exc.add_note("raised while unpickling the item in the worker")
-                inbox.put(_Unreadable(head[0], *pack_exception(exc, "unpickling a batch")))
+                # In the batch's place: the worker reports it (BatchUnreadable) and goes on,
+                # instead of dying with every item it held.
+                inbox.put(Unreadable(head[0], *pack_exception(exc, "unpickling a batch")))
     except (EOFError, OSError):
         # The pool closes its end only after this process has ended, so EOF means the pool's
         # process is gone: nobody will read what we compute, and the current task may run for
@@ -190,12 +187,12 @@ def _process_main(
     try:
         call = build_worker_callable(spec, own_process=True)
     except BaseException as exc:
-        result_conn.send_bytes(dumps((_INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))))
+        result_conn.send_bytes(dumps(to_wire(InitFailed(*pack_exception(exc, f"worker {spec.index}")))))
         return
     del spec
     result_conn.send_bytes(_READY_BYTES)
 
-    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    inbox: _Inbox = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
     try:
         def send(message: tuple[bytes, list[memoryview] | None]) -> int:
@@ -207,7 +204,7 @@ def _process_main(
         os._exit(0)
 
 
-def _next_batch(inbox: queue.SimpleQueue[Any], parent_pid: int | None) -> Any:
+def _next_batch(inbox: _Inbox, parent_pid: int | None) -> Message:
     """The next message from ``inbox``. While it waits, the worker's own thread also watches its
     parent (``parent_pid``; None: no watch): a second guard beside the reader thread's, so that an
     idle worker whose parent died ends even if that thread could not run."""
@@ -222,27 +219,27 @@ def _next_batch(inbox: queue.SimpleQueue[Any], parent_pid: int | None) -> Any:
 
 
 def _serve(
-    call: Any, inbox: queue.SimpleQueue[Any], send: Any, progress: Any, parent_pid: int | None = None
+    call: Any, inbox: _Inbox, send: Any, progress: Any, parent_pid: int | None = None
 ) -> None:
     """The worker loop: run each batch from ``inbox`` and send back its results."""
     while True:
         msg = _next_batch(inbox, parent_pid)
-        if type(msg) is not tuple:
-            if msg is None:
+        if type(msg) is not RunBatch:
+            if type(msg) is Stop:
                 return
-            send(msg.message())  # an _Unreadable batch
+            send((dumps(to_wire(msg)), None))  # Unreadable: a batch the reader could not unpickle
             continue
-        batch_id, indices, items, has_unsendable, raw = msg
+        batch_id, indices = msg.batch_id, msg.indices
         # Reset the position first: a death between the two writes must not pair this batch with
         # the position of an item of the previous one.
         progress[1] = -1
         progress[0] = batch_id
         t0 = time.perf_counter()
         try:
-            if has_unsendable:
-                results, failures = run_batch(_failing_unsendable(call), items, progress)
+            if msg.unsendable:
+                results, failures = run_batch(_failing_unsendable(call), msg.items, progress)
             else:
-                results, failures = run_batch(call, items, progress)
+                results, failures = run_batch(call, msg.items, progress)
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt or another BaseException from a task: the worker ends,
             # as the task asked, but first tells the parent what ended it (reported with its death).
@@ -252,10 +249,10 @@ def _serve(
         if not failures:
             # The common case: one pickling pass, no per-item work.
             try:
-                if raw:
-                    message = dumps_oob((_DONE_RAW, batch_id, dumps(results), elapsed))
+                if msg.raw:
+                    message = dumps_oob(to_wire(DoneRaw(batch_id, dumps(results), elapsed)))
                 else:
-                    message = dumps_oob((_DONE, batch_id, results, (), elapsed))
+                    message = dumps_oob(to_wire(Done(batch_id, results, (), elapsed)))
             except Exception:
                 pass
             else:
@@ -269,7 +266,7 @@ def _report_fatal(send: Any, exc: BaseException, indices: Sequence[int], positio
     the parent attaches it to the death it reports (``WorkerDied.error``)."""
     where = f"item #{indices[position]}" if 0 <= position < len(indices) else "a task"
     with contextlib.suppress(Exception):
-        send((dumps((_FATAL, *pack_exception(exc, where))), None))
+        send((dumps(to_wire(Fatal(*pack_exception(exc, where)))), None))
 
 
 def _exit_for(exc: BaseException) -> SystemExit:
@@ -285,22 +282,22 @@ def _serve_coroutines(
     spec: WorkerSpec, task_conn: Any, result_conn: Any, progress: Any, parent_pid: int, capacity: int
 ) -> None:
     """A coroutine worker's process: batches run on its event loop (see ``_worker.coroutines``)."""
-    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    inbox: _Inbox = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
 
-    def next_message() -> Any:
+    def next_message() -> tuple[int, Sequence[int], list[Any]] | None:
         msg = _next_batch(inbox, parent_pid)
-        while type(msg) is _Unreadable:
-            send(msg.message())
+        while type(msg) is Unreadable:
+            send((dumps(to_wire(msg)), None))
             msg = _next_batch(inbox, parent_pid)
-        if msg is None:
-            return None
-        # (the last field asks for results pickled on their own: coroutine workers never do, so a
-        # journaled run pickles their results in the caller)
-        batch_id, indices, items, has_unsendable, _ = msg
-        if has_unsendable:
+        if type(msg) is not RunBatch:
+            return None  # Stop
+        # (RunBatch.raw, results pickled on their own, is not honoured: coroutine workers never do,
+        # so a journaled run pickles their results in the caller)
+        items = msg.items
+        if msg.unsendable:
             items = [FailedItem(TaskPicklingError(x.message)) if type(x) is _Unsendable else x for x in items]
-        return batch_id, indices, items
+        return msg.batch_id, msg.indices, items
 
     # The loop's thread reports batches; the inbox thread reports unreadable ones: one at a time.
     sending = threading.Lock()
@@ -313,7 +310,7 @@ def _serve_coroutines(
             os._exit(0)  # the parent is gone or closed our pipe while stopping us
 
     def init_failed(exc: BaseException) -> None:
-        send((dumps((_INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))), None))
+        send((dumps(to_wire(InitFailed(*pack_exception(exc, f"worker {spec.index}")))), None))
 
     try:
         serve_coroutines(
@@ -357,14 +354,12 @@ class _Proc:
         self.task_conn = task_conn
         self.result_conn = result_conn
         self.progress = progress
-        #: what a task raised that ended this worker (``_FATAL``), for the death report that follows
+        #: what a task raised that ended this worker (``Fatal``), for the death report that follows
         self.fatal: BaseException | None = None
 
 
 class ProcessBackend(Backend):
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        has_pids=True, wakes=True, polls=True, coroutines=True
-    )
+    capabilities: ClassVar[Capabilities] = Capabilities(wakes=True, polls=True, coroutines=True)
 
     def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
                  name: str = "mtasklite_like") -> None:
@@ -455,11 +450,12 @@ class ProcessBackend(Backend):
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         try:
             data, buffers = dumps_oob(
-                (batch_id, indices, items, False, self.raw_results), main_by_value=self._main_by_value
+                to_wire(RunBatch(batch_id, indices, items, False, self.raw_results)),
+                main_by_value=self._main_by_value,
             )
         except Exception:
             data, buffers = dumps_oob(
-                (batch_id, indices, _sendable_items(indices, items), True, self.raw_results)
+                to_wire(RunBatch(batch_id, indices, _sendable_items(indices, items), True, self.raw_results))
             )
         size = len(data) + sum(b.nbytes for b in buffers or ())
         try:
@@ -532,36 +528,38 @@ class ProcessBackend(Backend):
 
     @staticmethod
     def _decode(proc: _Proc, data: bytes, buffers: list[bytearray] | None, nbytes: int) -> Event | None:
+        """The event a worker's message stands for (None for ``Fatal``, which is kept for the
+        death report that follows it)."""
         worker = proc.index
         try:
-            msg = decode(data, buffers)
-            if msg[0] == _DONE:
-                _, batch_id, results, packed, elapsed = msg
-                failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in packed]
-                return BatchDone(worker, batch_id, results, failures, elapsed, nbytes)
-            if msg[0] == _DONE_RAW:
-                _, batch_id, raw, elapsed = msg
-                return BatchDone(worker, batch_id, loads(raw), (), elapsed, nbytes, raw)
+            msg: Any = from_wire(decode(data, buffers))
+            kind = type(msg)
+            if kind is Done:
+                failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in msg.failures]
+                return BatchDone(worker, msg.batch_id, msg.results, failures, msg.elapsed, nbytes)
+            if kind is DoneRaw:
+                return BatchDone(worker, msg.batch_id, loads(msg.raw), (), msg.elapsed, nbytes, msg.raw)
         except Exception as error:
             # Results the caller cannot unpickle (a class it cannot import, say): that batch's
             # items are settled one by one (see BatchUnreadable), the run goes on.
             return _unreadable_results(worker, data, error)
-        if msg[0] == _READY:
+        if kind is Ready:
             return WorkerReady(worker)
-        if msg[0] == _UNREADABLE:
-            _, batch_id, exc, tb = msg
-            return BatchUnreadable(worker, batch_id, _attach_traceback(exc, tb))
-        _, exc, tb = msg
-        if msg[0] == _FATAL:
-            proc.fatal = _attach_traceback(exc, tb)
+        if kind is Unreadable:
+            return BatchUnreadable(worker, msg.batch_id, _attach_traceback(msg.error, msg.traceback))
+        if kind is Fatal:
+            proc.fatal = _attach_traceback(msg.error, msg.traceback)
             return None
-        return WorkerInitFailed(worker, _attach_traceback(exc, tb))
+        if kind is InitFailed:
+            return WorkerInitFailed(worker, _attach_traceback(msg.error, msg.traceback))
+        # Not one of the messages a worker sends: the worker cannot be used.
+        return WorkerInitFailed(worker, TypeError(f"worker {worker} sent an unknown message: {msg!r:.200}"))
 
 
 def _unreadable_results(worker: int, data: bytes, error: Exception) -> Event:
     """The event for a worker's message the caller could not unpickle."""
-    head = leading_ints(data, 2)
-    if head is None or head[0] not in (_DONE, _DONE_RAW):
+    head = leading_fields(data, (Done, DoneRaw), 1)
+    if head is None:
         # Not a batch's results (a ready or start-up report): the worker cannot be used.
         return WorkerInitFailed(worker, TaskPicklingError(
             f"a report of worker {worker} could not be unpickled in the caller: "
@@ -569,7 +567,7 @@ def _unreadable_results(worker: int, data: bytes, error: Exception) -> Event:
         ))
     if hasattr(error, "add_note"):
         error.add_note("raised while unpickling the result in the caller")
-    return BatchUnreadable(worker, head[1], error)
+    return BatchUnreadable(worker, head[0], error)
 
 
 def _stop_procs(procs: list[_Proc], grace: float, kill: bool = False) -> None:

@@ -49,8 +49,9 @@ from .._errors import RemoteTraceback
 from .._worker.run import WorkerSpec
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .config import BackendOptions
+from .messages import ActorDied, ActorDone, ActorReady, InitFailed
 from .ray_connect import check_resources, connect, import_ray
-from .ray_worker import DIED, DONE, PROGRESS_SIZE, READY, RayWorker, Unsendable, measure
+from .ray_worker import PROGRESS_SIZE, RayWorker, Unsendable, measure
 
 __all__ = ["RayBackend"]
 
@@ -112,7 +113,8 @@ def _new_progress() -> Any:
 
 
 class RayBackend(Backend):
-    capabilities: ClassVar[Capabilities] = Capabilities(has_pids=True)
+    # The defaults: a stuck actor is killed (ray.kill); ray.wait cannot be woken (see Reports above).
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(self, specs: list[WorkerSpec], options: BackendOptions | None = None) -> None:
         super().__init__(len(specs))
@@ -265,28 +267,28 @@ class RayBackend(Backend):
             return
         self._deliver(actor, msg_id, value, events)
 
-    def _deliver(self, actor: _Actor, msg_id: int, value: tuple[Any, ...], events: list[Event]) -> None:
-        """Turn what a call returned into its event."""
-        if msg_id == _READY_CALL:
-            if value[0] == READY:
-                _, actor.pid, actor.writes_progress = value
-                events.append(WorkerReady(actor.index))
-            else:
-                _, exc, tb = value
-                events.append(WorkerInitFailed(actor.index, _with_traceback(exc, tb)))
-            return
-        self._pop_held(actor, msg_id)
-        if value[0] == DONE:
-            _, results, packed, elapsed, nbytes = value
-            failures = [(pos, _with_traceback(exc, tb)) for pos, exc, tb in packed]
-            events.append(BatchDone(actor.index, msg_id, results, failures, elapsed, nbytes))
-        elif value[0] == DIED:
+    def _deliver(self, actor: _Actor, msg_id: int, value: Any, events: list[Event]) -> None:
+        """Turn what a call returned (a message of ``messages``) into its event."""
+        kind = type(value)
+        if kind is ActorDone:
+            self._pop_held(actor, msg_id)
+            failures = [(pos, _with_traceback(exc, tb)) for pos, exc, tb in value.failures]
+            events.append(
+                BatchDone(actor.index, msg_id, value.results, failures, value.elapsed, value.nbytes)
+            )
+        elif kind is ActorReady:
+            actor.pid, actor.writes_progress = value.pid, value.writes_progress
+            events.append(WorkerReady(actor.index))
+        elif kind is InitFailed:
+            events.append(WorkerInitFailed(actor.index, _with_traceback(value.error, value.traceback)))
+        elif kind is ActorDied:
             # A task raised SystemExit or the like: the worker ends, as a process would.
-            _, position, cause, exc, tb = value
+            self._pop_held(actor, msg_id)
             self._forget(actor)
             self._bury(actor)
-            events.append(WorkerDied(actor.index, cause, pid=actor.pid, running=(msg_id, position),
-                                     error=_with_traceback(exc, tb)))
+            error = _with_traceback(value.error, value.traceback)
+            running = (msg_id, value.position)
+            events.append(WorkerDied(actor.index, value.cause, pid=actor.pid, running=running, error=error))
 
     def _on_death(self, actor: _Actor, exc: BaseException, events: list[Event]) -> None:
         """Hand on what the dead actor finished before it died, then report its death once."""

@@ -1,8 +1,9 @@
 """What each Ray actor runs: it builds the worker's object in its constructor, then runs batches.
 
 The class here is plain Python; the backend turns it into a Ray actor class (``ray.remote``) when
-it first needs one, so importing this module never imports Ray. Every method returns a tuple the
-caller decodes (see ``ray.py``); nothing is raised to Ray on purpose, so Ray's error wrappers are
+it first needs one, so importing this module never imports Ray. Every method returns a message
+(``messages``: ``ActorReady`` or ``InitFailed``, ``ActorDone`` or ``ActorDied``) that the caller
+dispatches on (see ``ray.py``); nothing is raised to Ray on purpose, so Ray's error wrappers are
 met only when the actor itself dies.
 
 - *Construction* never raises: an exception in the initializer, the environment or the object's
@@ -32,23 +33,9 @@ from typing import Any
 
 from .._errors import TaskPicklingError
 from .._worker.run import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
+from .messages import ActorDied, ActorDone, ActorReady, InitFailed
 
-__all__ = [
-    "DIED",
-    "DONE",
-    "INIT_ERROR",
-    "PROGRESS_SIZE",
-    "READY",
-    "RayWorker",
-    "Unsendable",
-    "measure",
-]
-
-# What a call returns first.
-DONE = 0
-INIT_ERROR = 1
-READY = 2
-DIED = 3
+__all__ = ["PROGRESS_SIZE", "RayWorker", "Unsendable", "measure"]
 
 #: the progress segment: the running batch id and the position in it (two int64)
 PROGRESS_SIZE = 16
@@ -115,32 +102,33 @@ class RayWorker:
         self._call: Callable[[Any], Any] | None = None
         self._progress: _Progress | None = None
         self._positions: Any = [-1, -1]
+        #: why the object could not be built (None: it was)
+        self._init_failed: InitFailed | None = None
         try:
             self._call = build_worker_callable(spec, own_process=True)
         except BaseException as exc:
-            self._init: tuple[Any, ...] = (INIT_ERROR, *pack_exception(exc, f"worker {spec.index}"))
+            self._init_failed = InitFailed(*pack_exception(exc, f"worker {spec.index}"))
             return
-        self._init = (READY,)
         if progress is not None:
             with contextlib.suppress(OSError, ValueError):  # not on the caller's machine
                 self._progress = _Progress(progress)
                 self._positions = self._progress.view
 
-    def ready(self) -> tuple[Any, ...]:
-        """``(READY, pid, writes progress)`` or ``(INIT_ERROR, exception, traceback text)``."""
-        if self._init[0] != READY:
-            return self._init
-        return (READY, os.getpid(), self._progress is not None)
+    def ready(self) -> ActorReady | InitFailed:
+        """``ActorReady`` (this process's pid, and whether it writes the caller's progress segment),
+        or ``InitFailed`` with the exception that kept the object from being built."""
+        if self._init_failed is not None:
+            return self._init_failed
+        return ActorReady(os.getpid(), self._progress is not None)
 
     def run(
         self, batch_id: int, indices: Sequence[int], items: list[Any], unsendable: bool
-    ) -> tuple[Any, ...]:
-        """Run one batch: ``(DONE, results, failures, seconds, result bytes)``, failures as
-        ``(position, exception, traceback text)``; or ``(DIED, position, cause, exception, traceback
-        text)`` when a task raised ``SystemExit``, ``KeyboardInterrupt`` or another
-        ``BaseException``."""
+    ) -> ActorDone | ActorDied:
+        """Run one batch: ``ActorDone`` (results, failures as ``(position, exception, traceback
+        text)``, seconds, result bytes); or ``ActorDied`` when a task raised ``SystemExit``,
+        ``KeyboardInterrupt`` or another ``BaseException``."""
         call = self._call
-        if call is None:  # never sent work before ready() said READY; defensive
+        if call is None:  # never sent work before ready() answered ActorReady; defensive
             raise RuntimeError("this worker failed to start")
         if unsendable:
             call = _failing_unsendable(call)
@@ -154,14 +142,14 @@ class RayWorker:
             cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
             position = progress[1]
             where = f"item #{indices[position]}" if 0 <= position < len(indices) else "a task"
-            return (DIED, position, cause, *pack_exception(exc, where))
+            return ActorDied(position, cause, *pack_exception(exc, where))
         elapsed = time.perf_counter() - t0
         packed = [(pos, *pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
         try:
             nbytes = measure(results) if not packed else measure((results, packed))
         except Exception:
             nbytes = _drop_unpicklable(indices, results, packed)
-        return (DONE, results, packed, elapsed, nbytes)
+        return ActorDone(results, packed, elapsed, nbytes)
 
     def close(self) -> None:
         """Unmap the progress segment (called when the pool stops this actor politely; the caller

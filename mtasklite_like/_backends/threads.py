@@ -20,10 +20,12 @@ from typing import Any, ClassVar
 from .._worker.coroutines import serve_coroutines
 from .._worker.run import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from .messages import RunBatch, Stop
 
 __all__ = ["ThreadBackend"]
 
-_STOP = None
+#: put in a worker's inbox after its batches (``RunBatch``, handed over as they are) to end it
+_STOP = Stop()
 #: put in the outbox by ``wake``: ends a wait in ``recv`` without being an event
 _WAKE: Any = object()
 
@@ -45,7 +47,7 @@ class _Slot:
     __slots__ = ("abandoned", "inbox", "outbox", "progress", "thread")
 
     def __init__(self, outbox: queue.SimpleQueue[Event]) -> None:
-        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[RunBatch | Stop] = queue.SimpleQueue()
         self.outbox: Any = outbox
         self.abandoned = False
         self.progress = [-1, -1]  # (batch id, position) of the item running
@@ -75,9 +77,9 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         msg = inbox.get()
         # The stop marker queues behind batches already given to this thread; once abandoned, those
         # batches must not start, since nobody will read their results.
-        if msg is _STOP or slot.abandoned:
+        if type(msg) is not RunBatch or slot.abandoned:
             return
-        batch_id, items = msg
+        batch_id, items = msg.batch_id, msg.items
         progress = slot.progress
         progress[1] = -1  # first, so a death never pairs this batch with an old position
         progress[0] = batch_id
@@ -96,9 +98,12 @@ def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
     """A coroutine worker: its own event loop in this thread (see ``_worker.coroutines``)."""
     index = spec.index
 
-    def next_message() -> Any:
+    def next_message() -> tuple[int, Sequence[int], list[Any]] | None:
         msg = slot.inbox.get()
-        return None if msg is _STOP or slot.abandoned else msg
+        if type(msg) is not RunBatch or slot.abandoned:
+            return None
+        # A coroutine worker names an item that overran task_timeout by its input index.
+        return msg.batch_id, msg.indices, msg.items
 
     def done(batch_id: int, indices: Sequence[int], results: list[Any],
              failures: list[tuple[int, BaseException]], elapsed: float) -> None:
@@ -129,7 +134,6 @@ class ThreadBackend(Backend):
     def __init__(self, specs: list[WorkerSpec], name: str = "mtasklite_like") -> None:
         super().__init__(len(specs))
         self._specs = specs
-        self._coroutines = bool(specs and specs[0].concurrency)
         self._name = name
         self._outbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._slots: list[_Slot] = []
@@ -159,8 +163,7 @@ class ThreadBackend(Backend):
         self._slots[worker] = self._start_one(self._specs[worker])
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
-        # A coroutine worker names an item that overran task_timeout by its input index.
-        self._slots[worker].inbox.put((batch_id, indices, items) if self._coroutines else (batch_id, items))
+        self._slots[worker].inbox.put(RunBatch(batch_id, indices, items))
         return 0  # handed over as objects, never serialised
 
     def recv(self, timeout: float | None) -> list[Event]:

@@ -1,12 +1,14 @@
 """Messages on the process backend's pipes, with large buffers written straight through.
 
-A message is a pickle and, when it holds large buffers (see ``serialize.dumps_oob``), the
-buffers themselves. Without buffers it is one ``Connection.send_bytes`` of the pickle, exactly as
-before. With buffers it is a header message (a zero byte, the buffer count and sizes, then the
-pickle) followed by each buffer's bytes written raw to the pipe's file descriptor: the sender
-writes from the object's own memory, and the receiver reads into a ``bytearray`` allocated at the
-announced size, on which the object is rebuilt. The kernel's copies (into the pipe, out of it) are
-the only ones; an in-band pickle adds one into the pickle, and several on the way out of it.
+What a message says is one of the types of ``messages``, as the tuple ``messages.to_wire``
+makes of it. On the pipe it is a pickle and, when it holds large buffers (see
+``serialize.dumps_oob``), the buffers themselves. Without buffers it is one
+``Connection.send_bytes`` of the pickle, exactly as before. With buffers it is a header message
+(a zero byte, the buffer count and sizes, then the pickle) followed by each buffer's bytes written
+raw to the pipe's file descriptor: the sender writes from the object's own memory, and the
+receiver reads into a ``bytearray`` allocated at the announced size, on which the object is
+rebuilt. The kernel's copies (into the pipe, out of it) are the only ones; an in-band pickle adds
+one into the pickle, and several on the way out of it.
 
 Why the pipe rather than shared memory: measured on 1 MiB and 8 MiB payloads (round trips between
 two processes, see docs/architecture.md), writing through the pipe was faster than creating a
@@ -28,9 +30,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .messages import Message, wire_code
 from .serialize import loads_oob
 
-__all__ = ["decode", "leading_ints", "pipe_capacity", "recv_message", "send_message"]
+__all__ = ["decode", "leading_fields", "pipe_capacity", "recv_message", "send_message"]
 
 _MULTIPART = 0
 _COUNT = struct.Struct("<BI")
@@ -127,23 +130,27 @@ _INT_OPS = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "L
 _PREAMBLE_OPS = frozenset({"PROTO", "FRAME", "MARK"})
 
 
-def leading_ints(data: bytes, count: int) -> tuple[int, ...] | None:
-    """The first ``count`` elements of the tuple a message's pickle holds, when they are integers,
-    read without unpickling it; None when the pickle does not start that way.
+def leading_fields(data: bytes, kinds: tuple[type[Message], ...], count: int) -> tuple[int, ...] | None:
+    """The first ``count`` fields of the message a pickle holds (``messages.to_wire``), when it
+    is of one of ``kinds`` and those fields are integers, read without unpickling it; None
+    otherwise.
 
     For a message that cannot be unpickled (a class the receiver cannot import, a ``__reduce__``
-    that raises): its leading integers (a tag, a batch id) still say which batch it was, so the
+    that raises): its kind and its first fields (a batch id) still say which batch it was, so the
     batch can be settled instead of taking the whole process or run down.
     """
     import pickletools
 
+    codes = {wire_code(kind) for kind in kinds}
     found: list[int] = []
     try:
         for op, arg, _ in pickletools.genops(data):
             if op.name in _INT_OPS and isinstance(arg, int) and not isinstance(arg, bool):
+                if not found and arg not in codes:
+                    return None
                 found.append(arg)
-                if len(found) == count:
-                    return tuple(found)
+                if len(found) > count:
+                    return tuple(found[1:])
             elif op.name not in _PREAMBLE_OPS:
                 return None
     except ValueError:

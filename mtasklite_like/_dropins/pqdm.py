@@ -10,6 +10,10 @@ Two shapes share this module, because the two libraries they replace disagree on
   ``run_pqdm_list`` runs every item before it returns a plain ``list``, and raises a failure
   from the call itself, so ``try: r = pqdm(...) except ...:`` catches it.
 
+Each shape's signature is written once, in ``lazy_pqdm`` and ``eager_pqdm``; ``for_backend`` makes
+the ``pqdm`` of each public module from them (its defaults, its docstring, its module), so those
+modules hold one line each.
+
 Keyword arguments go to the pool when they name one of its options (or one of
 ``concurrent.futures``' executor options, translated), to the bar otherwise, and a name neither
 accepts fails at once.
@@ -24,16 +28,24 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
+
+from tqdm import tqdm as tqdm_type
+from tqdm.auto import tqdm as tqdm_auto
 
 from .._engine.results import ResultIterator
 from .._options import ArgumentType, ExceptionMode
 from .._pool import Pool
 from ..constants import ExceptionBehaviour
 
-__all__ = ["PqdmResult", "run_pqdm", "run_pqdm_list"]
+__all__ = ["PqdmResult", "eager_pqdm", "for_backend", "lazy_pqdm", "run_pqdm", "run_pqdm_list"]
 
 R = TypeVar("R")
+T = TypeVar("T")
+P = ParamSpec("P")
+
+#: what a public module's ``pqdm`` runs on
+PqdmBackend = Literal["processes", "threads", "ray"]
 
 #: Pool options the wrapper sets itself: naming them again in **kwargs is a mistake
 _EXPLICIT = frozenset(
@@ -416,3 +428,158 @@ def _collect(results: ResultIterator[R], bar: Any) -> list[R]:
                 bar.set_postfix(failed=count, refresh=False)
             bar.update(len(out) - shown)
     return out
+
+
+# -- the public modules' pqdm ---------------------------------------------------------------------
+#
+# ``lazy_pqdm`` and ``eager_pqdm`` hold each shape's signature, written once; ``for_backend`` binds
+# one to a backend as the ``pqdm`` of a public module. What type checkers see is the template's
+# signature less its ``backend`` (``Concatenate``); what ``inspect.signature``, ``help`` and the API
+# reference see is the module's own (``__signature__``, ``__doc__``, ``__module__``).
+
+
+def lazy_pqdm(
+    backend: PqdmBackend,
+    /,
+    input_iterable: Iterable[Any],
+    worker_or_worker_arr: Callable[..., R] | Sequence[Callable[..., R]],
+    n_jobs: int | None = None,
+    argument_type: ArgumentType | Literal["direct"] | None = "single_arg",
+    bounded: bool = True,
+    exception_behaviour: ExceptionMode = "ignore",
+    tqdm_class: type[tqdm_type[Any]] = tqdm_auto,
+    *,
+    use_threads: bool = False,
+    **kwargs: Any,
+) -> PqdmResult[R]:
+    """mtasklite's lazy ``pqdm`` on ``backend``: the body of ``mtasklite_like.processes.pqdm``,
+    ``.threads.pqdm`` and ``.ray.pqdm``, made by :func:`for_backend`. ``use_threads`` defaults to
+    the module's kind of worker; the Ray one has none (its workers are Ray actors)."""
+    return run_pqdm(
+        input_iterable, worker_or_worker_arr, n_jobs, argument_type, bounded, exception_behaviour,
+        tqdm_class, kwargs, use_threads=use_threads, backend="ray" if backend == "ray" else None,
+    )
+
+
+def eager_pqdm(
+    backend: PqdmBackend,
+    /,
+    array: Iterable[Any],
+    function: Callable[..., R] | Sequence[Callable[..., R]],
+    n_jobs: int | None,
+    argument_type: ArgumentType | Literal["direct"] | None = None,
+    bounded: bool = False,
+    exception_behaviour: ExceptionMode = "ignore",
+    tqdm_class: type[tqdm_type[Any]] = tqdm_auto,
+    **kwargs: Any,
+) -> list[R]:
+    """pqdm's eager ``pqdm`` on ``backend``: the body of ``mtasklite_like.pqdm.processes.pqdm`` and
+    ``.threads.pqdm``, made by :func:`for_backend`."""
+    return run_pqdm_list(
+        array, function, n_jobs, argument_type, bounded, exception_behaviour, tqdm_class, kwargs,
+        use_threads=backend == "threads",
+    )
+
+
+def for_backend(template: Callable[Concatenate[PqdmBackend, P], T], backend: PqdmBackend) -> Callable[P, T]:
+    """``template`` (:func:`lazy_pqdm` or :func:`eager_pqdm`) as the ``pqdm`` of the public module
+    for ``backend``: a function whose signature is the template's less ``backend``, with that
+    module's ``use_threads`` default (none for Ray), docstring, name and module."""
+    lazy = template is lazy_pqdm
+    if backend not in ("processes", "threads", "ray") or (
+        not lazy and (template is not eager_pqdm or backend == "ray")
+    ):
+        raise ValueError(f"no public module's pqdm is {template!r} on {backend!r}")
+    module = f"mtasklite_like.{backend}" if lazy else f"mtasklite_like.pqdm.{backend}"
+    params = list(inspect.signature(template).parameters.values())[1:]
+    if lazy:
+        # The keyword-only use_threads: the module's kind of worker by default; Ray has none.
+        params = [p.replace(default=backend == "threads") if p.name == "use_threads" else p
+                  for p in params if backend != "ray" or p.name != "use_threads"]
+    signature = inspect.Signature(params, return_annotation=inspect.signature(template).return_annotation)
+    refused = "use_threads" if lazy and backend == "ray" else None
+
+    def pqdm(*args: Any, **kwargs: Any) -> Any:
+        # Bound against the module's signature, not the template's: its defaults apply, and a wrong
+        # call is told in the module's terms (the template's would count `backend` among them).
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"pqdm(): {exc}") from None
+        if refused is not None and refused in kwargs:
+            raise TypeError(f"{module}.pqdm() takes no {refused!r}: its workers are Ray actors")
+        bound.apply_defaults()
+        return template(backend, *bound.args, **bound.kwargs)
+
+    pqdm.__signature__ = signature  # type: ignore[attr-defined]
+    pqdm.__annotations__ = {
+        name: value for name, value in template.__annotations__.items()
+        if name in signature.parameters or name == "return"
+    }
+    pqdm.__doc__ = _docstring(lazy, backend)
+    pqdm.__module__ = module
+    pqdm.__name__ = pqdm.__qualname__ = "pqdm"
+    return cast("Callable[P, T]", pqdm)
+
+
+# The docstrings of the public modules' pqdm, from parts the backends share.
+
+_LAZY_ARGUMENTS = (
+    "``argument_type`` is ``'single_arg'`` (also ``None`` or ``'direct'``), ``'args'`` or\n"
+    "``'kwargs'``; ``exception_behaviour`` is ``'ignore'`` (the exception takes the failed item's\n"
+    "place), ``'immediate'`` or ``'deferred'`` (``exception_behavior`` is accepted too).\n"
+)
+_EAGER_ARGUMENTS = (
+    "``argument_type`` is ``None`` (``function(item)``; also ``'single_arg'`` or ``'direct'``),\n"
+    "``'args'`` (``function(*item)``) or ``'kwargs'`` (``function(**item)``). ``exception_behaviour``\n"
+    "is ``'ignore'`` (the exception takes the failed item's place), ``'immediate'`` or\n"
+    "``'deferred'`` (``exception_behavior`` is accepted too). Under ``'immediate'`` the first\n"
+    "failure in input order is raised from this call as soon as every item before it has its\n"
+    "result, without waiting for the items after it. Under ``'deferred'`` every item runs, then\n"
+    "[`DeferredExceptions`][mtasklite_like.DeferredExceptions] is raised: an ``Exception`` whose\n"
+    "``.args`` are the exceptions, as pqdm's ``Exception(*excs)``. ``bounded=True`` reads the input\n"
+    "at most a bounded window ahead of the results. ``n_jobs=None`` means the executor's default.\n"
+)
+_KEYWORDS = (
+    "A keyword argument naming a ``Pool`` option (``chunk_size``, ``is_unordered``, ``task_timeout``,\n"
+    "``retries``, ``start_method``, ...) or an executor option (``initializer``, ``initargs``,\n"
+    "``mp_context``, ``max_tasks_per_child``) goes to the pool; the others go to ``tqdm_class``\n"
+    "(``desc``, ``disable``, ``file``, ``position``, ``leave``, ``unit``, ``total``, ...); an unknown\n"
+    "name fails at once, listing the valid ones."
+)
+
+
+def _docstring(lazy: bool, backend: PqdmBackend) -> str:
+    if not lazy:
+        return (
+            f"Run ``function`` over ``array`` on {backend}; return the list of results. "
+            "With a progress bar.\n\n"
+            "pqdm's ``pqdm``, with its signature and defaults: when it returns, every item has run, and the\n"
+            "results are a plain ``list`` in input order; the workers are stopped and the bar closed.\n"
+            f"{_EAGER_ARGUMENTS}{_KEYWORDS}\n\n"
+            "For mtasklite's lazy ``pqdm``, whose result streams, import it from "
+            f"``mtasklite_like.{backend}``.\n"
+        )
+    if backend == "ray":
+        return (
+            "Run ``worker_or_worker_arr`` over ``input_iterable`` on Ray actors, lazily, with a bar.\n\n"
+            "mtasklite's ``pqdm`` (as ``mtasklite_like.processes.pqdm``), with each worker a Ray actor.\n"
+            "Nothing runs at the call: it returns a [`PqdmResult`][mtasklite_like.processes.PqdmResult];\n"
+            "iterate it to stream results (constant memory for a generator), or use it as the list of\n"
+            "results. Ray options pass through ``**kwargs`` too: ``address`` (the cluster) and\n"
+            "``backend_options`` (actor options: ``num_cpus``, ``num_gpus``, ``resources``, ..., one dict\n"
+            "or one per worker).\n\n"
+            f"{_LAZY_ARGUMENTS}{_KEYWORDS}\n"
+        )
+    switch, other = ("True", "threads") if backend == "processes" else ("False", "processes")
+    return (
+        f"Run ``worker_or_worker_arr`` over ``input_iterable`` on {backend}, lazily, "
+        "with a progress bar.\n\n"
+        "mtasklite's ``pqdm``, with its signature and defaults. Nothing runs at the call: it returns a\n"
+        "[`PqdmResult`][mtasklite_like.processes.PqdmResult]; iterate it to stream results (constant\n"
+        "memory for a generator), or use it as the list of results. For pqdm's ``pqdm``, which runs\n"
+        "every item at the call and returns a ``list``, import it from "
+        f"``mtasklite_like.pqdm.{backend}``.\n\n"
+        f"{_LAZY_ARGUMENTS}``use_threads={switch}`` runs it on {other} instead, as in mtasklite.\n"
+        f"{_KEYWORDS}\n"
+    )
