@@ -1,11 +1,14 @@
 """Shared fixtures: every behaviour test runs on each backend.
 
-The ``backend`` fixture gives ``Pool`` keyword arguments for one backend. Tests in the modules of
-``RAY_MODULES`` run on Ray too, against one local Ray started for the whole test run (lazily, by
-the first test that needs it) and shut down at the end; those tests are moved to the end of the
-run, so that no process is forked while Ray's threads run in the test process. A test marked
+The ``backend`` fixture gives ``Pool`` keyword arguments for one backend: processes and threads.
+Ray runs in the integration tests only (``tests/integration``, the ``integration`` extra): a module
+there that sets ``ON_RAY = True`` imports the tests of one module of ``RAY_MODULES`` and runs their
+backend-generic tests on Ray alone, against one local Ray started for the whole test run (lazily, by
+the first test that needs it) and shut down at the end; tests marked ``ray`` are moved to the end of
+the run, so that no process is forked while Ray's threads run in the test process. A test marked
 ``no_ray(reason)`` stays off Ray. On Ray, ``n_jobs`` takes fewer values: each worker is an actor,
-and actors cost more to start than processes.
+and actors cost more to start than processes. A test marked ``ray`` outside ``tests/integration``
+is left out of the run (deselected): ``tests/integration`` runs it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ BACKENDS = {
     "processes": {"use_threads": False},
     "ray": {"use_threads": False, "backend": "ray"},
 }
-#: test modules whose backend-generic tests also run on Ray
+#: test modules whose backend-generic tests also run on Ray (from a module of tests/integration)
 RAY_MODULES = {"test_order_and_bounds", "test_exceptions", "test_delayed_init", "test_item_errors"}
-N_JOBS = {"threads": [1, 2, 3, 4], "processes": [1, 2, 3, 4], "ray": [1, 3]}
+#: n_jobs=1 runs in the caller; 2 is the smallest pool, 3 an odd one (a worker holds more than its share)
+N_JOBS = {"threads": [1, 2, 3], "processes": [1, 2, 3], "ray": [1, 3]}
+#: where the integration tests live: Ray, the docs site, the notebooks, the peers beside ours
+INTEGRATION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration")
 
 #: the test Ray: 2 CPUs, no dashboard, a small object store; two simulated GPUs and a custom
 #: resource, so per-worker resources and Ray's CUDA_VISIBLE_DEVICES can be tested without a GPU
@@ -43,9 +49,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "no_ray(reason): a backend-generic test that does not run on Ray")
 
 
-def _on_ray(metafunc: pytest.Metafunc) -> bool:
-    module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    return module in RAY_MODULES and metafunc.definition.get_closest_marker("no_ray") is None
+def _backends(metafunc: pytest.Metafunc) -> list[str]:
+    """The backends a test runs on: processes and threads; in a module with ``ON_RAY = True``, Ray
+    alone, for the backend-generic tests of ``RAY_MODULES`` that are not marked ``no_ray``."""
+    if not getattr(metafunc.module, "ON_RAY", False):
+        return ["processes", "threads"]
+    home = metafunc.function.__module__.rsplit(".", 1)[-1]  # the module the test was written in
+    if home in RAY_MODULES and metafunc.definition.get_closest_marker("no_ray") is None:
+        return ["ray"]
+    return []
 
 
 def _given(metafunc: pytest.Metafunc) -> set[str]:
@@ -64,9 +76,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wants = {n for n in ("backend", "n_jobs") if n in metafunc.fixturenames and n not in given}
     if "backend" not in wants:
         if "n_jobs" in wants:
-            metafunc.parametrize("n_jobs", [1, 2, 3, 4], indirect=True)
+            metafunc.parametrize("n_jobs", N_JOBS["processes"], indirect=True)
         return
-    names = ["processes", "threads"] + (["ray"] if _on_ray(metafunc) else [])
+    names = _backends(metafunc)
     marks = {"ray": [pytest.mark.ray]}
     if "n_jobs" in wants:
         metafunc.parametrize(
@@ -80,7 +92,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _left_out(item: pytest.Item) -> bool:
+    """Ray tests outside tests/integration, and tests of an ``ON_RAY`` module that are not on Ray
+    (they run with their own module)."""
+    on_ray = item.get_closest_marker("ray") is not None
+    if getattr(getattr(item, "module", None), "ON_RAY", False):
+        return not on_ray
+    return on_ray and not str(item.path).startswith(INTEGRATION + os.sep)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    left_out = [item for item in items if _left_out(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not _left_out(item)]
     # Ray last: its threads then never run in a process that later tests fork.
     items.sort(key=lambda item: item.get_closest_marker("ray") is not None)
 

@@ -13,6 +13,7 @@ import itertools
 import os
 import queue
 import signal
+import struct
 import threading
 import time
 import weakref
@@ -71,14 +72,71 @@ def _wait(predicate, timeout: float = 10.0) -> bool:
     return True
 
 
-def _max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
+# -- the starts a StartGate grants, as it stamps them --------------------------------------------------
+#
+# A task that reads the clock once the gate let it through can be paused between the two on a busy
+# machine, so the times it sees may bunch up by however long the pause was. The gate's own stamps
+# (taken before its lock, compared with when the next start is due under it) cannot: two starts it
+# grants are always an interval apart, whatever the load. The tests record them, and check the times
+# seen outside only from below: the k-th start (0-based) of a run is at least k intervals after a
+# time read before the run began.
+
+_GRANT_LOG: list[str] = []  # where the patched StartGate._update notes grants (the ``grants`` fixture)
+_UPDATE = StartGate._update
+
+
+def _note_grant(log: str, stamp: float) -> None:
+    fd = os.open(log, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, struct.pack("d", stamp))
+    finally:
+        os.close(fd)
+
+
+def _read_grants(log: str) -> list[float]:
+    if not os.path.exists(log):
+        return []
+    with open(log, "rb") as f:
+        data = f.read()
+    return sorted(t for (t,) in struct.iter_unpack("d", data))
+
+
+def _recording_update(self, fd, lock, now, *, take):
+    wait = _UPDATE(self, fd, lock, now, take=take)
+    if take and wait == 0.0 and _GRANT_LOG:
+        _note_grant(_GRANT_LOG[0], now)
+    return wait
+
+
+@pytest.fixture
+def grants(monkeypatch, tmp_path):
+    """The starts every StartGate grants during the test (in this process and in the processes it
+    forks), as the gate stamped them: call it for the sorted list."""
+    log = str(tmp_path / "grants")
+    monkeypatch.setattr(StartGate, "_update", _recording_update)
+    _GRANT_LOG[:] = [log]
+    yield lambda: _read_grants(log)
+    _GRANT_LOG.clear()
+
+
+class _RecordingGate(StartGate):
+    """A StartGate that notes each start it grants next to its file (any start method: it pickles as
+    its path, and the class is found by name)."""
+
+    def _update(self, fd, lock, now, *, take):
+        wait = _UPDATE(self, fd, lock, now, take=take)
+        if take and wait == 0.0:
+            _note_grant(self.path + ".grants", now)
+        return wait
+
+    def grants(self) -> list[float]:
+        return _read_grants(self.path + ".grants")
+
+
+def _paced_from(t0: float, times: list[float], rate: float) -> list[tuple[int, float]]:
+    """The starts that came sooner than the rate allows after ``t0``, a time read before the run:
+    (k, seconds after t0) for each k-th start (0-based) less than k intervals after it."""
+    return [(k, t - t0) for k, t in enumerate(sorted(times)) if t - t0 < k / rate - 1e-9]
 
 
 # -- concurrency -------------------------------------------------------------------------------------
@@ -338,6 +396,10 @@ def test_errors_reach_the_async_consumer_as_they_would_a_plain_one():
 # -- async for: the loop's own thread takes what has arrived, and no more ----------------------------
 
 
+#: whether this Python's ``async for`` goes through the generator view (CPython <= 3.11)
+VIEW_HERE = results_module.GENERATORS_RESUME_FASTER
+
+
 @pytest.fixture(params=["generator-view", "iterator"])
 def async_form(request, monkeypatch):
     """Both ways ``async for`` can iterate: the view over an async generator (CPython <= 3.11) and
@@ -384,6 +446,11 @@ def test_after_an_error_the_async_iterator_ends_as_a_plain_one_does(async_form):
 
 def test_breaking_an_async_for_frees_the_run_without_a_garbage_collection(async_form):
     """No reference cycle keeps the run (and its workers) alive after ``break``."""
+    if async_form == "generator-view" and not VIEW_HERE:
+        pytest.skip(
+            "not the form this Python uses; started here, the view leaves an asend coroutine never "
+            "awaited, and the RuntimeWarning that pytest records keeps the generator alive"
+        )
 
     async def main():
         with Pool(_square, n_jobs=2, use_threads=True) as pool:
@@ -497,10 +564,18 @@ def test_async_for_never_reads_an_input_that_may_block_in_the_loops_thread(backe
 
 
 def test_a_step_without_waiting_takes_what_arrived_and_holds_a_failure_with_what_follows():
-    with Pool(helpers.fail_on_3, n_jobs=2, use_threads=True, chunk_size=1,
+    go = threading.Event()
+
+    def fail_on_3_when_told(x):
+        if x == 3:
+            go.wait(30)  # item 3 fails only once the steps without waiting have begun
+        return helpers.fail_on_3(x)
+
+    with Pool(fail_on_3_when_told, n_jobs=2, use_threads=True, chunk_size=1,
               exception_behavior="ignore") as pool:
         results = pool(range(6))
         assert next(results) == 0  # starts the run
+        go.set()
         run = results._run
         # Each step sends what the window allows and takes what has arrived, until item 3's failure.
         assert _wait(lambda: run.step_nowait() is not None and bool(run._held))
@@ -573,18 +648,21 @@ def test_an_async_generator_as_input_to_a_plain_for():
 @pytest.mark.parametrize(("backend", "task"), [("threads", h.get), ("processes", h.get),
                                                ("processes", h.get_blocking)],
                          ids=["threads-coroutines", "processes-coroutines", "processes-plain"])
-def test_max_per_second_paces_starts_measured_by_the_server(server, backend, task):
+def test_max_per_second_paces_starts_measured_by_the_server(server, backend, task, grants):
     rate = 40
     urls = [server.url(f"/echo/{i}?ms=30") for i in range(40)]
     kwargs = {"concurrency": 8} if task is h.get else {}
+    t0 = time.monotonic()
     out = list(Pool(task, n_jobs=2, backend=backend, max_per_second=rate, **kwargs)(urls))
     assert out == [str(i) for i in range(40)]
+    # Every request started through the gate, which spaced the starts an interval apart...
+    assert len(grants()) == 40
+    assert _crowded(grants(), rate) == []
+    # ...and the server saw none sooner than the rate allows: the k-th at least k intervals after
+    # the run began (a request arrives after its start; a busy machine only delays it).
     times = server.arrivals
     assert len(times) == 40
-    for window in (0.1, 0.25, 0.5, 1.0):
-        # Smooth, never bursty: at most rate x window starts (+ the bucket's token and one
-        # forgiven interval) in any window.
-        assert _max_in_window(times, window) <= rate * window + 2, (window, _max_in_window(times, window))
+    assert _paced_from(t0, times, rate) == []
 
 
 def _crowded(times: list[float], rate: float) -> list[tuple[int, float]]:
@@ -714,18 +792,20 @@ class _GatedStamp:
                          ids=["threads", "fork", "spawn"])
 def test_the_start_gate_keeps_starts_an_interval_apart_across_workers(kwargs):
     # Every worker is handed items at once (no rate limit in the pool): the gate alone paces them.
-    gate = start_gate(40)
-    assert isinstance(gate, StartGate) and start_gate(None) is None
+    assert isinstance(start_gate(40), StartGate) and start_gate(None) is None
+    gate = _RecordingGate(40)
+    t0 = time.monotonic()
     starts = list(Pool(_GatedStamp(gate), 4, chunk_size=1, **kwargs)(range(24)))
-    assert _crowded(starts, 40) == []
-    assert max(starts) - min(starts) >= 23 / 40
+    assert len(starts) == 24
+    assert len(gate.grants()) == 24 and _crowded(gate.grants(), 40) == []
+    assert _paced_from(t0, starts, 40) == []
 
 
 def test_a_start_gate_after_a_pause_gives_one_start_then_waits_an_interval():
-    gate = StartGate(20)
+    gate = StartGate(2)  # an interval of 0.5 s: no pause of the machine between two lines is as long
     assert gate.try_start() == 0.0
     wait = gate.try_start()
-    assert 0 < wait <= 0.05 + 1e-3  # one interval (and the gate's slack) after the first
+    assert 0 < wait <= 0.5 + 1e-3  # one interval (and the gate's slack) after the first
     time.sleep(wait)
     assert gate.try_start() == 0.0
     assert gate.try_start() > 0  # the second right after the first: none banked
@@ -755,7 +835,8 @@ async def _note_start(item):
 def test_a_coroutine_worker_handed_several_items_at_once_takes_each_start_from_the_gate():
     # Two coroutine workers, each handed six items at once with room to run them all together:
     # the gate spaces their first steps, across both workers, an interval apart.
-    gate = StartGate(40)
+    gate = _RecordingGate(40)
+    t0 = time.monotonic()
     inboxes = [queue.SimpleQueue() for _ in range(2)]
     results = queue.SimpleQueue()
 
@@ -780,7 +861,8 @@ def test_a_coroutine_worker_handed_several_items_at_once_takes_each_start_from_t
     assert all(fails == [] for _, fails in outcomes), outcomes
     starts = [t for res, _ in outcomes for t in res]
     assert len(starts) == 12
-    assert _crowded(starts, 40) == []
+    assert len(gate.grants()) == 12 and _crowded(gate.grants(), 40) == []
+    assert _paced_from(t0, starts, 40) == []
 
 
 def test_a_coroutine_cancelled_while_waiting_for_its_start_is_closed_unstarted():
@@ -834,11 +916,15 @@ class _SlowToStartAsync:
     ("threads", _SlowToStart, {}), ("processes", _SlowToStart, {}),
     ("threads", _SlowToStartAsync, {"concurrency": 4}), ("processes", _SlowToStartAsync, {"concurrency": 4}),
 ], ids=["threads", "processes", "thread-coroutines", "process-coroutines"])
-def test_max_per_second_holds_in_every_window_of_the_starts_the_tasks_see(backend, shell, kwargs):
+def test_max_per_second_holds_in_every_window_while_workers_come_up(backend, shell, kwargs, grants):
+    # Items handed to workers that are still starting must not start together once they are up.
     rate = 40
     workers = [shell(0.0 if k == 0 else 0.3) for k in range(3)]
+    t0 = time.monotonic()
     starts = list(Pool(workers, 3, backend=backend, max_per_second=rate, **kwargs)(range(30)))
-    assert _crowded(starts, rate) == []
+    assert len(starts) == 30
+    assert len(grants()) == 30 and _crowded(grants(), rate) == []
+    assert _paced_from(t0, starts, rate) == []
 
 
 # -- pqdm ----------------------------------------------------------------------------------------------

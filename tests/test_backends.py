@@ -92,12 +92,13 @@ def test_workers_reset_the_running_position_before_naming_a_new_batch():
     # A death between the two writes must never pair the new batch with the old batch's position.
     import queue
 
+    from mtasklite_like._backends.messages import RunBatch, Stop
     from mtasklite_like._backends.processes import _serve
 
     inbox = queue.SimpleQueue()
-    inbox.put((7, range(0, 3), [1, 2, 3], False, False))
-    inbox.put((8, range(3, 5), [4, 5], False, True))
-    inbox.put(None)
+    inbox.put(RunBatch(7, range(0, 3), [1, 2, 3], False, False))
+    inbox.put(RunBatch(8, range(3, 5), [4, 5], False, True))
+    inbox.put(Stop())
     progress = _RecordingProgress()
     _serve(square, inbox, lambda data: None, progress)
     assert progress.writes[:2] == [(1, -1), (0, 7)]
@@ -108,15 +109,56 @@ def test_workers_reset_the_running_position_before_naming_a_new_batch():
 def test_thread_workers_reset_the_running_position_before_naming_a_new_batch():
     import queue
 
+    from mtasklite_like._backends.messages import RunBatch, Stop
     from mtasklite_like._backends.threads import _Slot, _thread_main
     from mtasklite_like._worker.run import WorkerSpec
 
     slot = _Slot(queue.SimpleQueue())
     slot.progress = _RecordingProgress()
-    slot.inbox.put((3, [1, 2]))
-    slot.inbox.put((4, [3]))
-    slot.inbox.put(None)
+    slot.inbox.put(RunBatch(3, range(0, 2), [1, 2]))
+    slot.inbox.put(RunBatch(4, range(2, 3), [3]))
+    slot.inbox.put(Stop())
     _thread_main(WorkerSpec(0, square, "single_arg"), slot)
     writes = slot.progress.writes
     assert writes[:2] == [(1, -1), (0, 3)]
     assert writes[writes.index((0, 4)) - 1] == (1, -1)
+
+
+def test_every_capability_flag_is_read_outside_the_backends():
+    # The engine adapts to a backend's Capabilities and to nothing else (see _backends/base.py): a
+    # flag that no code outside the backends reads promises something nothing does.
+    import dataclasses
+    from pathlib import Path
+
+    import mtasklite_like
+    from mtasklite_like._backends import Capabilities
+
+    package = Path(mtasklite_like.__file__).parent
+    outside = [p for p in package.rglob("*.py") if "_backends" not in p.relative_to(package).parts]
+    sources = "\n".join(path.read_text() for path in outside)
+    unread = [f.name for f in dataclasses.fields(Capabilities) if f".{f.name}" not in sources]
+    assert unread == []
+
+
+def test_every_pipe_message_round_trips_and_shows_its_batch_before_unpickling():
+    import pickle
+
+    from mtasklite_like._backends import messages as m
+    from mtasklite_like._backends.wire import leading_fields
+
+    error = ValueError("x")
+    samples = [
+        m.RunBatch(7, range(2), [1, 2], True, False), m.Stop(), m.Ready(), m.InitFailed(error, "tb"),
+        m.Done(8, [1, None], [(1, error, "tb")], 0.5), m.DoneRaw(9, b"raw", 0.25),
+        m.Unreadable(10, error, "tb"), m.Fatal(error, "tb"),
+    ]
+    for msg in samples:
+        data = pickle.dumps(m.to_wire(msg), pickle.HIGHEST_PROTOCOL)
+        back = m.from_wire(pickle.loads(data))
+        assert type(back) is type(msg)
+        assert repr(back) == repr(msg)  # the same fields, in order
+        batch_id = getattr(msg, "batch_id", None)
+        assert leading_fields(data, (type(msg),), 1) == (None if batch_id is None else (batch_id,))
+    done = pickle.dumps(m.to_wire(samples[4]))
+    assert leading_fields(done, (m.Done, m.DoneRaw), 1) == (8,)
+    assert leading_fields(done, (m.RunBatch,), 1) is None  # another kind: not a batch to run

@@ -69,10 +69,12 @@ def test_immediate_raises_the_original_exception(backend, n_jobs):
 
 
 @pytest.mark.no_ray("the task closes over a threading.Event; tests/test_ray.py has the Ray version")
+@pytest.mark.timeout(30)
 def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
-    # item 0 blocks for 60 s on one worker; item 1 fails on the other one at once. Unordered, the
-    # failure is raised at once. (Ordered, item 0's result comes first, so the run waits for it:
-    # tests/test_engine_fake.py checks that order, and that nothing after the failure is waited for.)
+    # item 0 blocks for 60 s on one worker, past the test's timeout; item 1 fails on the other one
+    # at once. Unordered, the failure is raised at once. (Ordered, item 0's result comes first, so
+    # the run waits for it: tests/test_engine_fake.py checks that order, and that nothing after the
+    # failure is waited for.)
     items = [(60, 0), "boom"]
     # Set at the end, so an abandoned thread ends too; a process worker sleeps until it is killed
     # (a thread event cannot go to processes: it would be copied, and is refused).
@@ -88,11 +90,9 @@ def test_immediate_does_not_wait_for_long_tasks_in_flight(backend):
             release.wait(seconds)
         return value
 
-    t0 = time.monotonic()
     try:
         with pytest.raises(LookupError, match="fails fast"):
             list(Pool(task, 2, join_timeout=0.2, is_unordered=True, **backend)(items))
-        assert time.monotonic() - t0 < 5
     finally:
         if release is not None:
             release.set()
@@ -155,10 +155,8 @@ def _die_on_5(x):
 
 
 def test_dead_worker_is_reported_not_hung():
-    t0 = time.monotonic()
-    with pytest.raises(WorkerDiedError) as info:
+    with pytest.raises(WorkerDiedError) as info:  # a hang fails at the test's timeout
         list(Pool(_die_on_5, 2, chunk_size=1)(range(20)))
-    assert time.monotonic() - t0 < 5
     err = info.value
     assert err.exitcode == 3 and err.pid and 5 in err.indices
     assert "exit code 3" in str(err) and "#5" in str(err)

@@ -121,19 +121,26 @@ def _count_done(tmp: str) -> None:
         os.close(fd)
 
 
-def _wait_for_count(tmp: str, n: int, within: float) -> None:
-    deadline = time.monotonic() + within
+def _done_count(tmp: str) -> int:
     path = os.path.join(tmp, "done")
-    while time.monotonic() < deadline:
-        if os.path.exists(path) and os.path.getsize(path) >= n:
-            return
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def _wait_for_count(tmp: str, n: int, within: float) -> int:
+    """Wait until ``n`` items are done, ``within`` seconds at most; return how many are."""
+    deadline = time.monotonic() + within
+    while (done := _done_count(tmp)) < n and time.monotonic() < deadline:
         time.sleep(0.002)
+    return done
 
 
-def fail_head_once(tmp: str, total: int, x: int) -> int:
-    """Item 0 fails on its first attempt once every other item is done (or 10 s have passed)."""
+def fail_head_once(tmp: str, later: int, x: int) -> int:
+    """Item 0 fails on its first attempt once ``later`` other items are done (noting how many were,
+    in ``head-failed-after``), and succeeds on its retry; the wait gives up after 15 s."""
     if x == 0 and _first_attempt(tmp, 0):
-        _wait_for_count(tmp, total - 1, within=10.0)
+        done = _wait_for_count(tmp, later, within=15.0)
+        with open(os.path.join(tmp, "head-failed-after"), "w") as f:
+            f.write(str(done))
         raise ValueError("item 0, first attempt")
     if x != 0:
         _count_done(tmp)
@@ -186,9 +193,10 @@ def pid_and_value(killer: int, x: int) -> tuple[int, int]:
 
 
 def slow_then_die(killer: int, x: int) -> int:
+    """Item ``killer`` kills its worker; the items after it take 30 s (longer than the test may)."""
     if x == killer:
         os._exit(3)
-    time.sleep(0.01)
+    time.sleep(0.01 if x < killer else 30)
     return x
 
 
@@ -280,15 +288,14 @@ class SlowInitDyingTask:
 # -- retries and order ---------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(20)
 @pytest.mark.parametrize("ordered", [True, False])
 def test_retried_head_item_is_released_in_place(kind, ordered, tmp_path):
-    # Item 0 fails once every later item is done, and succeeds on its retry. One batch per worker
-    # (chunk_prefill_ratio=1): nothing waits behind item 0 on its worker, so the others all finish
-    # on the other one and item 0 fails as soon as they have (not at its 10 s fallback).
+    # Item 0 fails once 10 later items are done, and succeeds on its retry. One item per batch and
+    # one batch per worker (chunk_size=1, chunk_prefill_ratio=1): nothing waits behind item 0 on its
+    # worker, and the read-ahead window (15 items past item 0 when ordered) holds the 10 it waits for.
     pool = Pool(
-        functools.partial(fail_head_once, str(tmp_path), 500), 2, exception_behavior="ignore", retries=1,
-        is_unordered=not ordered, chunk_prefill_ratio=1, **BACKENDS[kind],
+        functools.partial(fail_head_once, str(tmp_path), 10), 2, exception_behavior="ignore", retries=1,
+        is_unordered=not ordered, chunk_size=1, chunk_prefill_ratio=1, **BACKENDS[kind],
     )
     results = list(pool(range(500)))
     if ordered:
@@ -296,6 +303,7 @@ def test_retried_head_item_is_released_in_place(kind, ordered, tmp_path):
     else:
         assert sorted(results) == [2 * x for x in range(500)]
     assert (tmp_path / "attempt-0").exists(), "item 0 really failed once"
+    assert int((tmp_path / "head-failed-after").read_text()) >= 10, "item 0 failed after 10 later items"
 
 
 @pytest.mark.timeout(20)
@@ -355,15 +363,15 @@ def test_deaths_on_first_attempt_are_all_retried_exactly_once(ordered, tmp_path)
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("ordered", [True, False])
 def test_death_while_holding_two_batches(ordered, tmp_path):
-    # Fast tasks, two batches per worker: the killer dies in the middle of a batch while the next
-    # batch waits behind it. Items that ran before it in its batch lost their results with the
-    # worker, and items behind it never started: all of them must still come out exactly once,
-    # with their values. Only the killer gets a WorkerDiedError, naming it alone.
-    n, killer = 3000, 1500
+    # Fast tasks, batches of 100, two batches per worker: the killer dies in the middle of its batch
+    # (1500..1599) while the next batch waits behind it. Items that ran before it in its batch lost
+    # their results with the worker, and items behind it never started: all of them must still come
+    # out exactly once, with their values. Only the killer gets a WorkerDiedError, naming it alone.
+    n, killer = 3000, 1550
     runs = multiprocess.get_context("fork").RawArray("i", n)
     pool = Pool(
         functools.partial(count_and_die, runs, killer, str(tmp_path)), 2, exception_behavior="ignore",
-        chunk_prefill_ratio=2, is_unordered=not ordered, start_method="fork",
+        chunk_size=100, chunk_prefill_ratio=2, is_unordered=not ordered, start_method="fork",
     )
     outcomes: dict[int, Any] = {}
     for position, r in enumerate(pool(range(n))):
@@ -457,12 +465,10 @@ def test_worker_that_segfaults_at_init_ends_the_run_with_an_error(retries, tmp_p
         retries=retries, start_method="fork",
     )
     seen: list[Any] = []
-    t0 = time.monotonic()
     with pytest.raises(WorkerDiedError) as info:
         for r in pool(itertools.count()):
             seen.append(r)
             assert len(seen) < 1000, "still restarting workers that never start"
-    assert time.monotonic() - t0 < 10
     assert info.value.exitcode == -signal.SIGSEGV
     # what came out before the error are deaths, each naming its own item, in order
     for index, r in enumerate(seen):
@@ -507,14 +513,13 @@ def test_deferred_with_deaths_under_restart(tmp_path):
 
 @pytest.mark.timeout(20)
 def test_immediate_with_restart_raises_the_death_promptly():
-    # 400 items of 10 ms on 2 workers take 2 s; the death of item 5 must end the run at once.
+    # The items after item 5 take 30 s each, past the test's timeout: the death of item 5 must end
+    # the run at once, without waiting for them.
     pool = Pool(functools.partial(slow_then_die, 5), 2, on_worker_death="restart", start_method="fork")
     seen: list[Any] = []
-    t0 = time.monotonic()
     with pytest.raises(WorkerDiedError) as info:
         for r in pool(range(400)):
             seen.append(r)
-    assert time.monotonic() - t0 < 1.5
     # a prefix of what precedes the failure, never anything after it
     assert seen == list(range(len(seen))) and len(seen) <= 5
     _assert_names_itself(info.value, 5)
@@ -578,8 +583,8 @@ def test_init_timeout_with_an_init_that_sleeps_30_s(backend, tmp_path, release):
     t0 = time.monotonic()
     with pytest.raises(WorkerInitError, match="init_timeout"):
         list(pool(range(10)))
-    elapsed = time.monotonic() - t0
-    assert init_timeout <= elapsed < init_timeout + 1.0, elapsed
+    # not before init_timeout; and long before the 30 s init ends (past the test's timeout)
+    assert init_timeout <= time.monotonic() - t0
     if backend == "processes":
         pids = _noted_pids(str(tmp_path))
         assert len(pids) == 2
@@ -618,12 +623,11 @@ def test_task_timeout_threads_abandons_the_stuck_thread(release):
 
     pool = Pool(task, 2, use_threads=True, task_timeout=0.3, exception_behavior="ignore")
     results = []
-    t0 = time.monotonic()
     for r in pool(range(200)):
         results.append(r)
         if isinstance(r, TaskTimeoutError):
             assert len(results) == 4
-            assert time.monotonic() - t0 < 0.3 + 1.0
+            assert not release.is_set()  # reported while the task was still stuck
             release.set()
             stuck_threads[0].join(5)
             assert not stuck_threads[0].is_alive()
@@ -645,25 +649,24 @@ def test_task_timeout_processes_kills_the_stuck_worker(tmp_path):
         functools.partial(sleep_for, tmp), 2, task_timeout=0.3, exception_behavior="ignore",
         start_method="fork",
     )
-    items = [0.0, 0.0, 30.0] + [0.01] * 400
+    items = [0.0, 0.0, 30.0] + [0.01] * 150
     results = []
-    t0 = time.monotonic()
     stuck_pid = None
     for r in pool(items):
         results.append(r)
         if isinstance(r, TaskTimeoutError):
-            assert len(results) == 3 and time.monotonic() - t0 < 0.3 + 1.0
+            assert len(results) == 3
             [stuck_pid] = [int(name[6:]) for name in os.listdir(tmp) if name.startswith("stuck-")]
-            deadline = time.monotonic() + 1.0
+            # The consumer holds the run here: only a kill at the timeout ends the 30 s item now.
+            deadline = time.monotonic() + 10.0
             while pid_running(stuck_pid):
                 assert time.monotonic() < deadline, "the stuck worker was not killed at its timeout"
                 time.sleep(0.01)
             assert len(results) < len(items) - 100, "the run was not still going"
-    assert time.monotonic() - t0 < 5
     assert stuck_pid is not None
     assert len(results) == len(items)
     assert isinstance(results[2], TaskTimeoutError)
-    assert results[:2] + results[3:] == [0.0, 0.0] + [0.01] * 400
+    assert results[:2] + results[3:] == [0.0, 0.0] + [0.01] * 150
     _assert_no_leftovers(_noted_pids(tmp))
 
 
@@ -685,11 +688,11 @@ def test_task_timeout_with_a_retry_times_out_twice(backend, tmp_path, release):
     if backend == "threads":
         pool = Pool(functools.partial(wait_for, release), 2, use_threads=True, task_timeout=timeout,
                     retries=1, exception_behavior="ignore")
-        stuck = 20.0
+        stuck = 30.0
     elif backend == "processes":
         pool = Pool(functools.partial(sleep_for, str(tmp_path)), 2, task_timeout=timeout, retries=1,
                     exception_behavior="ignore", start_method="fork")
-        stuck = 20.0
+        stuck = 30.0
     else:
         pool = Pool(functools.partial(sleep_for, str(tmp_path)), 1, task_timeout=timeout, retries=1,
                     exception_behavior="ignore")
@@ -700,9 +703,10 @@ def test_task_timeout_with_a_retry_times_out_twice(backend, tmp_path, release):
     elapsed = time.monotonic() - t0
     if backend == "inline":
         # nothing interrupts a task in the caller: both attempts ran to their end
-        assert 2 * stuck <= elapsed < 2 * stuck + 1.0
+        assert 2 * stuck <= elapsed
     else:
-        assert 2 * timeout <= elapsed < 2 * timeout + 1.5
+        # both attempts timed out: long before one 30 s attempt ends (past the test's timeout)
+        assert 2 * timeout <= elapsed
     assert results[0] == results[2] == results[3] == 0.0
     error = results[1]
     assert isinstance(error, TaskTimeoutError)
@@ -779,10 +783,9 @@ def test_task_timeout_in_the_second_run_of_a_pool(kind, tmp_path, release):
         task = functools.partial(sleep_for, str(tmp_path))
     with Pool(task, 2, task_timeout=0.3, exception_behavior="ignore", **BACKENDS[kind]) as pool:
         assert list(pool([0.0, 0.0])) == [0.0, 0.0]
-        t0 = time.monotonic()
-        results = list(pool([2.0, 0.0, 0.0]))
+        # item 0 is stuck past the test's timeout: only its deadline ends it
+        results = list(pool([30.0, 0.0, 0.0]))
         assert isinstance(results[0], TaskTimeoutError), results
-        assert time.monotonic() - t0 < 1.5
 
 
 @pytest.mark.timeout(20)
@@ -797,7 +800,8 @@ def test_task_timeout_applies_while_the_consumer_is_busy(kind, tmp_path):
     results = []
     for r in pool([0.0, 1.0]):
         results.append(r)
-        time.sleep(1.5)  # the consumer's own work on each result: the stall under test
+        if len(results) == 1:
+            time.sleep(1.5)  # the consumer's own work on the first result: the stall under test
     assert len(results) == 2 and results[0] == 0.0
     assert isinstance(results[1], TaskTimeoutError), results
 

@@ -82,6 +82,26 @@ def test_an_item_the_worker_cannot_unpickle_fails_alone(chunk_size):
     assert [r for i, r in enumerate(out) if i != 1000] == [i for i in range(2000) if i != 1000]
 
 
+#: a lambda at module level: the standard pickler refuses it (by name it is not found), so every
+#: batch that holds it is pickled by dill
+NEEDS_DILL = lambda: None  # noqa: E731
+
+
+def unwrap_first(pair: tuple[object, object]) -> object:
+    return unwrap(pair[0])
+
+
+def test_an_item_the_worker_cannot_unpickle_fails_alone_in_a_batch_pickled_by_dill():
+    # The batch's message, written by dill, must still show which batch it is to a reader of its
+    # first bytes (wire.leading_fields), or the worker could not report it and would exit.
+    items = [(OnlyHere(i) if i == 100 else i, NEEDS_DILL) for i in range(200)]
+    out = list(Pool(unwrap_first, 2, exception_behavior="ignore", **PROCESSES)(items))
+    failed = [i for i, r in enumerate(out) if is_exception(r)]
+    assert failed == [100]
+    assert type(out[100]) is ValueError and "value 100 cannot be rebuilt" in str(out[100])
+    assert [r for i, r in enumerate(out) if i != 100] == [i for i in range(200) if i != 100]
+
+
 def test_an_item_the_worker_cannot_unpickle_in_immediate_mode():
     items = [OnlyHere(i) if i == 1000 else i for i in range(2000)]
     got = []

@@ -115,14 +115,15 @@ class _Workers:
             assert len(self.threads) == 2
         return time.monotonic()
 
-    def assert_stopped_now(self, task: _Task, since: float) -> None:
-        """Right after the action that stops a run: processes are gone, and it all took < 3 s.
+    def assert_stopped_now(self, task: _Task) -> None:
+        """Right after the action that stops a run: processes are gone. The action did not wait for
+        the blocked tasks (60 s, past the test's timeout), which still block.
 
         (Threads cannot be killed: they are checked by ``assert_gone`` once their task is released.)
         """
+        assert not task.release.is_set()
         if self.backend == "processes":
             self.assert_gone(task)
-        assert time.monotonic() - since < 3.0
 
     def assert_gone(self, task: _Task, within: float = GONE_WITHIN) -> None:
         if self.backend == "processes":
@@ -161,10 +162,10 @@ def test_break_stops_workers(task: _Task, backend: str, managed: bool) -> None:
     with _maybe_with(pool, managed):
         for value in pool(ITEMS):
             first = value
-            t0 = workers.capture(pool)
+            workers.capture(pool)
             break
         # Checked inside the `with`: the break alone must stop the workers busy with the input.
-        workers.assert_stopped_now(task, since=t0)
+        workers.assert_stopped_now(task)
     assert first[0] == 0
     workers.assert_gone(task)
 
@@ -177,9 +178,9 @@ def test_exception_in_loop_body_stops_workers(task: _Task, backend: str, managed
     pool = _pool(task, backend)
     with pytest.raises(_ConsumerError), _maybe_with(pool, managed):
         for _ in pool(ITEMS):
-            t0 = workers.capture(pool)
+            workers.capture(pool)
             raise _ConsumerError("the loop body failed")
-    workers.assert_stopped_now(task, since=t0)
+    workers.assert_stopped_now(task)
     workers.assert_gone(task)
 
 
@@ -190,9 +191,9 @@ def test_dropping_half_consumed_iterator_stops_workers(task: _Task, backend: str
     pool = _pool(task, backend)
     it = pool(ITEMS)
     assert next(it)[0] == 0
-    t0 = workers.capture(pool)
+    workers.capture(pool)
     del it
-    workers.assert_stopped_now(task, since=t0)
+    workers.assert_stopped_now(task)
     if backend == "processes":
         assert not pool.workers_alive
     workers.assert_gone(task)
@@ -207,9 +208,9 @@ def test_with_result_iterator_exited_early(task: _Task, backend: str, managed: b
     with _maybe_with(pool, managed):
         with pool(ITEMS) as results:
             assert next(results)[0] == 0
-            t0 = workers.capture(pool)
+            workers.capture(pool)
         # `results` is still referenced here: it is the `with` exit, not garbage collection, that acts.
-        workers.assert_stopped_now(task, since=t0)
+        workers.assert_stopped_now(task)
         assert repr(results).endswith("finished>")
         with pytest.raises(StopIteration):
             next(results)
@@ -225,9 +226,9 @@ def test_close_mid_run_then_call_again(task: _Task, backend: str, managed: bool)
     with _maybe_with(pool, managed):
         it = pool(ITEMS)
         assert next(it)[0] == 0
-        t0 = workers.capture(pool)
+        workers.capture(pool)
         pool.close()
-        workers.assert_stopped_now(task, since=t0)
+        workers.assert_stopped_now(task)
         # The closed run yields nothing more (it ends, or says it was closed) and does not hang.
         with pytest.raises((StopIteration, MtaskliteLikeError, RuntimeError)):
             next(it)
@@ -261,10 +262,10 @@ def test_task_error_stops_busy_workers_at_once(task: _Task, backend: str, manage
     with _maybe_with(pool, managed):
         it = pool([0, -1, -2, -1, -1, -1])
         got.append(next(it)[0])
-        t0 = workers.capture(pool)
+        workers.capture(pool)
         with pytest.raises(ValueError, match="task rejected item -2"):
             got.extend(v for v, _, _ in it)
-        workers.assert_stopped_now(task, since=t0)
+        workers.assert_stopped_now(task)
     assert got == [0]
     workers.assert_gone(task)
 
@@ -278,10 +279,8 @@ def test_killed_worker_is_reported_and_the_other_stopped(task: _Task) -> None:
     workers.capture(pool)
     victim, other = workers.pids
     os.kill(victim, signal.SIGKILL)
-    t0 = time.monotonic()
-    with pytest.raises(WorkerDiedError) as info:
+    with pytest.raises(WorkerDiedError) as info:  # the other worker's task blocks past the timeout
         next(it)
-    assert time.monotonic() - t0 < 3.0
     assert info.value.pid == victim
     assert "SIGKILL" in str(info.value)
     assert _still_running([other]) == [], "the surviving worker was left running"
@@ -558,15 +557,13 @@ def _kill_leftovers(pids: list[int]) -> None:
 )
 def test_interpreter_exit_stops_workers(tmp_path: Path, backend: str, ending: str, code: int) -> None:
     script = _write_exit_script(tmp_path, backend, ending)
-    t0 = time.monotonic()
+    # The script's workers block 60 s: exiting within the 20 s timeout means exit stopped them.
     proc = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=20
     )
-    elapsed = time.monotonic() - t0
     pids = _parse_line(proc.stdout, "PIDS")
     try:
         assert proc.returncode == code, proc.stderr
-        assert elapsed < 10.0, f"the script took {elapsed:.1f}s to exit"
         if backend == "processes":
             assert len(pids) == 2
             assert _parse_line(proc.stdout, "ALIVE_AT_EXIT") == [], "workers still ran at the end of exit"
@@ -607,12 +604,9 @@ def test_keyboard_interrupt_stops_everything(tmp_path: Path, backend: str) -> No
                 break
         assert head and head[-1].strip() == "ready", "".join(head)
         _wait_until_blocked(proc.pid)  # the loop waits in next() on the 60 s tasks
-        t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole group
+        # the tasks block 60 s: an exit within the deadline means Ctrl-C stopped them
         out, err = proc.communicate(timeout=15)
-        elapsed = time.monotonic() - t0
-        # measured ~0.55 s: the 0.5 s join_timeout, then the kill
-        assert elapsed < 1.5, f"{elapsed:.1f}s from Ctrl-C to exit"
         assert proc.returncode != 0
         assert err.count("KeyboardInterrupt") == 1, err
         assert err.count("Traceback (most recent call last)") == 1, err

@@ -1,7 +1,8 @@
 """``mtasklite_like.mmengine``: ``track_parallel_progress`` and friends, beside mmengine's own.
 
-The real ``mmengine`` comes from ``mmengine-lite`` in the test extra (the same package without its
-OpenCV requirement); the parity tests skip, saying so, where it is not installed.
+The real ``mmengine`` comes from ``mmengine-lite`` in the integration extra (the same package
+without its OpenCV requirement). Without it (the test extra), what is ours runs and the parity
+checks skip, saying so; ``tests/integration/test_mmengine_parity.py`` runs them all beside it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from tests import workflow_helpers as H
 
 try:
     import mmengine.utils as real
-except ImportError:  # pragma: no cover - the test extra installs it
+except ImportError:  # the test extra leaves it out: the integration extra installs it
     real = None
 
-NO_MMENGINE = "mmengine (pip install mmengine-lite) is not installed"
+NO_MMENGINE = "mmengine is not installed: tests/integration/test_mmengine_parity.py runs this beside it"
 needs_mmengine = pytest.mark.skipif(real is None, reason=NO_MMENGINE)
 
 TASKS = list(range(37))

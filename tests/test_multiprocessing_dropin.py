@@ -89,6 +89,18 @@ def sleep_and_return(x: Any) -> Any:
     return x
 
 
+def when_released(item: tuple[str | None, Any]) -> Any:
+    """``(gate, value)``: return ``value`` once the file ``gate`` exists (at once for None); a test
+    creates it when it has seen what it checks while the task waits. Gives up after LONG seconds."""
+    gate, value = item
+    deadline = time.monotonic() + LONG
+    while gate is not None and not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            return ("gave up", value)
+        time.sleep(0.005)
+    return value
+
+
 def pid_of(_x: Any) -> int:
     return os.getpid()
 
@@ -182,11 +194,16 @@ def test_imap_and_imap_unordered_match(pools: tuple[Pool, Any], chunksize: int) 
     assert list(ours.imap(square, [])) == list(theirs.imap(square, [])) == []
 
 
-def test_imap_unordered_yields_in_completion_order(pools: tuple[Pool, Any]) -> None:
-    # The first item is slow: both yield a quick one first (an ordered imap would yield it first).
-    # Not necessarily all three before it: one may wait behind it on its worker.
-    for pool in both(pools):
-        out = list(pool.imap_unordered(sleep_and_return, [1.0, 0, 0, 0]))
+def test_imap_unordered_yields_in_completion_order(pools: tuple[Pool, Any], tmp_path: Path) -> None:
+    # The first item waits until the test has a result: both yield a quick one first (an ordered
+    # imap would wait for the first item). Not necessarily all three before it: one may wait behind
+    # it on its worker.
+    for k, pool in enumerate(both(pools)):
+        gate = str(tmp_path / f"go-{k}")
+        results = pool.imap_unordered(when_released, [(gate, 1.0), (None, 0), (None, 0), (None, 0)])
+        first = next(results)
+        Path(gate).touch()
+        out = [first, *results]
         assert out[0] == 0 and sorted(out) == [0, 0, 0, 1.0]
 
 
@@ -206,15 +223,17 @@ def test_callbacks_match(pools: tuple[Pool, Any]) -> None:
         assert done[4].get(LONG) == []
 
 
-def test_async_result_states(pools: tuple[Pool, Any]) -> None:
-    for pool in both(pools):
-        slow = pool.apply_async(sleep_and_return, (2.0,))  # long enough for a loaded machine
+def test_async_result_states(pools: tuple[Pool, Any], tmp_path: Path) -> None:
+    for k, pool in enumerate(both(pools)):
+        gate = tmp_path / f"go-{k}"
+        slow = pool.apply_async(when_released, ((str(gate), 2.0),))  # runs until the gate opens
         assert not slow.ready()
         with pytest.raises(ValueError, match="not ready"):
             slow.successful()
         assert slow.wait(0.01) is None
         with pytest.raises(multiprocessing.TimeoutError):
             slow.get(timeout=0.01)
+        gate.touch()
         assert slow.get(LONG) == 2.0
         assert slow.ready() and slow.successful()
         failed = pool.apply_async(fail_on_3, (3,))
@@ -224,11 +243,13 @@ def test_async_result_states(pools: tuple[Pool, Any]) -> None:
             failed.get()
 
 
-def test_map_async_timeout_is_multiprocessing_timeout_error(pools: tuple[Pool, Any]) -> None:
-    for pool in both(pools):
-        result = pool.map_async(sleep_and_return, [0, 2.0])
+def test_map_async_timeout_is_multiprocessing_timeout_error(pools: tuple[Pool, Any], tmp_path: Path) -> None:
+    for k, pool in enumerate(both(pools)):
+        gate = tmp_path / f"go-{k}"
+        result = pool.map_async(when_released, [(None, 0), (str(gate), 2.0)])
         with pytest.raises(multiprocessing.TimeoutError):
             result.get(timeout=0.05)
+        gate.touch()
         assert result.get(LONG) == [0, 2.0]
     assert mp_dropin.TimeoutError is multiprocessing.TimeoutError
     assert mp_dropin.cpu_count is multiprocessing.cpu_count
@@ -279,11 +300,13 @@ def test_an_input_that_raises_ends_imap_after_its_error(pools: tuple[Pool, Any])
         ours.map(square, broken_input())
 
 
-def test_imap_next_with_a_timeout(pools: tuple[Pool, Any]) -> None:
-    for pool in both(pools):
-        results = pool.imap(sleep_and_return, [1.0])
+def test_imap_next_with_a_timeout(pools: tuple[Pool, Any], tmp_path: Path) -> None:
+    for k, pool in enumerate(both(pools)):
+        gate = tmp_path / f"go-{k}"
+        results = pool.imap(when_released, [(str(gate), 1.0)])
         with pytest.raises(multiprocessing.TimeoutError):
             results.next(timeout=0.05)
+        gate.touch()
         assert results.next(timeout=LONG) == 1.0
         with pytest.raises(StopIteration):
             results.next(timeout=LONG)
@@ -655,13 +678,28 @@ def chunk_groups(pids: list[int]) -> list[int]:
     return [len(list(run)) for _, run in itertools.groupby(pids)]
 
 
+def _map_pids(pool: Any, n: int, chunksize: int | None) -> list[int]:
+    """``pool.map(pid_of, range(n), chunksize)``. The standard library's pool with
+    ``maxtasksperchild`` may be caught with no worker in its list while it replaces one, and then
+    fails to work out a chunk size (ZeroDivisionError, its own race, seen on a busy machine): it is
+    asked again until it has a worker, LONG seconds at most."""
+    deadline = time.monotonic() + LONG
+    while True:
+        try:
+            return pool.map(pid_of, range(n), chunksize)
+        except ZeroDivisionError:
+            if isinstance(pool, Pool) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 @pytest.mark.timeout(120)
 def test_chunk_boundaries_are_those_of_the_standard_library() -> None:
     # One worker, replaced after each task (a chunk is one task, as there): a new pid per chunk.
     calls: list[tuple[int, int | None]] = [(10, 3), (10, None), (9, 3), (3, 5), (1, None)]
     for make in (Pool, multiprocessing.Pool):
         with make(1, maxtasksperchild=1) as pool:
-            got = [chunk_groups(pool.map(pid_of, range(n), chunksize)) for n, chunksize in calls]
+            got = [chunk_groups(_map_pids(pool, n, chunksize)) for n, chunksize in calls]
         # chunksize=None: divmod(n, 4 * processes), one more when it does not divide
         assert got == [[3, 3, 3, 1], [3, 3, 3, 1], [3, 3, 3], [3], [1]], make
 

@@ -546,6 +546,48 @@ def test_the_ray_wrapper_refuses_use_threads():
         mtasklite_like.ray.pqdm(range(3), square, 2, use_threads=True, disable=True)
 
 
+@pytest.mark.timeout(10)
+def test_each_modules_pqdm_is_a_function_of_its_own():
+    # One definition per shape (mtasklite_like._dropins.pqdm), made into each module's function:
+    # what help(), inspect and the API reference see is the module's own.
+    import inspect
+
+    import mtasklite_like.pqdm.processes
+    import mtasklite_like.pqdm.threads
+    import mtasklite_like.ray  # noqa: F401 - read through sys.modules below
+
+    lazy = {"processes": False, "threads": True, "ray": None}
+    for name, use_threads in lazy.items():
+        module = f"mtasklite_like.{name}"
+        function = sys.modules[module].pqdm
+        assert inspect.isfunction(function)
+        assert (function.__module__, function.__qualname__) == (module, "pqdm")
+        parameters = inspect.signature(function).parameters
+        assert list(parameters)[:3] == ["input_iterable", "worker_or_worker_arr", "n_jobs"]
+        assert parameters["n_jobs"].default is None and parameters["bounded"].default is True
+        if use_threads is None:
+            assert "use_threads" not in parameters
+        else:
+            assert parameters["use_threads"].default is use_threads
+            assert parameters["use_threads"].kind is inspect.Parameter.KEYWORD_ONLY
+        workers = "Ray actors" if name == "ray" else name
+        assert f"over ``input_iterable`` on {workers}, lazily" in function.__doc__.splitlines()[0]
+    for name in ("processes", "threads"):
+        module = f"mtasklite_like.pqdm.{name}"
+        function = sys.modules[module].pqdm
+        assert (function.__module__, function.__qualname__) == (module, "pqdm")
+        parameters = inspect.signature(function).parameters
+        assert list(parameters)[:3] == ["array", "function", "n_jobs"]
+        assert parameters["n_jobs"].default is inspect.Parameter.empty
+        assert function.__doc__.startswith(f"Run ``function`` over ``array`` on {name}; return the list")
+        assert f"import it from ``mtasklite_like.{name}``" in function.__doc__
+        # A wrong call is told in the module's terms.
+        with pytest.raises(TypeError, match=r"pqdm.*n_jobs"):
+            function(range(3), square)
+        with pytest.raises(TypeError, match=r"pqdm.*too many positional"):
+            function(range(3), square, 2, None, False, "ignore", tqdm.tqdm, "one too many")
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     ("argument_type", "items", "expected"),

@@ -36,12 +36,13 @@ def slow_square(x):
     return x * x
 
 
-def exit_on(x, bad, how="os_exit"):
+def exit_on(x, bad, how="os_exit", then=0.005):
+    """Item ``bad`` ends its actor; the items after it take ``then`` seconds, those before 5 ms."""
     if x == bad:
         if how == "os_exit":
             os._exit(1)
         os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(0.005)
+    time.sleep(then if x > bad else 0.005)
     return x
 
 

@@ -31,13 +31,13 @@ from mtasklite_like import (
     WorkerInitError,
     is_exception,
 )
-from tests import ray_helpers as rh
 from tests.conftest import RAY_ENV
 from tests.helpers import pid_running, square
+from tests.integration import ray_helpers as rh
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(60)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -118,10 +118,8 @@ def test_a_worker_that_cannot_be_pickled_fails_when_the_pool_is_built():
 )
 def test_asking_for_more_than_the_cluster_has_is_a_clear_error(ray, options, match):
     pool = Pool(square, 3, backend="ray", backend_options=options)
-    t0 = time.monotonic()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match):  # refused: actors left pending would hang the test
         list(pool(range(3)))
-    assert time.monotonic() - t0 < 5  # refused, not pending
     assert not pool.workers_alive
 
 
@@ -171,15 +169,15 @@ def test_an_actor_killed_mid_run_is_reported_at_once_and_restart_loses_nothing(r
     assert killed_at is not None and _gone([victim.pid])
 
 
-def test_death_is_reported_against_the_running_item_within_two_seconds(ray):
-    pool = Pool(functools.partial(rh.exit_on, bad=7), 2, backend="ray", chunk_size=4, join_timeout=0.1)
-    t0 = time.monotonic()
+@pytest.mark.timeout(30)
+def test_death_is_reported_against_the_running_item_while_the_other_actor_is_busy(ray):
+    # The items after item 7 take 60 s, past the test's timeout: only the death can end the run.
+    pool = Pool(functools.partial(rh.exit_on, bad=7, then=60), 2, backend="ray", chunk_size=4,
+                join_timeout=0.1)
     seen = []
     with pytest.raises(WorkerDiedError) as info:
         for r in pool(range(40)):
             seen.append(r)
-            t0 = time.monotonic() if len(seen) == 1 else t0
-    assert time.monotonic() - t0 < 2.0
     err = info.value
     assert 7 in err.indices and err.pid and "while running input item #7" in str(err)
     assert seen == list(range(len(seen))) and len(seen) <= 7
@@ -198,36 +196,33 @@ def test_a_death_in_a_batch_fails_only_the_running_item(ray):
 
 
 def test_task_timeout_kills_the_actor_and_fails_the_item(ray):
+    # Item 1 would take 120 s, past the test's timeout: only its task_timeout ends it.
     pool = Pool(rh.fail_or_wait, 2, backend="ray", task_timeout=1.0, exception_behavior="ignore")
-    items = [0.01, 30, 0.01, 0.01]
-    t0 = time.monotonic()
+    items = [0.01, 120, 0.01, 0.01]
     results = []
     pids = set()
     for r in pool(items):
         results.append(r)
         pids.update(p for p in pool.worker_pids if p)
-    assert time.monotonic() - t0 < 10
     assert results[0] == 0.01 and results[2:] == [0.01, 0.01]
     assert isinstance(results[1], TaskTimeoutError) and "killed" in str(results[1])
     assert _gone(pids)  # the stuck actor was killed, the others stopped with the pool
 
 
 def test_init_timeout(ray):
-    pool = Pool(rh.SlowInit(30), 2, backend="ray", init_timeout=1.0)
+    pool = Pool(rh.SlowInit(120), 2, backend="ray", init_timeout=1.0)  # an init past the test's timeout
     t0 = time.monotonic()
     with pytest.raises(WorkerInitError, match="init_timeout"):
         list(pool(range(4)))
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 >= 1.0  # not before init_timeout
 
 
 def test_immediate_does_not_wait_for_long_tasks_in_flight(ray):
     # Unordered: at once. (Ordered, the earlier item's result comes first: tests/test_item_errors.py.)
     pool = Pool(rh.fail_or_wait, 2, backend="ray", join_timeout=0.2, is_unordered=True)
-    results = pool([60, "boom"])
-    t0 = time.monotonic()
+    results = pool([120, "boom"])  # 120 s: past the test's timeout
     with pytest.raises(LookupError, match="fails fast") as info:
         list(results)
-    assert time.monotonic() - t0 < 5
     assert "fail_or_wait" in str(info.value.__cause__)  # the actor's traceback, as text
 
 

@@ -352,15 +352,13 @@ def test_immediate_ours_raises_without_waiting_for_the_other_tasks(kind, tmp_pat
 
     # Ours: the tasks after the failing item 1 are held at a gate that opens only after we have the
     # exception: it comes from the call without waiting for them (item 0 has run, as in pqdm).
-    started = time.monotonic()
     with pytest.raises(ValueError, match="item 1 fails at once"):
         ours(items, fail_second_others_wait_for_gate, 4, argument_type="args",
              exception_behaviour="immediate", disable=True)
-    elapsed = time.monotonic() - started
     done_when_raised = sorted(p.name for p in tmp_path.glob("done-*"))
     (tmp_path / "open").touch()
+    # had it waited for them, they would have run at the gate's own 15 s deadline
     assert done_when_raised == ["done-0"]
-    assert elapsed < 10  # well before the gate's own 15 s deadline
 
     # pqdm: with the gate open, every other task has finished by the time it raises.
     for p in tmp_path.glob("done-*"):

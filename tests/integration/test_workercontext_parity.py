@@ -321,7 +321,7 @@ def test_unweighted_average_reduction_is_workercontexts_average() -> None:
 
 
 def test_the_migration_guide_opens_with_the_difference() -> None:
-    guide = Path(__file__).resolve().parent.parent / "docs" / "migration" / "workercontext.md"
+    guide = Path(__file__).resolve().parents[2] / "docs" / "migration" / "workercontext.md"
     opening = "\n".join(guide.read_text().splitlines()[:12])
     for words in ("`average_reduction` gives a different number", "**4.5**", "**5.25**",
                   "`unweighted_average_reduction`", "`WeightedAverageWarning`"):

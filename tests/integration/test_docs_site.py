@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("mkdocs")
 pytest.importorskip("mkdocstrings")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A reST role as it appears in the built HTML: the role name, then the backticked target either
 # left as is or already turned into a code span by Markdown.

@@ -10,7 +10,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 #: the notebooks the documentation links to (mkdocs.yml's nav), each stored with its outputs
 EXPECTED = {
     "quickstart.ipynb", "pqdm_migration.ipynb", "spacy_per_worker.ipynb", "per_gpu_workers.ipynb",
