@@ -13,12 +13,15 @@ try:
     from ._engine.results import ResultIterator
     from ._errors import (
         DeferredExceptions,
+        MemoryPressureError,
+        MemoryPressureWarning,
         MtaskliteLikeError,
         RemoteTraceback,
         TaskPicklingError,
         TaskTimeoutError,
         WorkerDiedError,
         WorkerInitError,
+        WorkerMemoryError,
     )
     from ._journal import (
         JournaledIterator,
@@ -29,6 +32,7 @@ try:
         JournalWarning,
         read_journal,
     )
+    from ._memory.watch import WorkerMemory
     from ._options import PoolConfig
     from ._pool import Pool
     from ._version import __version__
@@ -57,6 +61,8 @@ __all__ = [
     "JournalState",
     "JournalWarning",
     "JournaledIterator",
+    "MemoryPressureError",
+    "MemoryPressureWarning",
     "MtaskliteLikeError",
     "Pool",
     "PoolConfig",
@@ -67,6 +73,8 @@ __all__ = [
     "WorkerDeath",
     "WorkerDiedError",
     "WorkerInitError",
+    "WorkerMemory",
+    "WorkerMemoryError",
     "__version__",
     "delayed_init",
     "is_exception",

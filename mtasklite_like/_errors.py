@@ -15,12 +15,15 @@ __all__ = [
     "JournalMismatchError",
     "JournalPicklingError",
     "JournalWarning",
+    "MemoryPressureError",
+    "MemoryPressureWarning",
     "MtaskliteLikeError",
     "RemoteTraceback",
     "TaskPicklingError",
     "TaskTimeoutError",
     "WorkerDiedError",
     "WorkerInitError",
+    "WorkerMemoryError",
 ]
 
 
@@ -104,6 +107,30 @@ class WorkerDiedError(MtaskliteLikeError):
         self.exitcode = exitcode
         self.indices = list(indices)
         self.items = list(items)
+
+
+class WorkerMemoryError(WorkerDiedError):
+    """The item made its worker cross ``kill_worker_memory``: the pool killed the worker mid-task
+    (before the kernel's OOM killer would choose a victim) and replaced it. Retries apply.
+
+    ``memory`` is the worker's own memory measured, ``limit`` the ceiling, both in bytes.
+    """
+
+    def __init__(self, message: str, *, memory: int, limit: int, **worker: Any) -> None:
+        super().__init__(message, **worker)
+        self.memory = memory
+        self.limit = limit
+
+
+class MemoryPressureError(MtaskliteLikeError):
+    """The memory available to the pool stayed below ``min_available_memory`` with no work in
+    flight for ``memory_pause_timeout`` seconds: nothing the run could do would free it."""
+
+
+class MemoryPressureWarning(ResourceWarning):
+    """The run paused (or resumed) reading input and starting batches, because the memory
+    available to the pool went below (or came back above) ``min_available_memory``. Shown once
+    per run for the pause, once for the resumption."""
 
 
 class TaskTimeoutError(MtaskliteLikeError, TimeoutError):

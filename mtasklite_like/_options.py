@@ -33,6 +33,8 @@ from ._backends.serialize import (
 from ._engine.budget import DEFAULT_BUDGET
 from ._engine.rate_limit import StartGate, check_rate, start_gate
 from ._journal.options import JournalOptions, check_journal_options
+from ._memory.source import current as memory_source
+from ._memory.units import Threshold, format_bytes, parse_bytes, parse_threshold
 from ._worker.delayed import DelayedObject, is_delayed_factory
 from ._worker.run import WorkerSpec
 from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
@@ -94,6 +96,10 @@ class RunOptions:
         concurrency: items each worker runs at once, for coroutine workers (``async def``); 0 for
             plain functions, which run one item at a time.
         max_per_second: the most items started per second across the pool, or None.
+        min_available_memory: hold new work back while the memory available to the pool is below
+            this (``_memory.pressure``), or None.
+        memory_pause_timeout: seconds such a pause may last with nothing in flight before the
+            run fails.
     """
 
     ordered: bool = True
@@ -110,6 +116,8 @@ class RunOptions:
     memory_budget: int | None = None
     concurrency: int = 0
     max_per_second: float | None = None
+    min_available_memory: Threshold | None = None
+    memory_pause_timeout: float = 300.0
 
     @property
     def watchdog_timeout(self) -> float | None:
@@ -132,6 +140,8 @@ class RunOptions:
 DEFAULT_CONCURRENCY = 16
 #: seconds busy workers get to finish when a run is abandoned, before they are killed
 DEFAULT_JOIN_TIMEOUT = 0.5
+#: seconds a run paused for memory may wait with nothing in flight before it fails
+DEFAULT_PAUSE_TIMEOUT = 300.0
 
 _ARGUMENT_TYPES: dict[Any, ArgumentType] = {
     None: "single_arg",
@@ -158,7 +168,9 @@ class PoolConfig:
     ``worker_env`` has one dict per worker; ``backend_options`` holds ``address`` too;
     ``journal`` the journal options (or None); ``concurrency`` is 0 for plain functions.
     ``inline_alone=False`` keeps a single worker out of the caller (the ``multiprocessing`` drop-in:
-    its one process must be a process).
+    its one process must be a process). Memory sizes are bytes, and ``min_available_memory`` a
+    :class:`~._memory.units.Threshold`; strings such as ``"2GiB"`` and ``"10%"`` given to
+    ``dataclasses.replace`` are read as ``build`` reads them.
     """
 
     workers: tuple[Any, ...]
@@ -186,6 +198,10 @@ class PoolConfig:
     journal: JournalOptions | None = None
     concurrency: int = 0
     max_per_second: float | None = None
+    max_worker_memory: int | None = None
+    kill_worker_memory: int | None = None
+    min_available_memory: Threshold | None = None
+    memory_pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
     inline_alone: bool = True
     #: the start gate every worker of the pool shares (``max_per_second``), made once per pool
     start_gate: StartGate | None = field(default=None, repr=False)
@@ -211,11 +227,18 @@ class PoolConfig:
     def runs_inline(self) -> bool:
         """A single plain worker on processes or threads runs in the caller. Coroutine workers run
         on an event loop of their own, never in the caller (whose loop, if any, must not be
-        blocked), so one of them is a real thread or process too."""
+        blocked), so one of them is a real thread or process too; so is a worker whose memory is
+        limited (the caller cannot be replaced)."""
         return (
             self.inline_alone and self.num_workers == 1 and self.backend in _INLINE_WHEN_ALONE
-            and not self.concurrency
+            and not self.concurrency and not self.limits_worker_memory
         )
+
+    @property
+    def limits_worker_memory(self) -> bool:
+        """Workers are recycled or killed by their memory: each must be a process of its own (a
+        single worker does not run in the caller then)."""
+        return self.max_worker_memory is not None or self.kill_worker_memory is not None
 
     def run_options(self) -> RunOptions:
         """What the engine obeys, in its own terms."""
@@ -239,6 +262,8 @@ class PoolConfig:
             memory_budget=self.memory_budget,
             concurrency=self.concurrency,
             max_per_second=self.max_per_second,
+            min_available_memory=self.min_available_memory,
+            memory_pause_timeout=self.memory_pause_timeout,
         )
 
     def worker_specs(self) -> list[WorkerSpec]:
@@ -247,7 +272,8 @@ class PoolConfig:
         item_timeout = self.task_timeout if self.concurrency else None
         return [
             WorkerSpec(i, w, self.argument_type, dict(self.worker_env[i]), self.initializer, self.initargs,
-                       concurrency=self.concurrency, task_timeout=item_timeout, start_gate=self.start_gate)
+                       concurrency=self.concurrency, task_timeout=item_timeout, start_gate=self.start_gate,
+                       memory_limit=self.max_worker_memory)
             for i, w in enumerate(self.workers)
         ]
 
@@ -291,6 +317,10 @@ class PoolConfig:
         save_batch: Any = None,
         concurrency: Any = None,
         max_per_second: Any = None,
+        max_worker_memory: Any = None,
+        kill_worker_memory: Any = None,
+        min_available_memory: Any = None,
+        memory_pause_timeout: Any = None,
         stacklevel: int = 2,
     ) -> PoolConfig:
         """The configuration ``Pool(...)`` with these arguments has (its signature, one to one).
@@ -380,6 +410,12 @@ class PoolConfig:
             ),
             concurrency=check_concurrency(concurrency, workers),
             max_per_second=rate,
+            max_worker_memory=max_worker_memory,
+            kill_worker_memory=kill_worker_memory,
+            min_available_memory=min_available_memory,
+            memory_pause_timeout=(
+                DEFAULT_PAUSE_TIMEOUT if memory_pause_timeout is None else memory_pause_timeout
+            ),
             start_gate=gate,
         )
 
@@ -455,6 +491,7 @@ class PoolConfig:
                 f"{self.input_thread!r:.40}"
             )
         check_rate(self.max_per_second)
+        self._check_memory_options()
         if self.journal is not None and self.is_unordered and self.concurrency:
             raise ValueError(
                 "a journaled run with is_unordered=True wraps the workers in a plain function, which "
@@ -472,6 +509,53 @@ class PoolConfig:
             check_process_arguments(list(workers), self.listed, self.initializer, self.initargs)
             check_picklable(specs, self.start_method)
         check_backend_options(self.backend, options, specs)
+
+
+    def _check_memory_options(self) -> None:
+        """The memory options, read into bytes and thresholds (in place: strings such as "2GiB"
+        given to ``dataclasses.replace`` are read here), and checked against the backend."""
+        def canonical(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        limit, ceiling = self.max_worker_memory, self.kill_worker_memory
+        if limit is not None:
+            canonical("max_worker_memory", limit := parse_bytes(limit, "max_worker_memory"))
+        if ceiling is not None:
+            canonical("kill_worker_memory", ceiling := parse_bytes(ceiling, "kill_worker_memory"))
+        if self.min_available_memory is not None:
+            threshold = parse_threshold(self.min_available_memory, "min_available_memory")
+            canonical("min_available_memory", threshold)
+        timeout = check_seconds(self.memory_pause_timeout, "memory_pause_timeout")
+        canonical("memory_pause_timeout", timeout if timeout is not None else DEFAULT_PAUSE_TIMEOUT)
+        if limit is not None and ceiling is not None and ceiling <= limit:
+            raise ValueError(
+                f"kill_worker_memory ({format_bytes(ceiling)}) must be above max_worker_memory "
+                f"({format_bytes(limit)}): a worker over max_worker_memory retires after its item, and one "
+                "that crosses kill_worker_memory is killed mid-task; raise the ceiling or drop one"
+            )
+        if self.backend == "threads" and (limit is not None or ceiling is not None):
+            raise ValueError(
+                "max_worker_memory and kill_worker_memory limit worker processes; thread workers share "
+                "one process, whose memory no single worker can give back. Use process workers "
+                "(use_threads=False), or min_available_memory, which works with threads"
+            )
+        if self.backend == "ray" and ceiling is not None:
+            raise ValueError(
+                "kill_worker_memory is enforced by watching worker processes on this machine; Ray actors "
+                "may run elsewhere. On Ray use max_worker_memory (each actor measures itself), and "
+                "Ray's own memory monitor for a hard ceiling"
+            )
+        source = memory_source()
+        if (limit is not None or ceiling is not None) and source.rss() is None:
+            raise ValueError(
+                "max_worker_memory and kill_worker_memory need to read processes' memory: /proc (Linux), "
+                "or psutil installed (pip install psutil)"
+            )
+        if self.min_available_memory is not None and source.available() is None:
+            raise ValueError(
+                "min_available_memory needs to read the memory available: /proc/meminfo (Linux), or "
+                "psutil installed (pip install psutil)"
+            )
 
 
 def _count_for_a_worker(count: int | None) -> str:

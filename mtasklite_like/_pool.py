@@ -26,6 +26,8 @@ from ._engine.release import Sink
 from ._engine.results import ResultIterator
 from ._engine.worker_set import WorkerSet
 from ._journal import journaled_run
+from ._memory.units import Threshold
+from ._memory.watch import WorkerMemory
 from ._options import (
     ArgumentType,
     BackendName,
@@ -145,6 +147,21 @@ class Pool(Generic[R]):
             event loop (default 16). Refused for plain functions. See docs/async.md.
         max_per_second: start at most this many items per second across the whole pool, evenly
             spaced (no bursts); for polite crawling and API quotas. Items then travel one by one.
+        max_worker_memory: bytes (or a string such as ``"2GiB"``) of its own memory past which a
+            process worker is replaced: it finishes the item that took it over (the result is
+            kept), then a fresh worker (its object rebuilt) takes its place, and what it held
+            runs elsewhere. A remedy for workers whose memory creeps up item by item. Processes
+            and Ray; refused for threads. See docs/memory.md.
+        kill_worker_memory: a hard ceiling, same units: a worker that crosses it mid-task is killed
+            at once and replaced, and its item fails with
+            [`WorkerMemoryError`][mtasklite_like.WorkerMemoryError] (retries apply), instead of the
+            kernel's OOM killer choosing a victim. Process workers on this machine.
+        min_available_memory: while the memory available to the pool (its cgroup's room under a
+            limit, else the system's available memory) is below this, in bytes, a string such as
+            ``"4GiB"`` or a share such as ``"10%"``, no input is read and no batch is started; work
+            in flight finishes, and the run resumes when memory is back. Any backend.
+        memory_pause_timeout: seconds such a pause may last with nothing in flight before the run
+            fails with [`MemoryPressureError`][mtasklite_like.MemoryPressureError] (default 300).
 
     ``async for result in pool(items)`` works too, inside a running event loop, and ``items`` may
     then be an async iterable.
@@ -187,6 +204,10 @@ class Pool(Generic[R]):
         save_batch: int | None = None,
         concurrency: int | None = None,
         max_per_second: float | None = None,
+        max_worker_memory: int | str | None = None,
+        kill_worker_memory: int | str | None = None,
+        min_available_memory: int | str | None = None,
+        memory_pause_timeout: float | None = None,
     ) -> None:
         self._setup(
             PoolConfig.build(
@@ -200,7 +221,9 @@ class Pool(Generic[R]):
                 journal_key=journal_key, journal_fresh=journal_fresh,
                 journal_keep_failures=journal_keep_failures, journal_results=journal_results,
                 save_callback=save_callback, save_batch=save_batch, concurrency=concurrency,
-                max_per_second=max_per_second, stacklevel=3,
+                max_per_second=max_per_second, max_worker_memory=max_worker_memory,
+                kill_worker_memory=kill_worker_memory, min_available_memory=min_available_memory,
+                memory_pause_timeout=memory_pause_timeout, stacklevel=3,
             )
         )
 
@@ -224,6 +247,7 @@ class Pool(Generic[R]):
             options=config.backend_options,
             grace=config.join_timeout,
             max_tasks_per_worker=config.max_tasks_per_worker,
+            kill_worker_memory=config.kill_worker_memory,
         )
         # Stop the workers when the pool is garbage-collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, self._workers.stop)
@@ -330,6 +354,33 @@ class Pool(Generic[R]):
     def memory_budget(self) -> int | None:
         """Bytes a run may hold besides your data, or None (bounded in items only)."""
         return self._config.memory_budget
+
+    @property
+    def max_worker_memory(self) -> int | None:
+        """Bytes of its own memory past which a worker is replaced after its item, or None."""
+        return self._config.max_worker_memory
+
+    @property
+    def kill_worker_memory(self) -> int | None:
+        """Bytes of its own memory past which a worker is killed mid-task, or None."""
+        return self._config.kill_worker_memory
+
+    @property
+    def min_available_memory(self) -> Threshold | None:
+        """The memory that must stay available for new work to start, or None."""
+        return self._config.min_available_memory
+
+    @property
+    def memory_pause_timeout(self) -> float:
+        """Seconds a pause for memory may last with nothing in flight before the run fails."""
+        return self._config.memory_pause_timeout
+
+    def worker_memory(self) -> list[WorkerMemory]:
+        """What is known of each worker's memory: its process id and resident size now, the
+        largest resident size seen in its place (recycled processes included), and how many times
+        it was recycled (``max_worker_memory``) or killed (``kill_worker_memory``). Sizes are None
+        where not known (threads, a pool whose workers are not running)."""
+        return self._workers.memory.report()
 
     # -- public ---------------------------------------------------------------------------------------
 

@@ -11,7 +11,11 @@ what else happens when it runs, through the attributes of a :class:`Step`:
   first: a death between two batches);
 - ``hangs``: on how many of its attempts it hangs (then it takes ``seconds`` as usual);
 - ``unreadable``: the worker cannot unpickle it: any batch that holds it is reported as
-  ``BatchUnreadable`` without running, as the process backend reports it.
+  ``BatchUnreadable`` without running, as the process backend reports it;
+- ``grows``: bytes the worker's own memory grows by when it runs the item. A worker with a memory
+  limit (``max_worker_memory``) that is over it after an item stops there, as a process worker
+  does: it answers the batch with the results it has, then reports ``WorkerRetired`` and runs
+  nothing more.
 
 Like the process backend, a batch is reported when all of it has run, so results of items that
 ran before a death in the same batch are lost with the worker, and ``WorkerDied.running`` names
@@ -42,6 +46,7 @@ from mtasklite_like._backends.base import (
     WorkerDied,
     WorkerInitFailed,
     WorkerReady,
+    WorkerRetired,
 )
 from mtasklite_like._worker.run import WorkerSpec, build_worker_callable
 
@@ -60,6 +65,7 @@ class Step:
     dies_after: int = 0
     hangs: int = 0
     unreadable: bool = False
+    grows: int = 0
     attempts: int = 0
 
 
@@ -85,6 +91,9 @@ class _Worker:
         self.queue: deque[tuple[int, list[Any]]] = deque()
         self.free_at = self.ready_at  # when the worker can start its next batch
         self.items_run = 0
+        self.limit = spec.memory_limit
+        self.memory = 0  # its own memory, grown by the items it ran
+        self.retired = False
 
 
 class FakeBackend(Backend):
@@ -96,7 +105,7 @@ class FakeBackend(Backend):
     init_seconds: ClassVar[float] = 0.0
     #: real seconds ``recv`` waits for a wake-up before letting virtual time jump
     input_wait: ClassVar[float] = 0.0
-    capabilities: ClassVar[Capabilities] = Capabilities(wakes=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(wakes=True, retires=True)
 
     def __init__(self, specs: list[WorkerSpec]) -> None:
         super().__init__(len(specs))
@@ -108,6 +117,7 @@ class FakeBackend(Backend):
         self.replaced: list[tuple[int, bool]] = []  # (worker, kill) per replacement
         self.sent: list[tuple[int, list[int]]] = []  # (worker, input indices) per message
         self.wakes = 0
+        self.retirements = 0
         self._woken = threading.Event()
         FakeBackend.made.append(self)
 
@@ -156,6 +166,7 @@ class FakeBackend(Backend):
 
     def _run(self, w: _Worker, dies: bool) -> Event | None:
         """Run the head batch of ``w`` for real (values, exceptions, attempt counts)."""
+        assert not w.retired, "a retired worker ran a batch"
         batch_id, items = w.queue.popleft()
         index = self._workers.index(w)
         results: list[Any] = []
@@ -180,6 +191,10 @@ class FakeBackend(Backend):
             if dies_after:
                 if pos < len(items) - 1:
                     return None  # the results of the batch die with the worker
+                break
+            w.memory += getattr(item, "grows", 0)
+            if w.limit is not None and w.memory > w.limit:
+                w.retired = True  # stops after the item that crossed the limit
                 break
         w.free_at += elapsed
         return BatchDone(index, batch_id, results, failures, elapsed)
@@ -221,6 +236,12 @@ class FakeBackend(Backend):
                 w.free_at = max(w.free_at, self.now)
             return [event] if event is not None else []
         done = self._run(w, dies)
+        if w.retired:
+            w.queue.clear()
+            w.ready_at = w.free_at = math.inf  # ended: reports nothing more
+            self.retirements += 1
+            assert done is not None
+            return [done, WorkerRetired(self._workers.index(w), w.memory)]
         if dies:
             w.queue.clear()
             w.ready_at = w.free_at = math.inf  # dead: reports nothing more
@@ -255,7 +276,7 @@ class FakeBackend(Backend):
 class FakeThreadBackend(FakeBackend):
     """The same, for a backend that can abandon a stuck task but not kill it."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(kills_tasks=False, wakes=True, retires=True)
 
 
 register_backend("fake", lambda specs, start_method: FakeBackend(specs))

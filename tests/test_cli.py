@@ -107,6 +107,11 @@ def test_threads_unordered_json_to_a_file(tmp_path):
         (["builtins:len", "MISSING"], "cannot read input"),
         (["builtins:len", "IN", "--output", "/nonexistent/dir/out.txt"], "cannot write output"),
         (["builtins:len", "IN", "--n-jobs", "0"], "--n-jobs must be at least 1"),
+        (["builtins:len", "IN", "--max-worker-memory", "lots"],
+         "--max-worker-memory must be a number of bytes"),
+        (["builtins:len", "IN", "--threads", "--max-worker-memory", "1GiB"],
+         "thread workers share one process"),
+        (["builtins:len", "IN", "--min-available-memory", "200%"], "below 100%"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
@@ -119,6 +124,16 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_memory_flags_reach_the_pool(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"w{i}\n" for i in range(50)))
+    output = tmp_path / "out.txt"
+    result = run(["builtins:len", str(source), "-o", str(output), "-j", "2", "--max-worker-memory", "2GiB",
+                  "--kill-worker-memory", "3GiB", "--min-available-memory", "1%"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert output.read_text().splitlines() == [str(len(f"w{i}")) for i in range(50)]
 
 
 def test_a_journal_of_another_function_is_a_usage_error(tmp_path):

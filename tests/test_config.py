@@ -96,6 +96,10 @@ NONDEFAULT: dict[str, Any] = {
     "save_batch": 7,
     "concurrency": 5,
     "max_per_second": 1000.0,
+    "max_worker_memory": "1GiB",
+    "kill_worker_memory": 3 << 30,
+    "min_available_memory": "1%",
+    "memory_pause_timeout": 60.0,
 }
 
 #: one consistent set of non-default options for a plain function on the probe backend
@@ -251,7 +255,9 @@ def test_pqdm_wrappers_keep_every_option(caught: list[PoolConfig], tmp_path: Any
     import importlib
 
     pqdm = importlib.import_module(module).pqdm
-    options = _options(tmp_path, journal=_DROP, backend="threads", backend_options=_DROP, address=_DROP)
+    # (threads share one process: the limits on workers' own memory are refused there)
+    options = _options(tmp_path, journal=_DROP, backend="threads", backend_options=_DROP, address=_DROP,
+                       max_worker_memory=_DROP, kill_worker_memory=_DROP)
     options.pop("n_jobs")
     with pytest.raises(Captured):
         result = pqdm([1, 2, 3], square, 3, disable=True, **options)
@@ -267,7 +273,8 @@ def test_ray_pqdm_keeps_every_option(caught: list[PoolConfig], tmp_path: Any, mo
     from mtasklite_like.ray import pqdm
 
     monkeypatch.setitem(_backends._CHECKERS, "ray", _check_options)
-    options = _options(tmp_path, journal=_DROP, backend=_DROP)
+    # (the hard ceiling watches processes on this machine: refused on Ray)
+    options = _options(tmp_path, journal=_DROP, backend=_DROP, kill_worker_memory=_DROP)
     options.pop("n_jobs")
     with pytest.raises(Captured):
         list(pqdm([1, 2, 3], square, 3, disable=True, **options))

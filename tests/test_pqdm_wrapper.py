@@ -255,6 +255,59 @@ class _CountingList(list):
             yield item
 
 
+class _ShortWhileFlagged:
+    """Memory short while the flag is set (a source for min_available_memory)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.short = threading.Event()
+
+    def available(self):
+        return (1 << 20 if self.short.is_set() else 900 << 20), 1000 << 20
+
+
+def _paused_for_a_while(x):
+    time.sleep(0.005)
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_the_bar_shows_a_pause_for_memory_and_clears_it(pqdm):
+    import threading
+    import warnings
+
+    from mtasklite_like import MemoryPressureWarning
+    from mtasklite_like._memory.source import MemorySource, use_source
+
+    class Source(_ShortWhileFlagged, MemorySource):
+        pass
+
+    source = Source()
+    bar_file = io.StringIO()
+    shown: list[str] = []
+    result = pqdm(range(200), _paused_for_a_while, 2, file=bar_file, min_available_memory="10%", chunk_size=1)
+    bar = result.tqdm_obj
+    original = bar.set_postfix_str
+
+    def spy(text="", refresh=True):
+        shown.append(text)
+        original(text, refresh=refresh)
+
+    bar.set_postfix_str = spy
+    with use_source(source), warnings.catch_warnings():
+        warnings.simplefilter("ignore", MemoryPressureWarning)
+        got = []
+        for r in result:
+            got.append(r)
+            if r == 10:
+                source.short.set()
+                threading.Timer(0.5, source.short.clear).start()
+    assert got == list(range(200))
+    assert any(text.startswith("paused: ") for text in shown)
+    assert shown[-1] == ""  # cleared once memory was back
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("sized", [True, False])
 def test_work_runs_as_you_iterate(pqdm, sized):

@@ -32,6 +32,7 @@ __all__ = [
     "WorkerDied",
     "WorkerInitFailed",
     "WorkerReady",
+    "WorkerRetired",
 ]
 
 
@@ -50,6 +51,9 @@ class Capabilities:
         wakes: :meth:`Backend.wake` cuts a ``recv`` short (see the module docstring).
         polls: :meth:`Backend.poll` takes what workers reported without waiting.
         coroutines: runs coroutine workers (``WorkerSpec.concurrency``; see ``_worker.coroutines``).
+        retires: workers measure their own memory and retire past ``WorkerSpec.memory_limit``
+            (``max_worker_memory``), reported as ``WorkerRetired``; False where they cannot be
+            replaced alone (threads share one process).
 
     Which item a dead worker was running, and its pid, are told by each death itself
     (``WorkerDied.running``, ``WorkerDied.pid``: None when not known, which can vary from one death
@@ -63,6 +67,7 @@ class Capabilities:
     wakes: bool = False
     polls: bool = False
     coroutines: bool = False
+    retires: bool = False
 
 
 class Event:
@@ -133,6 +138,20 @@ class WorkerInitFailed(Event):
     def __init__(self, worker: int, error: BaseException) -> None:
         super().__init__(worker)
         self.error = error
+
+
+class WorkerRetired(Event):
+    """The worker went over its memory limit (``max_worker_memory``) and ended in order: what it
+    reported before is delivered, and it runs nothing it still held. ``memory``: the worker's own
+    memory when it retired; ``peak``: its largest resident size (None: not known). The engine
+    replaces it (``replace_worker(kill=False)``)."""
+
+    __slots__ = ("memory", "peak")
+
+    def __init__(self, worker: int, memory: int, peak: int | None = None) -> None:
+        super().__init__(worker)
+        self.memory = memory
+        self.peak = peak
 
 
 class WorkerDied(Event):

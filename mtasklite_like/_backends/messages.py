@@ -1,6 +1,6 @@
 """What the caller and its workers tell each other: one named type per kind of message.
 
-Process workers exchange the first eight through their pipes (``processes``, framed by ``wire``);
+Process workers exchange the first nine through their pipes (``processes``, framed by ``wire``);
 thread workers take ``RunBatch`` from their inbox as it is (``threads``); Ray actors return the
 last three, or ``InitFailed``, from their calls (``ray_worker``). The receiving side dispatches on
 the type.
@@ -32,6 +32,7 @@ __all__ = [
     "InitFailed",
     "Message",
     "Ready",
+    "Retire",
     "RunBatch",
     "Stop",
     "Unreadable",
@@ -131,6 +132,17 @@ class Fatal(Message):
     traceback: str
 
 
+@dataclass(slots=True)
+class Retire(Message):
+    """The worker's own memory is over its limit (``max_worker_memory``): it has answered the batch
+    it was running (with the results of the items it ran, up to the one that crossed the limit)
+    and ends, taking nothing more. ``memory``: its own memory measured, bytes; ``peak``: its
+    largest resident size (None: not known)."""
+
+    memory: int
+    peak: int | None
+
+
 # -- what a Ray actor's calls return ------------------------------------------------------------------
 
 
@@ -146,12 +158,15 @@ class ActorReady(Message):
 
 @dataclass(slots=True)
 class ActorDone(Message):
-    """``run()``: the batch ran: results, failures, seconds, and the bytes the results pickle to."""
+    """``run()``: the batch ran: results, failures, seconds, and the bytes the results pickle to.
+    ``retire``: the actor went over its memory limit (``Retire``'s memory and peak): the results are
+    those of the items it ran, up to the one that crossed the limit, and it runs nothing more."""
 
     results: list[Any]
     failures: Sequence[PackedFailure]
     elapsed: float
     nbytes: int
+    retire: tuple[int, int | None] | None = None
 
 
 @dataclass(slots=True)
@@ -168,7 +183,9 @@ class ActorDied(Message):
 # -- on a process worker's pipes ----------------------------------------------------------------------
 
 #: the kinds that cross a process worker's pipes, each numbered by its place here
-_PIPE_KINDS: tuple[type[Message], ...] = (RunBatch, Stop, Ready, InitFailed, Done, DoneRaw, Unreadable, Fatal)
+_PIPE_KINDS: tuple[type[Message], ...] = (
+    RunBatch, Stop, Ready, InitFailed, Done, DoneRaw, Unreadable, Fatal, Retire
+)
 _CODES: dict[type[Message], int] = {kind: code for code, kind in enumerate(_PIPE_KINDS)}
 
 

@@ -40,8 +40,16 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .._errors import RemoteTraceback, TaskPicklingError
+from .._memory.limit import OwnLimit
 from .._worker.coroutines import FailedItem, serve_coroutines
-from .._worker.run import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
+from .._worker.run import (
+    WorkerSpec,
+    build_worker_callable,
+    fail_unpicklable,
+    pack_exception,
+    run_batch,
+    run_batch_limited,
+)
 from .base import (
     Backend,
     BatchDone,
@@ -51,6 +59,7 @@ from .base import (
     WorkerDied,
     WorkerInitFailed,
     WorkerReady,
+    WorkerRetired,
 )
 from .messages import (
     Done,
@@ -59,6 +68,7 @@ from .messages import (
     InitFailed,
     Message,
     Ready,
+    Retire,
     RunBatch,
     Stop,
     Unreadable,
@@ -75,6 +85,8 @@ __all__ = ["ProcessBackend", "describe_exitcode"]
 # The two messages that never change, pickled once.
 _STOP_BYTES = dumps(to_wire(Stop()))
 _READY_BYTES = dumps(to_wire(Ready()))
+# How long a worker replaced in order may take to end before it is killed.
+_RETIRE_GRACE = 5.0
 # How often a worker's reader thread checks that its parent is still there.
 _PARENT_CHECK_SECONDS = 1.0
 
@@ -189,6 +201,7 @@ def _process_main(
     except BaseException as exc:
         result_conn.send_bytes(dumps(to_wire(InitFailed(*pack_exception(exc, f"worker {spec.index}")))))
         return
+    limit = None if spec.memory_limit is None else OwnLimit(spec.memory_limit)
     del spec
     result_conn.send_bytes(_READY_BYTES)
 
@@ -198,10 +211,13 @@ def _process_main(
         def send(message: tuple[bytes, list[memoryview] | None]) -> int:
             return send_message(result_conn, message[0], message[1], capacity)
 
-        _serve(call, inbox, send, progress, parent_pid)
+        _serve(call, inbox, send, progress, parent_pid, limit)
     except (BrokenPipeError, EOFError, ConnectionError):
         # The parent is gone or closed our pipe while stopping us: nothing to report to.
         os._exit(0)
+    # Stopped in order (asked to, or retired): the object is dropped here, in the worker, so that
+    # what it holds is released by its own code (its __del__) before the process ends.
+    del call
 
 
 def _next_batch(inbox: _Inbox, parent_pid: int | None) -> Message:
@@ -219,9 +235,16 @@ def _next_batch(inbox: _Inbox, parent_pid: int | None) -> Message:
 
 
 def _serve(
-    call: Any, inbox: _Inbox, send: Any, progress: Any, parent_pid: int | None = None
+    call: Any, inbox: _Inbox, send: Any, progress: Any, parent_pid: int | None = None,
+    limit: OwnLimit | None = None,
 ) -> None:
-    """The worker loop: run each batch from ``inbox`` and send back its results."""
+    """The worker loop: run each batch from ``inbox`` and send back its results.
+
+    With a memory ``limit`` the worker stops after the item that took it over the limit: it
+    answers that batch with the results it has (the engine runs the rest elsewhere), sends
+    ``Retire`` and returns, running nothing it still holds.
+    """
+    over = None
     while True:
         msg = _next_batch(inbox, parent_pid)
         if type(msg) is not RunBatch:
@@ -236,16 +259,22 @@ def _serve(
         progress[0] = batch_id
         t0 = time.perf_counter()
         try:
-            if msg.unsendable:
-                results, failures = run_batch(_failing_unsendable(call), msg.items, progress)
+            task = _failing_unsendable(call) if msg.unsendable else call
+            if limit is None:
+                results, failures = run_batch(task, msg.items, progress)
             else:
-                results, failures = run_batch(call, msg.items, progress)
+                results, failures, over = run_batch_limited(task, msg.items, progress, limit)
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt or another BaseException from a task: the worker ends,
             # as the task asked, but first tells the parent what ended it (reported with its death).
             _report_fatal(send, exc, indices, progress[1])
             raise _exit_for(exc) from None
         elapsed = time.perf_counter() - t0
+        if over is not None:
+            # A partial batch travels as Done (DoneRaw stands for a whole one).
+            send(_encode_done(batch_id, indices, results, failures, elapsed))
+            send((dumps(to_wire(Retire(over, limit.peak() if limit is not None else None))), None))
+            return
         if not failures:
             # The common case: one pickling pass, no per-item work.
             try:
@@ -324,6 +353,7 @@ def _serve_coroutines(
             ),
             progress=progress,
             name="mtasklite_like-inbox",
+            retire=lambda memory, peak: send((dumps(to_wire(Retire(memory, peak))), None)),
         )
     except BaseException as exc:
         # A coroutine raised SystemExit or the like: the worker ends (progress names the item).
@@ -346,20 +376,28 @@ def _failing_unsendable(call: Any) -> Any:
 
 
 class _Proc:
-    __slots__ = ("fatal", "index", "process", "progress", "result_conn", "task_conn")
+    __slots__ = ("fatal", "index", "pid", "process", "progress", "result_conn", "retired", "stop_by",
+                 "task_conn")
 
     def __init__(self, index: int, process: Any, task_conn: Any, result_conn: Any, progress: Any) -> None:
         self.index = index
         self.process = process
+        #: kept apart from the process object, which is closed once the worker is reaped (the
+        #: memory watch reads pids from another thread, possibly just then)
+        self.pid: int | None = process.pid
         self.task_conn = task_conn
         self.result_conn = result_conn
         self.progress = progress
         #: what a task raised that ended this worker (``Fatal``), for the death report that follows
         self.fatal: BaseException | None = None
+        #: the worker said it retires (``Retire``): its end is not a death
+        self.retired = False
+        #: replaced in order: when it is killed if it has not ended by then (``time.monotonic``)
+        self.stop_by = 0.0
 
 
 class ProcessBackend(Backend):
-    capabilities: ClassVar[Capabilities] = Capabilities(wakes=True, polls=True, coroutines=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(wakes=True, polls=True, coroutines=True, retires=True)
 
     def __init__(self, specs: list[WorkerSpec], start_method: str | None = None,
                  name: str = "mtasklite_like") -> None:
@@ -374,6 +412,8 @@ class ProcessBackend(Backend):
         # Pipes grow for large messages (wire.pipe_capacity): two per worker.
         self._pipe_capacity = pipe_capacity(2 * len(specs))
         self._procs: list[_Proc] = []
+        #: workers replaced in order that may still be ending (reaped in ``recv``, never waited for)
+        self._ending: list[_Proc] = []
         self._by_waitable: dict[Any, tuple[_Proc, bool]] = {}
         self._alive = False
         self._wakeup: WakePipe | None = None
@@ -423,16 +463,32 @@ class ProcessBackend(Backend):
         old = self._procs[worker]
         self._by_waitable.pop(old.result_conn, None)
         self._by_waitable.pop(old.process.sentinel, None)
-        _stop_procs([old], grace=0.0 if kill else 1.0, kill=kill)
+        if kill:
+            _stop_procs([old], grace=0.0, kill=True)
+        else:
+            # Asked to stop, not waited for: a worker that frees a lot of memory takes a while to
+            # end, and the run goes on meanwhile. Reaped by recv(); killed if it outlasts the grace.
+            _ask_to_stop(old)
+            old.stop_by = time.monotonic() + _RETIRE_GRACE
+            self._ending.append(old)
         self._procs[worker] = self._start_one(self._specs[worker])
+
+    def _reap(self) -> None:
+        """Clean up after workers replaced in order once they have ended (or outlasted the grace)."""
+        now = time.monotonic()
+        ended = [p for p in self._ending if p.process.exitcode is not None or now >= p.stop_by]
+        if ended:
+            self._ending = [p for p in self._ending if p not in ended]
+            _stop_procs(ended, grace=0.0, kill=True)
 
     def stop(self, grace: float) -> None:
         if not self._alive:
             return
         self._alive = False
         procs, self._procs = self._procs, []
+        ending, self._ending = self._ending, []
         self._by_waitable.clear()
-        _stop_procs(procs, grace)
+        _stop_procs([*procs, *ending], grace)
         if self._wakeup is not None:
             self._wakeup.close()
 
@@ -443,7 +499,7 @@ class ProcessBackend(Backend):
     @property
     def pids(self) -> list[int | None]:
         """Process ids of the current workers, in worker order."""
-        return [p.process.pid for p in self._procs]
+        return [p.pid for p in self._procs]
 
     # -- transport ------------------------------------------------------------------------------
 
@@ -471,6 +527,8 @@ class ProcessBackend(Backend):
             self._wakeup.wake()
 
     def recv(self, timeout: float | None) -> list[Event]:
+        if self._ending:
+            self._reap()
         events: list[Event] = []
         wakeup = self._wakeup
         wake_fd = None if wakeup is None else wakeup.fd
@@ -515,6 +573,8 @@ class ProcessBackend(Backend):
     def _report_death(self, proc: _Proc, events: list[Event]) -> None:
         self._by_waitable.pop(proc.result_conn, None)
         self._by_waitable.pop(proc.process.sentinel, None)
+        if proc.retired:
+            return  # it ended as it said it would; the engine replaces it (WorkerRetired)
         proc.process.join(1.0)
         code = proc.process.exitcode
         running = (proc.progress[0], proc.progress[1])
@@ -550,6 +610,9 @@ class ProcessBackend(Backend):
         if kind is Fatal:
             proc.fatal = _attach_traceback(msg.error, msg.traceback)
             return None
+        if kind is Retire:
+            proc.retired = True
+            return WorkerRetired(worker, msg.memory, msg.peak)
         if kind is InitFailed:
             return WorkerInitFailed(worker, _attach_traceback(msg.error, msg.traceback))
         # Not one of the messages a worker sends: the worker cannot be used.
@@ -570,6 +633,13 @@ def _unreadable_results(worker: int, data: bytes, error: Exception) -> Event:
     return BatchUnreadable(worker, head[0], error)
 
 
+def _ask_to_stop(proc: _Proc) -> None:
+    """Send ``Stop`` without ever blocking (a worker that stopped reading must not stall us)."""
+    with contextlib.suppress(Exception):
+        os.set_blocking(proc.task_conn.fileno(), False)
+        proc.task_conn.send_bytes(_STOP_BYTES)
+
+
 def _stop_procs(procs: list[_Proc], grace: float, kill: bool = False) -> None:
     """Ask workers to finish, wait up to ``grace`` seconds, then terminate and kill what is left.
 
@@ -580,10 +650,7 @@ def _stop_procs(procs: list[_Proc], grace: float, kill: bool = False) -> None:
             with contextlib.suppress(Exception):
                 proc.process.kill()
     for proc in procs:
-        with contextlib.suppress(Exception):
-            # Never block here: a worker that stopped reading must not stall shutdown.
-            os.set_blocking(proc.task_conn.fileno(), False)
-            proc.task_conn.send_bytes(_STOP_BYTES)
+        _ask_to_stop(proc)
     deadline = time.monotonic() + max(grace, 0.0)
     for proc in procs:
         proc.process.join(max(0.0, deadline - time.monotonic()))

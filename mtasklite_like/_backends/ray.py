@@ -47,7 +47,16 @@ from typing import Any, ClassVar
 
 from .._errors import RemoteTraceback
 from .._worker.run import WorkerSpec
-from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
+from .base import (
+    Backend,
+    BatchDone,
+    Capabilities,
+    Event,
+    WorkerDied,
+    WorkerInitFailed,
+    WorkerReady,
+    WorkerRetired,
+)
 from .config import BackendOptions
 from .messages import ActorDied, ActorDone, ActorReady, InitFailed
 from .ray_connect import check_resources, connect, import_ray
@@ -114,7 +123,7 @@ def _new_progress() -> Any:
 
 class RayBackend(Backend):
     # The defaults: a stuck actor is killed (ray.kill); ray.wait cannot be woken (see Reports above).
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: ClassVar[Capabilities] = Capabilities(retires=True)
 
     def __init__(self, specs: list[WorkerSpec], options: BackendOptions | None = None) -> None:
         super().__init__(len(specs))
@@ -276,6 +285,10 @@ class RayBackend(Backend):
             events.append(
                 BatchDone(actor.index, msg_id, value.results, failures, value.elapsed, value.nbytes)
             )
+            if value.retire is not None:
+                # Over its memory limit: it runs nothing more (calls queued behind return empty).
+                self._forget(actor)
+                events.append(WorkerRetired(actor.index, *value.retire))
         elif kind is ActorReady:
             actor.pid, actor.writes_progress = value.pid, value.writes_progress
             events.append(WorkerReady(actor.index))

@@ -19,6 +19,10 @@ met only when the actor itself dies.
   the segment: there the batch it was running is known, not the position.
 - ``SystemExit`` or ``KeyboardInterrupt`` raised by a task ends the worker, as it would end a
   process: the actor reports it against the item, and the caller replaces the actor.
+- *A memory limit* (``max_worker_memory``): the actor measures itself as a process worker does
+  (``_memory.limit``); once over, it answers the batch with the items it ran and says it retires
+  (``ActorDone.retire``). Calls queued behind return at once without running anything (the caller
+  has given their items to other workers), and the caller replaces the actor.
 """
 
 from __future__ import annotations
@@ -32,7 +36,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import TaskPicklingError
-from .._worker.run import WorkerSpec, build_worker_callable, fail_unpicklable, pack_exception, run_batch
+from .._memory.limit import OwnLimit
+from .._worker.run import (
+    WorkerSpec,
+    build_worker_callable,
+    fail_unpicklable,
+    pack_exception,
+    run_batch,
+    run_batch_limited,
+)
 from .messages import ActorDied, ActorDone, ActorReady, InitFailed
 
 __all__ = ["PROGRESS_SIZE", "RayWorker", "Unsendable", "measure"]
@@ -104,6 +116,9 @@ class RayWorker:
         self._positions: Any = [-1, -1]
         #: why the object could not be built (None: it was)
         self._init_failed: InitFailed | None = None
+        self._limit = None if spec.memory_limit is None else OwnLimit(spec.memory_limit)
+        #: set once the actor is over its memory limit: (its memory, its peak)
+        self._retired: tuple[int, int | None] | None = None
         try:
             self._call = build_worker_callable(spec, own_process=True)
         except BaseException as exc:
@@ -130,14 +145,20 @@ class RayWorker:
         call = self._call
         if call is None:  # never sent work before ready() answered ActorReady; defensive
             raise RuntimeError("this worker failed to start")
+        if self._retired is not None:
+            return ActorDone([], [], 0.0, 0, self._retired)  # its items run elsewhere
         if unsendable:
             call = _failing_unsendable(call)
         progress = self._positions
         progress[1] = -1  # first: a death in between must not pair this batch with an old position
         progress[0] = batch_id
         t0 = time.perf_counter()
+        over = None
         try:
-            results, failures = run_batch(call, items, progress)
+            if self._limit is None:
+                results, failures = run_batch(call, items, progress)
+            else:
+                results, failures, over = run_batch_limited(call, items, progress, self._limit)
         except BaseException as exc:
             cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
             position = progress[1]
@@ -149,7 +170,9 @@ class RayWorker:
             nbytes = measure(results) if not packed else measure((results, packed))
         except Exception:
             nbytes = _drop_unpicklable(indices, results, packed)
-        return ActorDone(results, packed, elapsed, nbytes)
+        if over is not None and self._limit is not None:
+            self._retired = (over, self._limit.peak())
+        return ActorDone(results, packed, elapsed, nbytes, self._retired)
 
     def close(self) -> None:
         """Unmap the progress segment (called when the pool stops this actor politely; the caller

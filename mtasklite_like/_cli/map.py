@@ -91,6 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="write results as they finish instead of in input order",
     )
     parser.add_argument(
+        "--max-worker-memory",
+        metavar="SIZE",
+        default=None,
+        help="replace a worker process once its own memory is over SIZE (e.g. 2GiB, 512MB), after the "
+        "line it was running; for functions whose memory creeps up line by line",
+    )
+    parser.add_argument(
+        "--kill-worker-memory",
+        metavar="SIZE",
+        default=None,
+        help="kill a worker process whose own memory crosses SIZE mid-line; that line fails (exit 1), "
+        "instead of the kernel's OOM killer picking a victim",
+    )
+    parser.add_argument(
+        "--min-available-memory",
+        metavar="SIZE",
+        default=None,
+        help="read no input and start no work while the memory available is below SIZE (e.g. 4GiB, or "
+        "10%%); work in progress finishes, and the run resumes when memory is back",
+    )
+    parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
@@ -108,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not show the progress bar (shown on standard error by default)",
     )
     return parser
+
+
+def _as_flags(message: str) -> str:
+    """A Pool's message, with its option names spelled as this command's flags."""
+    for name in ("max_worker_memory", "kill_worker_memory", "min_available_memory"):
+        message = message.replace(name, "--" + name.replace("_", "-"))
+    return message
 
 
 def load_function(spec: str) -> Callable[[Any], Any]:
@@ -217,6 +245,7 @@ class _TaskFailed(Exception):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .._dropins.pqdm import BarNotes
     from .._journal import check_journal_options, journaled_run
     from .._options import check_n_jobs
     from .._pool import Pool
@@ -228,7 +257,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     source = _open_input(args.input)
     total = _count_lines(args.input)
-    pool = Pool(fn, n_jobs, use_threads=args.threads, is_unordered=args.unordered)
+    try:
+        pool = Pool(
+            fn, n_jobs, use_threads=args.threads, is_unordered=args.unordered,
+            max_worker_memory=args.max_worker_memory, kill_worker_memory=args.kill_worker_memory,
+            min_available_memory=args.min_available_memory,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_as_flags(str(exc))) from None
     items = _Lines(source, total)
     try:
         options = check_journal_options(args.resume)
@@ -246,12 +282,15 @@ def run(args: argparse.Namespace) -> int:
             stream.close()
             raise
         bar = tqdm(total=total, file=sys.stderr, disable=args.no_progress, unit="line", dynamic_ncols=True)
+        notes = BarNotes(bar, stream)
+        stream.heartbeat = notes.heartbeat
         written = 0
         try:
             with stream:
                 for written, result in enumerate(stream, 1):
                     out.write(_format(result, args.json, written, args.unordered))
                     out.write("\n")
+                    notes.update()
                     bar.update()
         except KeyboardInterrupt:
             bar.close()

@@ -117,6 +117,35 @@ def _split_kwargs(kwargs: dict[str, Any], tqdm_class: Any) -> tuple[dict[str, An
     return pool_kw, bar_kw
 
 
+class BarNotes:
+    """What a progress bar shows beside its count: the failures so far, and what holds the run back
+    (``status``: a pause while memory is short), as ``failed=2, paused: 1 GiB free < 2 GiB``.
+
+    ``update()`` sets the postfix only when something changed (``set_postfix`` costs a formatting
+    pass); ``heartbeat`` is the run's heartbeat: it updates, then refreshes the bar's clock.
+    """
+
+    def __init__(self, bar: Any, results: Any) -> None:
+        self.bar = bar
+        self.results = results
+        self._shown: tuple[int, str | None] = (0, None)
+
+    def update(self) -> None:
+        results = self.results
+        now = (results.failure_count, results.status)
+        if now != self._shown:
+            self._shown = now
+            failed, status = now
+            notes = [f"failed={failed}"] if failed else []
+            if status:
+                notes.append(status)
+            self.bar.set_postfix_str(", ".join(notes), refresh=False)
+
+    def heartbeat(self) -> None:
+        self.update()
+        self.bar.refresh()
+
+
 class PqdmResult(Generic[R]):
     """The results of ``pqdm(...)``: lazy when iterated, a list when used as one.
 
@@ -136,14 +165,14 @@ class PqdmResult(Generic[R]):
     def __init__(self, results: ResultIterator[R], bar: Any) -> None:
         self.pool_obj = results
         self.tqdm_obj = bar
-        # While the caller waits on slow tasks, keep the bar's clock and rate moving.
-        results.heartbeat = bar.refresh
+        self._notes = BarNotes(bar, results)
+        # While the caller waits on slow tasks, keep the bar's clock, rate and notes moving.
+        results.heartbeat = self._notes.heartbeat
         self._buffer: deque[R] = deque()  # results taken from the pool, not yet streamed
         self._collected: list[R] = []
         self._exhausted = False
         self._touched = False
         self._streaming = False
-        self._failures = 0
 
     # -- lazy -------------------------------------------------------------------------------------
 
@@ -208,10 +237,7 @@ class PqdmResult(Generic[R]):
             self.tqdm_obj.close()
 
     def _flush(self, bar: Any, results: ResultIterator[R], n: int) -> None:
-        failures = results.failure_count
-        if failures != self._failures:
-            self._failures = failures
-            bar.set_postfix(failed=failures, refresh=False)
+        self._notes.update()
         bar.update(n)
 
     # -- list-like ----------------------------------------------------------------------------------
@@ -390,12 +416,12 @@ def _collect(results: ResultIterator[R], bar: Any) -> list[R]:
     per item; the bar gets a new count at most every ``_BAR_INTERVAL`` while results flow, and
     before each wait for the next one.
     """
-    # While the caller waits on slow tasks, keep the bar's clock and rate moving.
-    results.heartbeat = bar.refresh
+    # While the caller waits on slow tasks, keep the bar's clock, rate and notes moving.
+    notes = BarNotes(bar, results)
+    results.heartbeat = notes.heartbeat
     out: list[R] = []
     take = results.take_ready
     nxt = results.__next__
-    failures = 0
     shown = 0  # results the bar has been told about
     last = time.monotonic()
     try:
@@ -415,17 +441,12 @@ def _collect(results: ResultIterator[R], bar: Any) -> list[R]:
                         break
                     continue
             # Tell the bar: time for a new count, or nothing is ready and the next result may be slow.
-            count = results.failure_count
-            if count != failures:
-                failures = count
-                bar.set_postfix(failed=failures, refresh=False)
+            notes.update()
             bar.update(len(out) - shown)
             shown = len(out)
     finally:
         if shown != len(out):
-            count = results.failure_count
-            if count != failures:
-                bar.set_postfix(failed=count, refresh=False)
+            notes.update()
             bar.update(len(out) - shown)
     return out
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._backends.base import WorkerDied
-from .._errors import TaskTimeoutError, WorkerDiedError, WorkerInitError, name_item
+from .._errors import TaskTimeoutError, WorkerDiedError, WorkerInitError, WorkerMemoryError, name_item
+from .._memory.units import format_bytes
+from .._memory.watch import MemoryKill
 from .ledger import Ledger, Msg
 from .worker_set import WorkerSet
 
@@ -22,6 +24,7 @@ __all__ = [
     "init_failed_error",
     "init_timeout_error",
     "item_death_error",
+    "memory_error",
     "overrun_error",
     "settle_death",
     "settle_overdue",
@@ -32,13 +35,18 @@ Held = Sequence[tuple[int, Msg]]
 
 
 def settle_death(
-    event: WorkerDied, ledger: Ledger, workers: WorkerSet, *, restart: bool
+    event: WorkerDied, ledger: Ledger, workers: WorkerSet, *, restart: bool, memory: MemoryKill | None = None
 ) -> tuple[list[Msg], WorkerDiedError | None]:
     """Account for a dead worker's items; return the messages it held and an error that ends the
-    run (None when the run goes on with a fresh worker)."""
+    run (None when the run goes on with a fresh worker).
+
+    ``memory``: the pool killed the worker itself, for crossing ``kill_worker_memory``. The worker
+    is then always replaced, and the item it was running fails with ``WorkerMemoryError`` (retries
+    apply), as if the task had raised it: the kill was the pool's own decision, not a crash.
+    """
     held = ledger.take(event.worker)
     msgs = [m for _, m in held]
-    if not restart:
+    if not restart and memory is None:
         return msgs, death_error(event, held, restarting=False)
     running = culprit(event, held)
     # Deaths blamed on an item are bounded by its retries; deaths nobody can be blamed for (a
@@ -58,7 +66,11 @@ def settle_death(
         batch = msg.batch
         for k, pos in enumerate(msg.item_positions()):
             if (msg_id, k) == target:
-                ledger.fail(batch, pos, item_death_error(event, batch.indices[pos], batch.items[pos]))
+                index, item = batch.indices[pos], batch.items[pos]
+                error = item_death_error(event, index, item) if memory is None else (
+                    memory_error(event, memory, index, item)
+                )
+                ledger.fail(batch, pos, error)
             else:
                 # Not the culprit: either never started, or it ran earlier in the same batch and
                 # its result died with the worker. Either way it goes to another worker, free of
@@ -143,6 +155,23 @@ def item_death_error(event: WorkerDied, index: int, item: object) -> WorkerDiedE
         items=[item],
     )
     error.__cause__ = event.error
+    return error
+
+
+def memory_error(event: WorkerDied, kill: MemoryKill, index: int, item: object) -> WorkerMemoryError:
+    """The error of the item that made its worker cross ``kill_worker_memory``."""
+    error = WorkerMemoryError(
+        f"input item #{index} took {_who(event)} to {format_bytes(kill.memory)} of its own memory, over "
+        f"kill_worker_memory={format_bytes(kill.limit)}: the pool killed the worker and replaced it. "
+        "Raise kill_worker_memory, or lower what one item needs",
+        memory=kill.memory,
+        limit=kill.limit,
+        worker_index=event.worker,
+        pid=event.pid,
+        exitcode=event.exitcode,
+        indices=[index],
+        items=[item],
+    )
     return error
 
 

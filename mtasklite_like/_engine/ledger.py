@@ -175,10 +175,18 @@ class Ledger:
         raw: bytes | None = None,
     ) -> None:
         """A worker answered ``msg``: ``results`` per item, ``failures`` by position in the message;
-        ``raw`` the results as the worker pickled them, if it did."""
+        ``raw`` the results as the worker pickled them, if it did. Fewer results than items: the
+        worker ran only the first ones, and the others are requeued."""
         batch = msg.batch
         failures = list(failures)
-        if msg.positions is None and batch.results is None:
+        positions = msg.item_positions()
+        if len(results) < len(positions):
+            # The worker stopped early (it retired over its memory limit): the items it did not
+            # run go to other workers, free of charge.
+            for pos in positions[len(results):]:
+                self.requeue(batch, pos)
+            positions = positions[:len(results)]
+        elif msg.positions is None and batch.results is None:
             # The common case, a whole batch answered at once: keep the worker's list as it is.
             batch.results = results
             if not failures:
@@ -187,7 +195,6 @@ class Ledger:
             for k, exc in failures:
                 self._failed(batch, k, exc)
             return
-        positions = msg.item_positions()
         failed = dict(failures)
         for k, pos in enumerate(positions):
             if k in failed:

@@ -209,6 +209,12 @@ class ResultIterator(Generic[R]):
         return out
 
     @property
+    def status(self) -> str | None:
+        """What holds the run back now, in a few words for a progress bar (``"paused: 1.2 GiB free <
+        2 GiB"`` while memory is short, see ``min_available_memory``), or None."""
+        return self._run.status
+
+    @property
     def heartbeat(self) -> Callable[[], None] | None:
         """Called at least every 0.2 s while the consumer waits for a result (e.g. a bar's refresh)."""
         return self._run.heartbeat

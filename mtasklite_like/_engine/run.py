@@ -63,8 +63,11 @@ from .._backends.base import (
     WorkerDied,
     WorkerInitFailed,
     WorkerReady,
+    WorkerRetired,
 )
-from .._errors import DeferredExceptions
+from .._errors import DeferredExceptions, MemoryPressureError
+from .._memory.pressure import LOOK_SECONDS, PressureGate
+from .._memory.watch import MemoryKill
 from .._options import RunOptions
 from . import faults as _faults
 from .admission import Admission
@@ -123,6 +126,10 @@ class Run:
         self._ledger = Ledger(workers.n_workers, options.retries)
         self._admission: Admission | None = None  # made at the start: it needs the backend's capabilities
         self._budget = ByteBudget(options.memory_budget)
+        #: closed while the machine is short of memory (min_available_memory); None: no such check
+        self._pressure = None if options.min_available_memory is None else PressureGate(
+            options.min_available_memory, options.memory_pause_timeout
+        )
         self._pending_error: BaseException | None = None
         # Workers that take their starts from the pool's StartGate space them exactly, whatever
         # the hand-overs do: the hand-overs may then make up for the caller's late wake-ups (a
@@ -192,6 +199,8 @@ class Run:
         assert backend is not None
         try:
             self._fill()
+            if self.finished:
+                return bool(self.ready)
             events = backend.poll()
             for i, event in enumerate(events):
                 if not self._settles_at_once(event):
@@ -251,7 +260,9 @@ class Run:
             raise error  # _drive stops the run, then raises it on
         feeder = self._feeder
         self._fill()
-        paced = self.paced_until  # the rate limit holds an item back until then
+        if self.finished:
+            return  # the fill ended the run (memory stayed short with nothing in flight)
+        paced = self.paced_until  # the rate limit or memory pressure holds work back until then
         if self._ledger.idle() and paced is None and (feeder.done or not feeder.streams):
             if not feeder.done:
                 raise RuntimeError("mtasklite_like internal error: nothing in flight and input not done")
@@ -298,6 +309,8 @@ class Run:
         assert admission is not None
         if feeder.fatal is not None:
             raise feeder.fatal  # e.g. SystemExit from the input: at once, as in the caller
+        if self._pressure is not None and self._held_back():
+            return
         credit = admission.credit()
         cap = self._budget.batch_cap()  # big items: small batches, and windows to match
         window = admission.window(credit, cap)
@@ -313,6 +326,27 @@ class Run:
                 if fit is not None:
                     limit = min(limit, feeder.pulled + feeder.buffered() + fit)
                 feeder.allow(limit)
+
+    def _held_back(self) -> bool:
+        """True while the machine is short of memory and work is left: nothing is read or sent, and
+        the run looks again shortly (``paced_until``)."""
+        pressure, ledger, feeder = self._pressure, self._ledger, self._feeder
+        assert pressure is not None
+        now = self._clock()
+        if not (ledger.retry or not feeder.done) or not pressure.closed(now):
+            return False
+        self.paced_until = now + LOOK_SECONDS
+        feeder.close_gate()  # the reader in the background reads nothing more meanwhile
+        try:
+            pressure.idle(now, not ledger.in_flight)
+        except MemoryPressureError as error:
+            self._fail(error)
+        return True
+
+    @property
+    def status(self) -> str | None:
+        """What the run is held back by, in a few words for a progress bar (None: nothing)."""
+        return None if self._pressure is None else self._pressure.status
 
     def _bytes_held(self) -> float:
         """Bytes held now (see :class:`~.budget.ByteBudget`)."""
@@ -440,12 +474,15 @@ class Run:
             self._on_death(event)
         elif isinstance(event, BatchUnreadable):
             self._on_unreadable(event)
+        elif isinstance(event, WorkerRetired):
+            self._on_retired(event)
 
     def _on_done(self, event: BatchDone) -> None:
         msg = self._ledger.pop(event.batch_id)
         if msg is None:
             return  # from a worker replaced since: its items were already accounted for
         self.workers.progress_made()
+        self.workers.memory.after_batch(event.worker, self._clock())
         assert self._admission is not None
         self._admission.observe(len(event.results), event.elapsed)
         self._budget.measure_results(event.results, event.nbytes)
@@ -482,9 +519,25 @@ class Run:
             self.workers.replace(worker, kill=False)
         self._settle([msg])
 
+    def _on_retired(self, event: WorkerRetired) -> None:
+        """The worker went over max_worker_memory and ended in order, after answering the batch it
+        ran: what it still held runs elsewhere, free of charge, and a fresh worker takes its place."""
+        held = self._ledger.take(event.worker)
+        for _, msg in held:
+            for pos in msg.item_positions():
+                self._ledger.requeue(msg.batch, pos)
+        self.workers.retire(event.worker, event.memory, event.peak)
+        self._settle([m for _, m in held])
+
     def _on_death(self, event: WorkerDied) -> None:
         restart = self.options.restart_on_death
-        held, error = _faults.settle_death(event, self._ledger, self.workers, restart=restart)
+        why = self.workers.memory.explain(event.worker, event.pid, event.exitcode)
+        kill = why if isinstance(why, MemoryKill) else None
+        if kill is not None:
+            event.cause = f"killed by the pool: its own memory crossed kill_worker_memory ({event.cause})"
+        elif why is not None:
+            event.cause = f"{event.cause}, {why}"
+        held, error = _faults.settle_death(event, self._ledger, self.workers, restart=restart, memory=kill)
         if error is not None:
             self._fail(error)
         else:

@@ -6,7 +6,9 @@ and stops it when a run ends otherwise. Only one run may hold the workers at a t
 
 Health is per worker and outlives runs like the workers do: when each started and when it reported
 itself ready (init and task deadlines run from these), how many items it may still take before it
-is replaced (``max_tasks_per_worker``), and deaths in a row that no item can be blamed for.
+is replaced (``max_tasks_per_worker``), deaths in a row that no item can be blamed for, and what
+is known of its memory (``_memory.watch``: samples, peaks, recycling and kill counts, the
+``kill_worker_memory`` ceiling), which lasts as long as the pool.
 
 The set never refers to the pool, so the pool's finalizer can stop it.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from .._backends import BackendOptions, make_backend
 from .._backends.base import Backend, Capabilities
+from .._memory.watch import MemoryWatch
 from .._worker.run import WorkerSpec
 from .ledger import Msg
 
@@ -37,6 +40,7 @@ class WorkerSet:
         grace: float,
         options: BackendOptions | None = None,
         max_tasks_per_worker: int | None,
+        kill_worker_memory: int | None = None,
     ) -> None:
         self.specs = specs
         self.backend_name = backend_name
@@ -53,6 +57,11 @@ class WorkerSet:
         self.quota: list[int] | None = None
         self.deaths_in_a_row = 0
         self._holder: weakref.ref[Any] | None = None
+        #: what is known of the workers' memory, for the pool's life
+        self.memory = MemoryWatch(
+            len(specs), max_worker_memory=specs[0].memory_limit if specs else None,
+            kill_worker_memory=kill_worker_memory,
+        )
 
     @property
     def n_workers(self) -> int:
@@ -82,6 +91,12 @@ class WorkerSet:
                     f"the {self.backend_name!r} backend cannot run coroutine workers (async def); use "
                     "backend='threads' or 'processes', or give a plain function"
                 )
+            if self.specs[0].memory_limit is not None and not backend.capabilities.retires:
+                backend.stop(0.0)
+                raise ValueError(
+                    f"the {self.backend_name!r} backend cannot replace a worker alone when its memory "
+                    "grows (max_worker_memory); use backend='processes' (or 'ray')"
+                )
             now = backend.clock()
             n = backend.n_workers
             self.quota = None if self.max_tasks is None else [self.max_tasks] * n
@@ -94,6 +109,13 @@ class WorkerSet:
             except BaseException:
                 self.stop()
                 raise
+            if self.memory.kill_limit is not None and not backend.pids:
+                self.stop()
+                raise ValueError(
+                    f"kill_worker_memory watches worker processes, and the {self.backend_name!r} backend "
+                    "reports none; use backend='processes'"
+                )
+            self.memory.attach(lambda: backend.pids)
         return backend
 
     def release(self, run: Any, *, clean: bool) -> None:
@@ -112,6 +134,7 @@ class WorkerSet:
         """Stop the workers (idempotent; safe from a finalizer)."""
         backend, self.backend = self.backend, None
         if backend is not None:
+            self.memory.detach()
             backend.stop(self.grace)
 
     # -- health -----------------------------------------------------------------------------------
@@ -182,6 +205,11 @@ class WorkerSet:
         self.ready_at[worker] = None
         if self.quota is not None and self.max_tasks is not None:
             self.quota[worker] = self.max_tasks
+
+    def retire(self, worker: int, memory: int, peak: int | None) -> None:
+        """``worker`` retired over its memory limit: count it and start a fresh one in its place."""
+        self.memory.retired(worker, memory, peak)
+        self.replace(worker, kill=False)
 
     def death_unblamed(self) -> int:
         """Count a death no item can be blamed for; return how many happened in a row."""

@@ -67,6 +67,11 @@ class JournaledIterator:
         return out
 
     @property
+    def status(self) -> str | None:
+        """What holds the run back now, for a progress bar (see ``ResultIterator.status``), or None."""
+        return self._core.status
+
+    @property
     def heartbeat(self) -> Callable[[], None] | None:
         """Called at least every 0.2 s while the consumer waits for a result (e.g. a bar's refresh)."""
         return self._core.heartbeat

@@ -154,6 +154,11 @@ class JournalRun:
 
     # -- driving ----------------------------------------------------------------------------------
 
+    @property
+    def status(self) -> str | None:
+        """What holds the inner run back now (see ``ResultIterator.status``), or None."""
+        return self._inner.status
+
     def set_heartbeat(self, fn: Callable[[], None] | None) -> None:
         self.heartbeat = fn
         self._inner.heartbeat = fn

@@ -33,6 +33,12 @@ Object life cycle
     the item fails with :class:`~._errors.TaskTimeoutError` while the others go on. The engine's
     own deadline (``RunOptions.watchdog_timeout``) only catches a loop that is blocked.
 
+``max_worker_memory``
+    Once an item ends with the worker's own memory over its limit (looked at, at most once a
+    millisecond, as items end), the worker starts no item of a batch it has not begun, finishes
+    the batches it has begun, then retires (``retire``): the engine runs the batches it did not
+    begin elsewhere and starts a fresh worker. Its object's ``aclose()`` is awaited as at any stop.
+
 Deaths
     ``progress`` names the item whose coroutine runs a step, each time one does (a thin wrapper
     around the coroutine), so a worker that dies in a coroutine (``os._exit``, a crash in an
@@ -54,6 +60,7 @@ from typing import Any
 
 from .._engine.rate_limit import StartGate
 from .._errors import TaskTimeoutError
+from .._memory.limit import OwnLimit
 from .run import WorkerSpec, build_worker_object, make_caller
 
 __all__ = ["FailedItem", "serve_coroutines"]
@@ -136,7 +143,7 @@ async def _after_start(gate: StartGate, coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class _Batch:
-    __slots__ = ("busy", "failures", "id", "indices", "pending", "results")
+    __slots__ = ("busy", "failures", "id", "indices", "pending", "results", "started")
 
     def __init__(self, batch_id: int, indices: Sequence[int], n: int) -> None:
         self.id = batch_id
@@ -145,6 +152,7 @@ class _Batch:
         self.failures: Failures = []
         self.pending = n
         self.busy = 0.0  # seconds its items ran, added up
+        self.started = False  # an item of it has started
 
 
 class _Runner:
@@ -159,6 +167,8 @@ class _Runner:
         done: Callable[[int, Sequence[int], list[Any], Failures, float], None],
         progress: MutableSequence[int] | None,
         gate: StartGate | None = None,
+        limit: OwnLimit | None = None,
+        retire: Callable[[int, int | None], None] | None = None,
     ) -> None:
         self.loop = loop
         self.gate = gate
@@ -174,6 +184,10 @@ class _Runner:
         self.expired: set[asyncio.Future[Any]] = set()
         self.stopping = False
         self.stopped: asyncio.Future[None] = loop.create_future()
+        #: the worker's memory limit, what to call when it is over, and the memory measured then
+        self.limit = limit
+        self.retire = retire
+        self.retiring: int | None = None
 
     # -- batches in, results out ---------------------------------------------------------------
 
@@ -183,8 +197,8 @@ class _Runner:
             if not self.stopped.done():
                 self.stopped.set_result(None)
             return
-        if self.stopping:
-            return
+        if self.stopping or self.retiring is not None:
+            return  # retiring: the engine runs what it did not begin elsewhere
         batch_id, indices, items = message
         batch = _Batch(batch_id, indices, len(items))
         if not items:
@@ -202,6 +216,12 @@ class _Runner:
         waiting = self.waiting
         while self.free and waiting and not self.stopping:
             self._start(*waiting.popleft())
+        if self.retiring is not None and not self.running and not waiting and not self.stopping:
+            self.stopping = True
+            assert self.retire is not None
+            self.retire(self.retiring, self.limit.peak() if self.limit is not None else None)
+            if not self.stopped.done():
+                self.stopped.set_result(None)
 
     # -- one item --------------------------------------------------------------------------------
 
@@ -213,6 +233,7 @@ class _Runner:
             progress[0] = batch.id
             progress[1] = pos
         started = time.perf_counter()
+        batch.started = True
         if type(item) is FailedItem:
             self._end(batch, pos, started, error=item.error)
             return
@@ -279,6 +300,13 @@ class _Runner:
         batch.pending -= 1
         if batch.pending == 0:
             self._report(batch)
+        limit = self.limit
+        if limit is not None and self.retiring is None and time.perf_counter() >= limit.next_at:
+            over = limit.over()
+            if over is not None:
+                # Finish the batches begun (each is answered whole), begin no other.
+                self.retiring = over
+                self.waiting = deque(w for w in self.waiting if w[0].started)
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -315,6 +343,7 @@ def serve_coroutines(
     done: Callable[[int, Sequence[int], list[Any], Failures, float], None],
     progress: MutableSequence[int] | None,
     name: str,
+    retire: Callable[[int, int | None], None] | None = None,
 ) -> None:
     """Run a coroutine worker in the calling thread until ``next_message()`` returns None.
 
@@ -323,12 +352,14 @@ def serve_coroutines(
     is called once the worker's object is built (or could not be); ``done(batch id, indices,
     results, failures, compute seconds)`` once per batch, on the loop's thread. A coroutine that
     raises ``SystemExit`` or ``KeyboardInterrupt`` ends the worker: the exception propagates.
+    With ``spec.memory_limit``, ``retire(memory, peak)`` is called when the worker retires, after
+    which this returns (see the module docstring).
     """
     loop = asyncio.new_event_loop()
     runner: list[_Runner] = []
     try:
         loop.run_until_complete(_main(spec, own_process, loop, next_message, ready, init_failed, done,
-                                      progress, name, runner))
+                                      progress, name, runner, retire))
     except (SystemExit, KeyboardInterrupt):
         if runner:
             runner[0].name_fatal_item()
@@ -355,6 +386,7 @@ async def _main(
     progress: MutableSequence[int] | None,
     name: str,
     runner_out: list[_Runner],
+    retire: Callable[[int, int | None], None] | None = None,
 ) -> None:
     try:
         # Inside the running loop: the object's constructor may need one (an HTTP session).
@@ -366,7 +398,9 @@ async def _main(
     ready()
     # The pool's start gate under max_per_second (None without a limit).
     gate: StartGate | None = spec.start_gate
-    runner = _Runner(loop, call, max(1, spec.concurrency), spec.task_timeout, done, progress, gate)
+    limit = None if spec.memory_limit is None or retire is None else OwnLimit(spec.memory_limit)
+    runner = _Runner(loop, call, max(1, spec.concurrency), spec.task_timeout, done, progress, gate, limit,
+                     retire)
     runner_out.append(runner)
     threading.Thread(target=_bridge, args=(next_message, loop, runner), name=name, daemon=True).start()
     try:

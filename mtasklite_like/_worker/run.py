@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from types import CoroutineType
 from typing import Any
 
 from .._engine.rate_limit import StartGate
+from .._memory.limit import OwnLimit
 from ..constants import ArgumentPassing
 from .delayed import materialize
 
@@ -26,6 +28,7 @@ __all__ = [
     "make_caller",
     "pack_exception",
     "run_batch",
+    "run_batch_limited",
     "temporary_env",
 ]
 
@@ -35,11 +38,12 @@ class WorkerSpec:
 
     ``concurrency`` is 0 for a plain function, which runs one item at a time; for a coroutine
     worker it is how many items the worker runs at once on its event loop (``coroutines``),
-    each cancelled past ``task_timeout`` seconds.
+    each cancelled past ``task_timeout`` seconds. ``memory_limit``: the bytes of its own memory past
+    which the worker retires (``max_worker_memory``; see ``_memory.limit``), or None.
     """
 
-    __slots__ = ("argument_type", "concurrency", "env", "index", "initargs", "initializer", "start_gate",
-                 "task_timeout", "worker")
+    __slots__ = ("argument_type", "concurrency", "env", "index", "initargs", "initializer", "memory_limit",
+                 "start_gate", "task_timeout", "worker")
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class WorkerSpec:
         concurrency: int = 0,
         task_timeout: float | None = None,
         start_gate: StartGate | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self.index = index
         self.worker = worker
@@ -65,6 +70,7 @@ class WorkerSpec:
         #: under ``max_per_second``: what every start of every worker of the pool waits for
         #: (``_engine.rate_limit.StartGate``), so that starts, not only hand-overs, are evenly spaced
         self.start_gate = start_gate
+        self.memory_limit = memory_limit
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -165,6 +171,43 @@ def run_batch(
     if results and (type(results[0]) is CoroutineType or type(results[-1]) is CoroutineType):
         _fail_coroutine_results(results, failures)
     return results, failures
+
+
+def run_batch_limited(
+    call: Callable[[Any], Any], items: list[Any], progress: Any, limit: OwnLimit
+) -> tuple[list[Any], list[tuple[int, Exception]], int | None]:
+    """:func:`run_batch` for a worker with a memory limit: it stops after the item that took the
+    worker's own memory over ``limit`` and returns, besides the results of the items it ran (fewer
+    than ``items`` then), the memory measured (None: not over). Items of a few microseconds are
+    looked at once, after the batch (see ``_memory.limit``)."""
+    clock = time.perf_counter
+    started = clock()
+    if not limit.per_item_checks(len(items)):
+        whole, failed = run_batch(call, items, progress)
+        limit.measured(len(items), clock() - started)
+        return whole, failed, limit.over()
+    results: list[Any] = []
+    append = results.append
+    failures: list[tuple[int, Exception]] = []
+    over = None
+    for pos, item in enumerate(items):
+        if progress is not None:
+            progress[1] = pos
+        try:
+            append(call(item))
+        except Exception as exc:
+            failures.append((pos, exc))
+            append(None)
+        if clock() >= limit.next_at:
+            over = limit.over()
+            if over is not None:
+                break
+    limit.measured(len(results), clock() - started)
+    if over is None and len(results) == len(items):
+        over = limit.over()
+    if results and (type(results[0]) is CoroutineType or type(results[-1]) is CoroutineType):
+        _fail_coroutine_results(results, failures)
+    return results, failures, over
 
 
 def _fail_coroutine_results(results: list[Any], failures: list[tuple[int, Exception]]) -> None:

@@ -195,6 +195,21 @@ def test_a_death_in_a_batch_fails_only_the_running_item(ray):
     assert [r for r in results if not is_exception(r)] == [x for x in range(40) if x != 11]
 
 
+@pytest.mark.parametrize("unordered", [False, True])
+def test_an_actor_over_max_worker_memory_is_replaced_and_nothing_is_lost(ray, unordered):
+    # 24 MiB kept per item against 300 MiB of the actor's own memory: each actor retires after
+    # about a dozen items, in the middle of a batch or at its end, and a fresh one takes over.
+    pool = Pool(rh.keep_memory, 2, backend="ray", max_worker_memory="300MiB", is_unordered=unordered)
+    out = list(pool(range(60)))
+    got = [x for x, _ in out]
+    assert (sorted(got) if unordered else got) == list(range(60))
+    pids = {pid for _, pid in out}
+    assert len(pids) >= 3
+    assert sum(w.recycled for w in pool.worker_memory()) >= 1
+    # A retired actor ends: its process goes away.
+    assert _gone(pids - set(pool._workers.backend.pids if pool._workers.backend else ()), within=30)
+
+
 def test_task_timeout_kills_the_actor_and_fails_the_item(ray):
     # Item 1 would take 120 s, past the test's timeout: only its task_timeout ends it.
     pool = Pool(rh.fail_or_wait, 2, backend="ray", task_timeout=1.0, exception_behavior="ignore")
