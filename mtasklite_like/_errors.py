@@ -127,10 +127,10 @@ class MemoryPressureError(MtaskliteLikeError):
     flight for ``memory_pause_timeout`` seconds: nothing the run could do would free it."""
 
 
-class MemoryPressureWarning(ResourceWarning):
+class MemoryPressureWarning(RuntimeWarning):
     """The run paused (or resumed) reading input and starting batches, because the memory
-    available to the pool went below (or came back above) ``min_available_memory``. Shown once
-    per run for the pause, once for the resumption."""
+    available to the pool went below (or came back above) ``min_available_memory``. Issued once
+    per run for the pause, once for the resumption (a ``RuntimeWarning``: shown by default)."""
 
 
 class TaskTimeoutError(MtaskliteLikeError, TimeoutError):

@@ -93,7 +93,8 @@ class ScriptedAvailable(MemorySource):
         self.low = 10 * MiB
 
     def available(self) -> tuple[int, int]:
-        now = FakeBackend.made[-1].now
+        # (also read when the pool is built, before any backend: plenty then)
+        now = FakeBackend.made[-1].now if FakeBackend.made else -1.0
         short = self.start <= now < self.end
         return (self.low if short else self.total // 2), self.total
 
@@ -230,3 +231,28 @@ def test_this_machine_s_memory_is_readable():
     available, total = source.available()
     assert 0 <= available <= total
     assert source.oom_kills() is None or source.oom_kills() >= 0
+
+
+def test_the_pressure_warnings_are_shown_by_default():
+    # Not a ResourceWarning (ignored by Python's default filters): users see the pause.
+    import subprocess
+    import sys
+
+    code = (
+        "from tests.test_memory_fake import ScriptedAvailable, Step\n"
+        "from tests.fake_backend import FakeBackend\n"
+        "from mtasklite_like import Pool\n"
+        "from mtasklite_like._memory.source import use_source\n"
+        "from tests.fake_backend import run_step\n"
+        "with use_source(ScriptedAvailable(0.1, 0.3)):\n"
+        "    list(Pool(run_step, 2, backend='fake-timed', chunk_size=1, min_available_memory=100 << 20)"
+        "([Step(i, seconds=0.01) for i in range(100)]))\n"
+    )
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("MemoryPressureWarning") == 2, result.stderr
+    assert "min_available_memory=100 MiB:" in result.stderr  # bytes: no share in brackets

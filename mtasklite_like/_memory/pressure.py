@@ -75,10 +75,11 @@ class PressureGate:
         self.status = f"paused: {format_bytes(available)} free < {format_bytes(need)}"
         if not self._warned_pause:
             self._warned_pause = True
+            share = f" ({format_bytes(need)})" if self.threshold.fraction is not None else ""
             warnings.warn(
                 f"the memory available to this pool ({format_bytes(available)} of {format_bytes(total)}) is "
-                f"below min_available_memory={self.threshold} ({format_bytes(need)}): reading no more input "
-                "and starting no new batches until it is back (work in flight goes on)",
+                f"below min_available_memory={self.threshold}{share}: reading no more input and starting "
+                "no new batches until it is back (work in flight goes on)",
                 MemoryPressureWarning,
                 stacklevel=2,
             )
