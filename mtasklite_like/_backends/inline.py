@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from .._worker.context import SLOTS, WorkerContext, enter, leave
 from .._worker.run import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerInitFailed, WorkerReady
 
@@ -29,7 +30,9 @@ class InlineBackend(Backend):
         super().__init__(1)
         self._spec = spec
         self._call: Callable[[Any], Any] | None = None
-        self._queue: deque[tuple[int, list[Any]]] = deque()
+        self._queue: deque[tuple[int, Sequence[int], list[Any]]] = deque()
+        #: what the task's code sees of its worker (``_worker.context``), in the caller's thread
+        self._context = WorkerContext(0, [-1] * SLOTS)
         self._events: list[Event] = []
         self._alive = False
         self._woken = threading.Event()
@@ -44,7 +47,7 @@ class InlineBackend(Backend):
             self._events.append(WorkerReady(0))
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
-        self._queue.append((batch_id, items))
+        self._queue.append((batch_id, indices, items))
         return 0
 
     def recv(self, timeout: float | None) -> list[Event]:
@@ -57,9 +60,18 @@ class InlineBackend(Backend):
                 self._woken.wait(timeout)
             self._woken.clear()
             return []
-        batch_id, items = self._queue.popleft()
+        batch_id, indices, items = self._queue.popleft()
+        context = self._context
+        context.begin(batch_id, indices)
+        slots = context.slots
+        slots[1] = -1
+        slots[0] = batch_id
+        enter(context, own_process=False)
         t0 = time.perf_counter()
-        results, failures = run_batch(self._call, items)
+        try:
+            results, failures = run_batch(self._call, items, slots)
+        finally:
+            leave(own_process=False)
         return [BatchDone(0, batch_id, results, failures, time.perf_counter() - t0)]
 
     def wake(self) -> None:

@@ -41,6 +41,7 @@ from multiprocess.connection import wait
 
 from .._errors import RemoteTraceback, TaskPicklingError
 from .._memory.limit import OwnLimit
+from .._worker.context import SLOTS, WorkerContext, enter
 from .._worker.coroutines import FailedItem, serve_coroutines
 from .._worker.run import (
     WorkerSpec,
@@ -202,6 +203,8 @@ def _process_main(
         result_conn.send_bytes(dumps(to_wire(InitFailed(*pack_exception(exc, f"worker {spec.index}")))))
         return
     limit = None if spec.memory_limit is None else OwnLimit(spec.memory_limit)
+    context = WorkerContext(spec.index, progress)
+    enter(context, own_process=True)
     del spec
     result_conn.send_bytes(_READY_BYTES)
 
@@ -211,7 +214,7 @@ def _process_main(
         def send(message: tuple[bytes, list[memoryview] | None]) -> int:
             return send_message(result_conn, message[0], message[1], capacity)
 
-        _serve(call, inbox, send, progress, parent_pid, limit)
+        _serve(call, inbox, send, progress, parent_pid, limit, context)
     except (BrokenPipeError, EOFError, ConnectionError):
         # The parent is gone or closed our pipe while stopping us: nothing to report to.
         os._exit(0)
@@ -236,7 +239,7 @@ def _next_batch(inbox: _Inbox, parent_pid: int | None) -> Message:
 
 def _serve(
     call: Any, inbox: _Inbox, send: Any, progress: Any, parent_pid: int | None = None,
-    limit: OwnLimit | None = None,
+    limit: OwnLimit | None = None, context: WorkerContext | None = None,
 ) -> None:
     """The worker loop: run each batch from ``inbox`` and send back its results.
 
@@ -257,6 +260,8 @@ def _serve(
         # the position of an item of the previous one.
         progress[1] = -1
         progress[0] = batch_id
+        if context is not None:
+            context.begin(batch_id, indices)
         t0 = time.perf_counter()
         try:
             task = _failing_unsendable(call) if msg.unsendable else call
@@ -435,7 +440,7 @@ class ProcessBackend(Backend):
         result_r, result_w = self._ctx.Pipe(duplex=False)
         # Shared memory, written by the worker as it starts each item and still readable here
         # after the worker dies: it says which item killed it.
-        progress = self._ctx.RawArray("q", [-1, -1])
+        progress = self._ctx.RawArray("q", [-1] * SLOTS)
         process = self._ctx.Process(
             target=_process_main,
             args=(payload, task_r, result_w, progress, may_die_with_parent(), self._pipe_capacity,

@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from .._errors import RemoteTraceback
+from .._worker.context import SLOTS
 from .._worker.run import WorkerSpec
 from .base import (
     Backend,
@@ -117,7 +118,7 @@ def _new_progress() -> Any:
         return None
     buf = segment.buf
     assert buf is not None
-    struct.pack_into("qq", buf, 0, -1, -1)
+    struct.pack_into("q" * SLOTS, buf, 0, *[-1] * SLOTS)
     return segment
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from .._errors import TaskPicklingError
 from .._memory.limit import OwnLimit
+from .._worker.context import SLOTS, WorkerContext, enter
 from .._worker.run import (
     WorkerSpec,
     build_worker_callable,
@@ -49,8 +50,9 @@ from .messages import ActorDied, ActorDone, ActorReady, InitFailed
 
 __all__ = ["PROGRESS_SIZE", "RayWorker", "Unsendable", "measure"]
 
-#: the progress segment: the running batch id and the position in it (two int64)
-PROGRESS_SIZE = 16
+#: the progress segment: the running batch id and the position in it, then progress reported
+#: from inside tasks (int64 each; see ``_worker.context``)
+PROGRESS_SIZE = 8 * SLOTS
 
 
 class Unsendable:
@@ -113,7 +115,7 @@ class RayWorker:
         self._index = spec.index
         self._call: Callable[[Any], Any] | None = None
         self._progress: _Progress | None = None
-        self._positions: Any = [-1, -1]
+        self._positions: Any = [-1] * SLOTS
         #: why the object could not be built (None: it was)
         self._init_failed: InitFailed | None = None
         self._limit = None if spec.memory_limit is None else OwnLimit(spec.memory_limit)
@@ -128,6 +130,8 @@ class RayWorker:
             with contextlib.suppress(OSError, ValueError):  # not on the caller's machine
                 self._progress = _Progress(progress)
                 self._positions = self._progress.view
+        self._context = WorkerContext(spec.index, self._positions)
+        enter(self._context, own_process=True)
 
     def ready(self) -> ActorReady | InitFailed:
         """``ActorReady`` (this process's pid, and whether it writes the caller's progress segment),
@@ -152,6 +156,7 @@ class RayWorker:
         progress = self._positions
         progress[1] = -1  # first: a death in between must not pair this batch with an old position
         progress[0] = batch_id
+        self._context.begin(batch_id, indices)
         t0 = time.perf_counter()
         over = None
         try:
@@ -179,7 +184,8 @@ class RayWorker:
         removes the segment)."""
         progress, self._progress = self._progress, None
         if progress is not None:
-            self._positions = [-1, -1]
+            self._positions = [-1] * SLOTS
+            self._context.slots = self._positions
             with contextlib.suppress(Exception):
                 progress.close()
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from .._worker.context import SLOTS, WorkerContext, enter
 from .._worker.coroutines import serve_coroutines
 from .._worker.run import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
@@ -50,7 +51,9 @@ class _Slot:
         self.inbox: queue.SimpleQueue[RunBatch | Stop] = queue.SimpleQueue()
         self.outbox: Any = outbox
         self.abandoned = False
-        self.progress = [-1, -1]  # (batch id, position) of the item running
+        #: (batch id, position) of the item running, then progress from inside tasks (see
+        #: ``_worker.context``)
+        self.progress = [-1] * SLOTS
         self.thread: threading.Thread | None = None
 
     def abandon(self) -> None:
@@ -71,6 +74,8 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         return
     # Drop the spec: the shell's cached state, if any, is not this thread's to keep alive.
     del spec
+    context = WorkerContext(index, slot.progress)
+    enter(context, own_process=False)
     slot.outbox.put(WorkerReady(index))
     inbox = slot.inbox
     while True:
@@ -83,6 +88,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         progress = slot.progress
         progress[1] = -1  # first, so a death never pairs this batch with an old position
         progress[0] = batch_id
+        context.begin(batch_id, msg.indices)
         t0 = time.perf_counter()
         try:
             results, failures = run_batch(call, items, progress)

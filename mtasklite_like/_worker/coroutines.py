@@ -61,6 +61,7 @@ from typing import Any
 from .._engine.rate_limit import StartGate
 from .._errors import TaskTimeoutError
 from .._memory.limit import OwnLimit
+from .context import RUNNING, SLOTS, WorkerContext, enter
 from .run import WorkerSpec, build_worker_object, make_caller
 
 __all__ = ["FailedItem", "serve_coroutines"]
@@ -169,8 +170,10 @@ class _Runner:
         gate: StartGate | None = None,
         limit: OwnLimit | None = None,
         retire: Callable[[int, int | None], None] | None = None,
+        context: WorkerContext | None = None,
     ) -> None:
         self.loop = loop
+        self.context = context
         self.gate = gate
         self.call = call
         self.concurrency = concurrency
@@ -201,6 +204,8 @@ class _Runner:
             return  # retiring: the engine runs what it did not begin elsewhere
         batch_id, indices, items = message
         batch = _Batch(batch_id, indices, len(items))
+        if self.context is not None:
+            self.context.batches[batch_id] = indices
         if not items:
             self._report(batch)
             return
@@ -208,6 +213,8 @@ class _Runner:
         self._pump()
 
     def _report(self, batch: _Batch) -> None:
+        if self.context is not None:
+            self.context.batches.pop(batch.id, None)
         batch.failures.sort(key=lambda f: f[0])
         self.done(batch.id, batch.indices, batch.results, batch.failures, batch.busy / self.concurrency)
 
@@ -249,7 +256,12 @@ class _Runner:
             awaitable = _after_start(self.gate, awaitable)
         if progress is not None and inspect.iscoroutine(awaitable):
             awaitable = _Tracked(awaitable, progress, batch.id, pos)
-        task = asyncio.ensure_future(awaitable, loop=self.loop)
+        # The task copies the current context: its coroutine knows its item (``_worker.context``).
+        token = RUNNING.set((batch.id, pos))
+        try:
+            task = asyncio.ensure_future(awaitable, loop=self.loop)
+        finally:
+            RUNNING.reset(token)
         self.free -= 1
         handle = None if self.timeout is None else self.loop.call_later(self.timeout, self._expire, task)
         self.running[task] = (batch, pos, started, handle)
@@ -399,8 +411,10 @@ async def _main(
     # The pool's start gate under max_per_second (None without a limit).
     gate: StartGate | None = spec.start_gate
     limit = None if spec.memory_limit is None or retire is None else OwnLimit(spec.memory_limit)
+    context = WorkerContext(spec.index, progress if progress is not None else [-1] * SLOTS)
+    enter(context, own_process=own_process)
     runner = _Runner(loop, call, max(1, spec.concurrency), spec.task_timeout, done, progress, gate, limit,
-                     retire)
+                     retire, context)
     runner_out.append(runner)
     threading.Thread(target=_bridge, args=(next_message, loop, runner), name=name, daemon=True).start()
     try:
