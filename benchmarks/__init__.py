@@ -11,6 +11,8 @@ Modules:
   input and returning the results as a list;
 - ``measure``: the measurement loops (alternating pairs after warm-ups, medians);
 - ``memory``: the peak-RSS probe, run in a child process of its own;
+- ``worker_memory``: the ``leak`` and ``pressure`` rows (``max_worker_memory`` against a leaking
+  task, ``min_available_memory`` while another process takes memory), every run in a child process;
 - ``report``: the console table (also saved as ``benchmark.txt``), ``benchmark.json`` and the chart.
 
 This package imports nothing heavy at import time, so ``python -m benchmarks.memory`` starts a

@@ -70,8 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             if row.workload.startswith("big-"):
                 big = report.big_cells(row)
                 line += f"  [{big[2]}; caller +{big[3]}, workers {big[4]}, largest worker {big[5]}]"
+            if row.workload == "leak":
+                leak = report.leak_cells(row)
+                line += (f"  [{leak[3]}; largest worker's peak RSS {leak[4]} (tasks), {leak[5]} (ru_maxrss), "
+                         f"{leak[6]} (pool), shared {leak[7]}, own {leak[8]}; replaced {leak[9]}]")
             if row.error:
                 line += f"  {row.error}"
+            elif row.status == "SKIP":
+                line += f"  {row.note}"
             print(line, flush=True)
 
         rows.extend(measure.run(w, args.repeat, log))
@@ -80,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     # Reference rows first within each workload.
     order = {w.name: i for i, w in enumerate(selected)}
     rows.sort(key=lambda r: (order[r.workload], not r.reference))
-    parts = [report.legend(selected), report.table(rows), report.big_table(rows), report.FOOTNOTES,
-             report.summary(rows, args.quick)]
+    parts = [report.legend(selected), report.table(rows), report.big_table(rows), report.leak_table(rows),
+             report.FOOTNOTES, report.summary(rows, args.quick)]
     text = "\n\n".join(p for p in parts if p)
     print()
     print(text)

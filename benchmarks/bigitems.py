@@ -15,29 +15,26 @@ is counted. The child
    reaped, ``ru_maxrss`` of ``RUSAGE_CHILDREN`` (the peak RSS of the largest single worker, exact:
    the kernel keeps it).
 
-The parent (:func:`run_probe`) watches the child from outside while it runs: every 100 ms it reads
-``VmHWM`` of each process the child started (its workers, and helper processes such as resource
-trackers) and keeps the last value per process; their sum is the *workers' peak RSS (sum)*. A
-process's growth in its last 100 ms is missed, and pages a worker shares with the caller after
-``fork`` (the interpreter, imported libraries) count in each process, as RSS always counts them.
-The same watch stops a run whose processes together hold more than :data:`MEMORY_CAP` bytes, so a
-pool that keeps its whole input in memory cannot exhaust a shared machine; that run is reported as
-an error.
+The parent (:func:`run_probe`, with the watch of :mod:`benchmarks.children`) watches the child
+from outside while it runs: every 100 ms it reads ``VmHWM`` of each process the child started (its
+workers, and helper processes such as resource trackers) and keeps the last value per process;
+their sum is the *workers' peak RSS (sum)*. A process's growth in its last 100 ms is missed, and
+pages a worker shares with the caller after ``fork`` (the interpreter, imported libraries) count in
+each process, as RSS always counts them. The same watch stops a run whose processes together hold
+more than :data:`MEMORY_CAP` bytes, so a pool that keeps its whole input in memory cannot exhaust a
+shared machine; that run is reported as an error.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import resource
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
+
+from .children import run_child, status_kib
 
 MiB = 1 << 20
 #: elements of float64 in one 8 MiB array
@@ -187,16 +184,6 @@ _IMPORTS = {"ours": "mtasklite_like", "ours_threads": "mtasklite_like", "mpire":
 # -- the child ----------------------------------------------------------------------------------------
 
 
-def _status_kib(pid: str = "self") -> dict[str, int]:
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-    return values
-
-
 def child(data_name: str, runner_name: str, n: int) -> dict[str, Any]:
     """One measured run in this process; returns its figures (MiB, seconds)."""
     import importlib
@@ -207,7 +194,7 @@ def child(data_name: str, runner_name: str, n: int) -> dict[str, Any]:
     if runner_name in _IMPORTS:
         importlib.import_module(_IMPORTS[runner_name])
     data = Data(data_name)
-    baseline = _status_kib()["VmRSS"]
+    baseline = status_kib()["VmRSS"]
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -222,7 +209,7 @@ def child(data_name: str, runner_name: str, n: int) -> dict[str, Any]:
         count += 1
         del result
     seconds = time.perf_counter() - start
-    peak = _status_kib()["VmHWM"]
+    peak = status_kib()["VmHWM"]
     if count != n:
         raise AssertionError(f"{runner_name} gave {count} results for {n} items")
     if runner_name == "joblib":  # stop its reusable workers so that they are reaped and measured
@@ -245,96 +232,11 @@ def child(data_name: str, runner_name: str, n: int) -> dict[str, Any]:
 # -- the parent: run a child, watch its processes -------------------------------------------------------
 
 
-def _descendants(root: int) -> list[int]:
-    """Pids of every living process below ``root`` (from each process's parent in /proc/*/stat)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        kids = parents.get(todo.pop(), [])
-        found.extend(kids)
-        todo.extend(kids)
-    return found
-
-
-class _Watch(threading.Thread):
-    """Samples the child's processes every ``interval`` s: last ``VmHWM`` per descendant, and the
-    total RSS against :data:`MEMORY_CAP` (stops the child's process group beyond it)."""
-
-    def __init__(self, proc: subprocess.Popen[str], interval: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.proc = proc
-        self.interval = interval
-        self.hwm_kib: dict[int, int] = {}
-        self.over_cap = False
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.interval):
-            total = 0
-            try:
-                total += _status_kib(str(self.proc.pid))["VmRSS"]
-            except (OSError, KeyError):
-                pass
-            for pid in _descendants(self.proc.pid):
-                try:
-                    status = _status_kib(str(pid))
-                except (OSError, KeyError):
-                    continue
-                if "VmHWM" in status:
-                    self.hwm_kib[pid] = max(self.hwm_kib.get(pid, 0), status["VmHWM"])
-                    total += status["VmRSS"]
-            if total * 1024 > MEMORY_CAP:
-                self.over_cap = True
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                return
-
-
 def run_probe(data_name: str, runner_name: str, n: int, timeout: float = 300.0) -> dict[str, Any]:
     """Run one measurement in a fresh child process (its own process group); return its figures."""
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else root
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bigitems", data_name, runner_name, str(n)],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    watch = _Watch(proc)
-    watch.start()
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise TimeoutError(f"{runner_name} on {data_name} did not finish within {timeout:.0f} s") from None
-    finally:
-        watch.done.set()
-        watch.join()
-    if watch.over_cap:
-        raise MemoryError(f"{runner_name} on {data_name} held more than {MEMORY_CAP >> 30} GiB "
-                          "(caller and workers together): stopped")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{runner_name} on {data_name} failed (exit {proc.returncode}): "
-                           f"{err.strip()[-1500:]}")
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result, watch = run_child("benchmarks.bigitems", [data_name, runner_name, str(n)],
+                              what=f"{runner_name} on {data_name}", timeout=timeout, cap=MEMORY_CAP,
+                              interval=0.1)
     result["workers_sum_mib"] = sum(watch.hwm_kib.values()) / 1024 if watch.hwm_kib else None
     result["worker_processes"] = len(watch.hwm_kib)
     return result

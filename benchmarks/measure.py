@@ -18,7 +18,7 @@ import statistics
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,6 +52,16 @@ class Row:
     caller_mib: float | None = None
     workers_mib: float | None = None
     largest_worker_mib: float | None = None
+    #: "leak" workload, MiB, largest over the runs: the largest worker's peak RSS as its tasks read it
+    #: (VmHWM after each item) and as ``Pool.worker_memory()`` reports it (ours), and the part of a
+    #: worker's RSS shared with other processes; its own memory at the peak (the largest of the three
+    #: peaks less the shared part: what ``max_worker_memory`` limits); worker processes replaced in
+    #: the last run (``largest_worker_mib`` holds ``ru_maxrss`` of the reaped workers)
+    task_peak_mib: float | None = None
+    pool_peak_mib: float | None = None
+    shared_mib: float | None = None
+    own_peak_mib: float | None = None
+    replaced: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,12 +159,15 @@ def run_timed(w: Workload, repeat: int, log: Any) -> list[Row]:
         note = cfg.note
         if n != ref_n:
             note = (note + "; " if note else "") + f"fewer items ({n:,}): slow peer"
+        cfg_pairs = max(1, round(pairs * cfg.repeat_factor))
+        if cfg_pairs != pairs:
+            note = (note + "; " if note else "") + f"{cfg_pairs} pairs"
         row = Row(w.name, cfg.label, cfg.short, False, n, unit, note=note)
         rows.append(row)
         ref_times: list[float] = []
         try:
             _time_once(w, cfg, n)  # warm-up
-            for _ in range(pairs):
+            for _ in range(cfg_pairs):
                 if ref_ok:
                     try:
                         ref_times.append(_time_once(w, ref, ref_n))
@@ -340,7 +353,7 @@ def run_latency(w: Workload, repeat: int, log: Any) -> list[Row]:
     return list(rows.values())
 
 
-# -- large items: time and memory, every run in a fresh process -------------------------------------------
+# -- every run in a fresh child process (large items, leaks) -------------------------------------------
 
 
 def _largest(values: list[float | None]) -> float | None:
@@ -348,54 +361,48 @@ def _largest(values: list[float | None]) -> float | None:
     return max(known) if known else None
 
 
-def run_big(w: Workload, repeat: int, log: Any) -> list[Row]:
-    """Each run is a fresh child process (``benchmarks.bigitems``) that reports its wall time and
-    memory. Rounds of ``ours, peer 1, peer 2, ...``; a peer's ratio is the median over the rounds of
-    our throughput / its throughput in the same round. Memory figures are the largest of the runs."""
-    from .bigitems import run_probe
-
+def run_child_rounds(w: Workload, repeat: int, log: Any, probe: Callable[[Config, int], dict[str, Any]],
+                     describe: Callable[[Row, list[dict[str, Any]]], None]) -> list[Row]:
+    """Rounds of ``ours, peer 1, peer 2, ...``, every run a fresh child process: ``probe(cfg, items)``
+    makes one run and returns its figures (its wall time as ``seconds`` among them); a configuration
+    whose run fails is reported as an error and not run again. A row's value is its median
+    throughput; a peer's ratio is the median over the rounds of our throughput / its throughput in
+    the same round. ``describe(row, runs)`` sets a row's other figures from its runs' (on the
+    reference row, also the figure its target is on)."""
     configs = [w.reference, *w.peers]
     rows = {
-        id(c): Row(w.name, c.label, c.short, c is w.reference, w.items, "items/s", note=c.note)
+        id(c): Row(w.name, c.label, c.short, c is w.reference, _items(w, c), "items/s", note=c.note)
         for c in configs
     }
-    seconds: dict[int, list[float | None]] = {id(c): [] for c in configs}
+    rates: dict[int, list[float | None]] = {id(c): [] for c in configs}
     figures: dict[int, list[dict[str, Any]]] = {id(c): [] for c in configs}
     for _ in range(pairs_for(w, repeat)):
         for cfg in configs:
             row = rows[id(cfg)]
             if row.error:
-                seconds[id(cfg)].append(None)
+                rates[id(cfg)].append(None)
                 continue
             try:
-                result = run_probe(w.data, cfg.run, w.items, timeout=RUN_TIMEOUT_SECONDS * 2)
+                result = probe(cfg, row.items)
             except Exception as exc:
                 row.status, row.error = "ERROR", _error_text(exc)
-                seconds[id(cfg)].append(None)
+                rates[id(cfg)].append(None)
                 continue
-            seconds[id(cfg)].append(result["seconds"])
+            rates[id(cfg)].append(row.items / result["seconds"])
             figures[id(cfg)].append(result)
             row.samples.append(result["seconds"])
-            if not result["peak_reset"]:
-                row.note = "peak could not be reset: growth includes earlier peaks"
-    ref_seconds = seconds[id(w.reference)]
+    ref_rates = rates[id(w.reference)]
     for cfg in configs:
         row = rows[id(cfg)]
         runs = figures[id(cfg)]
         if runs:
-            row.value = w.items / statistics.median(row.samples)
-            row.caller_mib = _largest([r["caller_growth_mib"] for r in runs])
-            row.workers_mib = _largest([r["workers_sum_mib"] for r in runs])
-            row.largest_worker_mib = _largest([r["largest_worker_mib"] for r in runs])
-        paired = [(rt, pt) for rt, pt in zip(ref_seconds, seconds[id(cfg)])
-                  if rt is not None and pt is not None]
+            row.value = row.items / statistics.median(row.samples)
+            describe(row, runs)
+        paired = [(r, p) for r, p in zip(ref_rates, rates[id(cfg)]) if r is not None and p is not None]
         if cfg is w.reference:
             row.ratio = 1.0
-            if row.caller_mib is not None:
-                row.measured, row.measured_unit = row.caller_mib, "MiB"
         elif paired:
-            # equal item counts: ours/this as throughputs is this time / our time
-            row.ratio = statistics.median(pt / rt for rt, pt in paired)
+            row.ratio = statistics.median(r / p for r, p in paired)
             row.measured, row.measured_unit = row.ratio, "x"
         if row.error and cfg.target:
             row.target = cfg.target.text
@@ -403,6 +410,27 @@ def run_big(w: Workload, repeat: int, log: Any) -> list[Row]:
             _apply_target(row, cfg)
         log(row)
     return list(rows.values())
+
+
+def run_big(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """Each run is a fresh child process (``benchmarks.bigitems``) that reports its wall time and
+    memory (:func:`run_child_rounds`). Memory figures are the largest of the runs; the reference's
+    target is on the caller's peak RSS growth."""
+    from .bigitems import run_probe
+
+    def probe(cfg: Config, items: int) -> dict[str, Any]:
+        return run_probe(w.data, cfg.run, items, timeout=RUN_TIMEOUT_SECONDS * 2)
+
+    def describe(row: Row, runs: list[dict[str, Any]]) -> None:
+        row.caller_mib = _largest([r["caller_growth_mib"] for r in runs])
+        row.workers_mib = _largest([r["workers_sum_mib"] for r in runs])
+        row.largest_worker_mib = _largest([r["largest_worker_mib"] for r in runs])
+        if not all(r["peak_reset"] for r in runs):
+            row.note = "peak could not be reset: growth includes earlier peaks"
+        if row.reference and row.caller_mib is not None:
+            row.measured, row.measured_unit = row.caller_mib, "MiB"
+
+    return run_child_rounds(w, repeat, log, probe, describe)
 
 
 # -- rate limits ----------------------------------------------------------------------------------------
@@ -439,7 +467,10 @@ def run_rate(w: Workload, repeat: int, log: Any) -> list[Row]:
 def run(w: Workload, repeat: int, log: Any) -> list[Row]:
     if w.prepare is not None:
         w.notes.update(w.prepare())
-    w.notes["pairs"] = max(1, min(2, repeat)) if w.kind == "memory" else pairs_for(w, repeat)
+    if w.kind == "pressure":
+        w.notes["runs"] = 1
+    else:
+        w.notes["pairs"] = max(1, min(2, repeat)) if w.kind == "memory" else pairs_for(w, repeat)
     if hasattr(os, "getloadavg"):
         w.notes["load_1min"] = round(os.getloadavg()[0], 2)  # how busy the machine was at the start
     if w.kind in ("throughput", "ideal"):
@@ -454,4 +485,12 @@ def run(w: Workload, repeat: int, log: Any) -> list[Row]:
         return run_big(w, repeat, log)
     if w.kind == "rate":
         return run_rate(w, repeat, log)
+    if w.kind == "leak":
+        from .worker_memory import run_leak
+
+        return run_leak(w, repeat, log)
+    if w.kind == "pressure":
+        from .worker_memory import run_pressure
+
+        return run_pressure(w, repeat, log)
     raise ValueError(f"unknown workload kind {w.kind!r}")

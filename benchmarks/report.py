@@ -9,7 +9,7 @@ import statistics
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -113,25 +113,66 @@ def big_cells(row: Row) -> list[str]:
             _mib(row.largest_worker_mib)]
 
 
+def _grid(title: str, columns: Sequence[tuple[str, str, int]], rows: Sequence[Row],
+          cells: Callable[[Row], list[str]]) -> str:
+    """A titled table of ``cells(row)`` under ``columns`` (name, alignment, width), a blank line
+    between workloads."""
+    widths = [(a, w) for _, a, w in columns]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(f"{c:{a}{w}}" for c, (a, w) in zip(values, widths)).rstrip()
+
+    lines = [title, line([name for name, _, _ in columns]), line(["-" * w for _, _, w in columns])]
+    previous = None
+    for row in rows:
+        if previous is not None and row.workload != previous:
+            lines.append("")
+        previous = row.workload
+        lines.append(line(cells(row)))
+    return "\n".join(lines)
+
+
 def big_table(rows: Sequence[Row]) -> str:
     """Wall time and memory of the large-item rows (empty when none ran)."""
     big = [r for r in rows if r.caller_mib is not None or r.workload.startswith("big-")]
     if not big:
         return ""
-    widths = [(a, w) for _, a, w in _BIG_COLUMNS]
+    return _grid("Large items: wall time and memory (MiB = 2^20 bytes; largest of the runs)", _BIG_COLUMNS,
+                 big, big_cells)
 
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(f"{c:{a}{w}}" for c, (a, w) in zip(cells, widths)).rstrip()
 
-    lines = ["Large items: wall time and memory (MiB = 2^20 bytes; largest of the runs)",
-             line([name for name, _, _ in _BIG_COLUMNS]), line(["-" * w for _, _, w in _BIG_COLUMNS])]
-    previous = None
-    for row in big:
-        if previous is not None and row.workload != previous:
-            lines.append("")
-        previous = row.workload
-        lines.append(line(big_cells(row)))
-    return "\n".join(lines)
+_LEAK_COLUMNS = (
+    ("workload", "<", 22),
+    ("configuration", "<", 53),
+    ("items", ">", 7),
+    ("wall time", ">", 9),
+    ("peak RSS, tasks", ">", 15),
+    ("ru_maxrss", ">", 10),
+    ("pool's report", ">", 13),
+    ("shared", ">", 7),
+    ("own (RSS - shared)", ">", 18),
+    ("replaced", ">", 8),
+)
+
+
+def leak_cells(row: Row) -> list[str]:
+    """A "leak" row in the worker-memory table: median wall time, the largest worker's peak RSS
+    three ways, the part shared with other processes, its own memory at the peak (the largest peak
+    less the shared part), worker processes replaced."""
+    wall = f"{statistics.median(row.samples):.2f} s" if row.samples else "-"
+    replaced = "-" if row.replaced is None else f"{row.replaced:,}"
+    return [row.workload, row.label, f"{row.items:,}", wall, _mib(row.task_peak_mib),
+            _mib(row.largest_worker_mib), _mib(row.pool_peak_mib), _mib(row.shared_mib),
+            _mib(row.own_peak_mib), replaced]
+
+
+def leak_table(rows: Sequence[Row]) -> str:
+    """Wall time and the workers' memory of the leak rows (empty when none ran)."""
+    leak = [r for r in rows if r.workload == "leak"]
+    if not leak:
+        return ""
+    return _grid("A leaking task: wall time, the largest worker's peak RSS and own memory (MiB = 2^20 bytes; "
+                 "largest of the runs)", _LEAK_COLUMNS, leak, leak_cells)
 
 
 def legend(workloads: Sequence[Workload]) -> str:
@@ -160,7 +201,20 @@ http-*: coroutine workers against a local HTTP server (its own process) answerin
 big-*: every run in a fresh child process; ours/this from wall times in the same round; the reference's
   target is the caller's peak RSS growth in MiB (largest run). Memory per row in the table below:
   workers' sum = last sampled VmHWM (every 100 ms) of each process the caller started, summed;
-  largest worker = ru_maxrss of the reaped children (exact); both include pages shared after fork."""
+  largest worker = ru_maxrss of the reaped children (exact); both include pages shared after fork.
+leak: each item maps and touches 20 MiB and keeps it; every run in a fresh child process. Peak RSS per
+  worker three ways: the largest VmHWM the tasks read after their items, ru_maxrss of the reaped workers,
+  and (ours) Pool.worker_memory(); "shared": the part of a worker's RSS shared with other processes
+  (pages shared with the pool's process after fork, read at each worker's first item); "own": the
+  largest peak RSS less the shared part. The reference's target is on its own memory (peak RSS - shared
+  <= 512 MiB + one item), as max_worker_memory limits own memory (USS), not RSS; the peak RSS stands
+  beside it. "replaced": worker processes started in place of others (last run).
+  "ours, no leak": the same task unmapping its 20 MiB; ours/this >= 0.909 is time with the leak
+  <= 1.10 x time without. loky runs fewer items: only its own check bounds the leak there.
+pressure: one run, in a fresh child process; another process takes the memory available below
+  min_available_memory, holds it, frees it. "started": tasks whose start (their own timestamps) falls
+  after the moment the memory was in plus the grace (sampling interval + longest task + 50 ms for a
+  batch in transit) and before the free; the pause is the longest gap between two starts."""
 
 
 def summary(rows: Sequence[Row], quick: bool = False) -> str:
@@ -170,10 +224,15 @@ def summary(rows: Sequence[Row], quick: bool = False) -> str:
         text += " (quick run: smaller inputs and fewer runs than the targets assume; indicative only)"
     if counts["ERROR"]:
         text += f", {counts['ERROR']} ERROR"
+    skipped = sorted({(r.workload, r.note) for r in rows if r.status == "SKIP"})
+    if skipped:
+        text += f", {len(skipped)} workload(s) skipped"
     failed = [r for r in rows if r.status in ("FAIL", "ERROR")]
     for r in failed:
         detail = r.error or f"measured {format_measured(r)}, target {r.target}"
         text += f"\n  {r.status}: {r.workload} / {r.label}: {detail}"
+    for name, why in skipped:
+        text += f"\n  SKIP: {name}: {why}"
     return text
 
 
@@ -242,7 +301,9 @@ def write_chart(path: Path, workloads: Sequence[Workload], rows: Sequence[Row], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [w for w in workloads if any(r.workload == w.name and r.value is not None for r in rows)]
+    # pressure: counts and a pause of one run, told by the table, not bars
+    shown = [w for w in workloads
+             if w.kind != "pressure" and any(r.workload == w.name and r.value is not None for r in rows)]
     if not shown:
         return
     cols = 3 if len(shown) > 4 else min(2, len(shown))
@@ -268,6 +329,9 @@ def write_chart(path: Path, workloads: Sequence[Workload], rows: Sequence[Row], 
             else:
                 ax.set_xlabel("items/s (higher is better)", fontsize=8)
             texts = [f"{v:,.0f}" for v in values]
+            if w.kind == "leak":
+                texts = [f"{t}, peak {r.task_peak_mib:,.0f} MiB" if r.task_peak_mib else t
+                         for t, r in zip(texts, wrows)]
         elif unit == "s":
             ideal = next((r.value / r.measured for r in wrows if r.measured), None)
             if ideal:

@@ -70,6 +70,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
     "<": operator.lt,
+    "==": operator.eq,
     "~3%": lambda value, limit: abs(value - limit) <= 0.03 * limit,
     # a rate limit: never more than the limit allows (rate x window + 1), and at least 95 % of it
     "pace": lambda value, limit: 0.95 * limit <= value <= limit + 1,
@@ -91,6 +92,14 @@ class Target:
 def faster_than(limit: float) -> Target:
     """On a peer's row: our throughput / its throughput >= limit."""
     return Target(f"ours/this >= {limit:g}", ">=", limit)
+
+
+def costs_at_most(fraction: float) -> Target:
+    """On the row of ours with an option on, against the reference ours without it: the option
+    costs at most ``fraction`` of the throughput, this >= (1 - fraction) x ours, that is
+    ours/this <= 1 / (1 - fraction)."""
+    limit = 1 / (1 - fraction)
+    return Target(f"ours/this <= {limit:.4f}", "<=", limit)
 
 
 def caller_growth_at_most(mib: float) -> Target:
@@ -118,6 +127,9 @@ class Config:
     target: Target | None = None
     note: str = ""
     cleanup: Callable[[], None] | None = None
+    #: throughput workloads, a peer: its measurement pairs as a multiple of the workload's (a ratio
+    #: judged against a tight target needs more)
+    repeat_factor: float = 1.0
 
 
 @dataclass
@@ -125,7 +137,8 @@ class Workload:
     name: str
     title: str
     kind: str  # "throughput", "ideal", "startup", "memory", "latency", "big" (time and memory of large
-    # items), "rate" (starts per second under max_per_second, from the server's timestamps)
+    # items), "rate" (starts per second under max_per_second, from the server's timestamps), "leak"
+    # (a leaking task: time and workers' peak RSS), "pressure" (no starts while memory is short)
     reference: Config
     peers: list[Config]
     items: int = 0
@@ -192,6 +205,15 @@ def build(quick: bool) -> list[Workload]:
                 p(peers.ours_pool, n_jobs=2, chunk_size=1),
                 items=n(20_000, 2_000),
                 note="one item per message: what adaptive batches save",
+            ),
+            Config(
+                "ours: Pool(2, max_worker_memory='64GiB'): check cost",
+                "ours 64GiB limit",
+                p(peers.ours_pool, n_jobs=2, max_worker_memory="64GiB"),
+                target=costs_at_most(0.01),
+                note=("a limit never reached: what the workers' memory checks after each batch cost; "
+                      "with the checks >= 0.99 x without"),
+                repeat_factor=10.0,
             ),
             Config("serial list comprehension", "serial", peers.serial),
             Config("multiprocessing.Pool.map (eager)", "mp.Pool.map", p(peers.mp_map, n_jobs=2)),
@@ -517,11 +539,12 @@ def build(quick: bool) -> list[Workload]:
     )
 
     big = _big_items(quick)
-    from . import ray_rows  # last: see its docstring
+    # both import this module; the Ray rows come last (see ray_rows' docstring)
+    from . import ray_rows, worker_memory
 
     return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
             mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty, *big,
-            *ray_rows.workloads(quick), *_async_rows(quick)]
+            *worker_memory.workloads(quick), *ray_rows.workloads(quick), *_async_rows(quick)]
 
 
 def _async_rows(quick: bool) -> list[Workload]:
