@@ -11,6 +11,7 @@ finish), stateful workers are built inside each worker with ``@delayed_init``, a
 # any other importer gets its KeyboardInterrupt. The check is made only once interrupted.
 try:
     from ._engine.results import ResultIterator
+    from ._engine.stats import RunStats, WorkerStats
     from ._errors import (
         DeferredExceptions,
         MemoryPressureError,
@@ -37,6 +38,7 @@ try:
     from ._pool import Pool
     from ._version import __version__
     from ._worker.delayed import DelayedObject
+    from ._worker.progress import progress
     from .constants import ArgumentPassing, ExceptionBehaviour, WorkerDeath
 
     # From the public module, as mtasklite does: importing it first binds the package's name
@@ -68,6 +70,7 @@ __all__ = [
     "PoolConfig",
     "RemoteTraceback",
     "ResultIterator",
+    "RunStats",
     "TaskPicklingError",
     "TaskTimeoutError",
     "WorkerDeath",
@@ -75,8 +78,10 @@ __all__ = [
     "WorkerInitError",
     "WorkerMemory",
     "WorkerMemoryError",
+    "WorkerStats",
     "__version__",
     "delayed_init",
     "is_exception",
+    "progress",
     "read_journal",
 ]

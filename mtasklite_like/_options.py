@@ -169,8 +169,8 @@ class PoolConfig:
     ``journal`` the journal options (or None); ``concurrency`` is 0 for plain functions.
     ``inline_alone=False`` keeps a single worker out of the caller (the ``multiprocessing`` drop-in:
     its one process must be a process). Memory sizes are bytes, and ``min_available_memory`` a
-    :class:`~._memory.units.Threshold`; strings such as ``"2GiB"`` and ``"10%"`` given to
-    ``dataclasses.replace`` are read as ``build`` reads them.
+    ``Threshold`` (bytes, or a share of the memory there is); strings such as ``"2GiB"`` and
+    ``"10%"`` given to ``dataclasses.replace`` are read as ``build`` reads them.
     """
 
     workers: tuple[Any, ...]
@@ -202,6 +202,7 @@ class PoolConfig:
     kill_worker_memory: int | None = None
     min_available_memory: Threshold | None = None
     memory_pause_timeout: float = DEFAULT_PAUSE_TIMEOUT
+    forward_logs: bool = True
     inline_alone: bool = True
     #: the start gate every worker of the pool shares (``max_per_second``), made once per pool
     start_gate: StartGate | None = field(default=None, repr=False)
@@ -273,7 +274,7 @@ class PoolConfig:
         return [
             WorkerSpec(i, w, self.argument_type, dict(self.worker_env[i]), self.initializer, self.initargs,
                        concurrency=self.concurrency, task_timeout=item_timeout, start_gate=self.start_gate,
-                       memory_limit=self.max_worker_memory)
+                       memory_limit=self.max_worker_memory, forward_logs=self.forward_logs)
             for i, w in enumerate(self.workers)
         ]
 
@@ -321,6 +322,7 @@ class PoolConfig:
         kill_worker_memory: Any = None,
         min_available_memory: Any = None,
         memory_pause_timeout: Any = None,
+        forward_logs: Any = True,
         stacklevel: int = 2,
     ) -> PoolConfig:
         """The configuration ``Pool(...)`` with these arguments has (its signature, one to one).
@@ -416,6 +418,7 @@ class PoolConfig:
             memory_pause_timeout=(
                 DEFAULT_PAUSE_TIMEOUT if memory_pause_timeout is None else memory_pause_timeout
             ),
+            forward_logs=forward_logs,
             start_gate=gate,
         )
 
@@ -491,6 +494,11 @@ class PoolConfig:
                 f"{self.input_thread!r:.40}"
             )
         check_rate(self.max_per_second)
+        if not isinstance(self.forward_logs, bool):
+            raise TypeError(
+                f"forward_logs must be True (workers' log records and warnings reach the caller's "
+                f"logging) or False, not {self.forward_logs!r:.40}"
+            )
         self._check_memory_options()
         if self.journal is not None and self.is_unordered and self.concurrency:
             raise ValueError(

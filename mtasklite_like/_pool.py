@@ -24,8 +24,10 @@ from ._engine.async_results import wrap_async_input
 from ._engine.budget import DEFAULT_BUDGET
 from ._engine.release import Sink
 from ._engine.results import ResultIterator
+from ._engine.stats import RunStats
 from ._engine.worker_set import WorkerSet
 from ._journal import journaled_run
+from ._logs.records import install_record_factory
 from ._memory.units import Threshold
 from ._memory.watch import WorkerMemory
 from ._options import (
@@ -162,6 +164,12 @@ class Pool(Generic[R]):
             in flight finishes, and the run resumes when memory is back. Any backend.
         memory_pause_timeout: seconds such a pause may last with nothing in flight before the run
             fails with [`MemoryPressureError`][mtasklite_like.MemoryPressureError] (default 300).
+        forward_logs: ``logging`` records emitted in process workers and Ray actors are handed to
+            your loggers, with your levels, filters and handlers, as they are emitted (Ray: with
+            their batch), and their warnings are issued again here, naming the worker and item
+            (default True). Every record gets ``worker`` and ``item`` attributes (None outside
+            workers), so a format string may name ``%(worker)s %(item)s``. False leaves workers'
+            logging alone. See docs/observability.md.
 
     ``async for result in pool(items)`` works too, inside a running event loop, and ``items`` may
     then be an async iterable.
@@ -208,6 +216,7 @@ class Pool(Generic[R]):
         kill_worker_memory: int | str | None = None,
         min_available_memory: int | str | None = None,
         memory_pause_timeout: float | None = None,
+        forward_logs: bool = True,
     ) -> None:
         self._setup(
             PoolConfig.build(
@@ -223,7 +232,7 @@ class Pool(Generic[R]):
                 save_callback=save_callback, save_batch=save_batch, concurrency=concurrency,
                 max_per_second=max_per_second, max_worker_memory=max_worker_memory,
                 kill_worker_memory=kill_worker_memory, min_available_memory=min_available_memory,
-                memory_pause_timeout=memory_pause_timeout, stacklevel=3,
+                memory_pause_timeout=memory_pause_timeout, forward_logs=forward_logs, stacklevel=3,
             )
         )
 
@@ -238,6 +247,8 @@ class Pool(Generic[R]):
 
     def _setup(self, config: PoolConfig) -> None:
         self._config = config
+        if config.forward_logs:
+            install_record_factory()  # every record, the caller's too, has `worker` and `item`
         self._options = config.run_options()
         self._closed = False
         self._workers = WorkerSet(
@@ -374,6 +385,23 @@ class Pool(Generic[R]):
     def memory_pause_timeout(self) -> float:
         """Seconds a pause for memory may last with nothing in flight before the run fails."""
         return self._config.memory_pause_timeout
+
+    @property
+    def forward_logs(self) -> bool:
+        """Whether workers' log records and warnings reach the caller's logging."""
+        return self._config.forward_logs
+
+    def stats(self) -> RunStats:
+        """The statistics of every run of this pool, added up (the run in progress included): per
+        worker and in total; see ``ResultIterator.stats`` and docs/observability.md."""
+        runs = [self._workers.stats_total]
+        holder = self._workers.holder()
+        if holder is not None and not holder.finished:
+            runs.append(holder.snapshot())
+        total = RunStats.total(runs)
+        for worker, peak in zip(total.workers, self._workers.memory.peaks):
+            worker.peak_rss = peak
+        return total
 
     def worker_memory(self) -> list[WorkerMemory]:
         """What is known of each worker's memory: its process id and resident size now, the

@@ -77,10 +77,13 @@ def test_start_method_validation():
 
 
 class _RecordingProgress(list):
-    """Stands for the shared (batch id, position) pair and records every write in order."""
+    """Stands for the shared slots (batch id, position, then progress from tasks: see
+    ``_worker.context``) and records every write in order."""
 
     def __init__(self):
-        super().__init__([-1, -1])
+        from mtasklite_like._worker.context import SLOTS
+
+        super().__init__([-1] * SLOTS)
         self.writes = []
 
     def __setitem__(self, key, value):

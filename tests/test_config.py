@@ -100,6 +100,7 @@ NONDEFAULT: dict[str, Any] = {
     "kill_worker_memory": 3 << 30,
     "min_available_memory": "1%",
     "memory_pause_timeout": 60.0,
+    "forward_logs": False,
 }
 
 #: one consistent set of non-default options for a plain function on the probe backend

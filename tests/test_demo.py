@@ -87,4 +87,14 @@ def test_the_demo_on_an_idle_machine_prints_the_figures_alone(capsys):
     out = capsys.readouterr().out
     lines = _speedup_lines(out)
     assert len(lines) == 2 and all(line.endswith("x") for line in lines), out
-    assert "busy" not in out
+    assert "machine busy" not in out and "other work kept" not in out
+
+
+def test_the_demo_says_what_limited_each_run_and_shows_the_statistics(capsys):
+    assert _demo.main(["--quick", "--no-progress", "--n-jobs", "2"], read=_constant(0.0, 2)) == 0
+    out = capsys.readouterr().out
+    verdicts = [line for line in out.splitlines() if line.startswith("  ") and "bottleneck" in line]
+    assert len(verdicts) == 2
+    assert _demo.main(["--quick", "--no-progress", "--n-jobs", "2", "--stats"], read=_constant(0.0, 2)) == 0
+    out = capsys.readouterr().out
+    assert out.count("busy s") == 2 and out.count("workers waited for") == 2

@@ -155,18 +155,34 @@ def die_on(killers: frozenset, tmp: str, x: int) -> int:
 
 
 def count_and_die(runs: Any, killer: int, tmp: str, x: int) -> int:
+    """Counts runs; dies (once, in one worker) on the first item from ``killer`` on that is not the
+    first of its batch (batch boundaries follow timing), which it records in ``tmp``."""
+    from mtasklite_like._worker.context import current
+
     runs[x] += 1
-    if x == killer:
+    context = current()
+    if x >= killer and context is not None and context.running()[1] > 0 and _claim(tmp, "killer", x):
         _note_pid(tmp)
         # Wait until the other worker has run 200 items pulled after this batch: the caller has then
         # refilled this worker too, so its next batch waits behind this one when it dies.
         deadline = time.monotonic() + 5.0
-        while sum(1 for j in range(killer + 1, len(runs)) if runs[j]) < 200 and time.monotonic() < deadline:
+        while sum(1 for j in range(x + 1, len(runs)) if runs[j]) < 200 and time.monotonic() < deadline:
             time.sleep(0.001)
         os._exit(7)
     if x % 100 == 0:
         _note_pid(tmp)
     return 2 * x
+
+
+def _claim(tmp: str, name: str, value: int) -> bool:
+    """True for the first caller only, across processes; records ``value`` under ``name``."""
+    try:
+        fd = os.open(os.path.join(tmp, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(value).encode())
+    os.close(fd)
+    return True
 
 
 def die_once_on(killers: frozenset, tmp: str, x: int) -> int:
@@ -364,13 +380,14 @@ def test_deaths_on_first_attempt_are_all_retried_exactly_once(ordered, tmp_path)
 @pytest.mark.parametrize("ordered", [True, False])
 def test_death_while_holding_two_batches(ordered, tmp_path):
     # Fast tasks, batches of 100, two batches per worker: the killer dies in the middle of its batch
-    # (1500..1599) while the next batch waits behind it. Items that ran before it in its batch lost
-    # their results with the worker, and items behind it never started: all of them must still come
-    # out exactly once, with their values. Only the killer gets a WorkerDiedError, naming it alone.
-    n, killer = 3000, 1550
+    # (the first item from 1550 on that is not the first of its batch) while the next batch waits
+    # behind it. Items that ran before it in its batch lost their results with the worker, and items
+    # behind it never started: all of them must still come out exactly once, with their values.
+    # Only the killer gets a WorkerDiedError, naming it alone.
+    n, threshold = 3000, 1550
     runs = multiprocess.get_context("fork").RawArray("i", n)
     pool = Pool(
-        functools.partial(count_and_die, runs, killer, str(tmp_path)), 2, exception_behavior="ignore",
+        functools.partial(count_and_die, runs, threshold, str(tmp_path)), 2, exception_behavior="ignore",
         chunk_size=100, chunk_prefill_ratio=2, is_unordered=not ordered, start_method="fork",
     )
     outcomes: dict[int, Any] = {}
@@ -386,6 +403,7 @@ def test_death_while_holding_two_batches(ordered, tmp_path):
         assert index not in outcomes, f"item {index} came out twice"
         outcomes[index] = r
     assert sorted(outcomes) == list(range(n))
+    killer = int((tmp_path / "killer").read_text())
     error = outcomes.pop(killer)
     _assert_names_itself(error, killer)
     assert error.exitcode == 7 and error.worker_index in (0, 1) and error.pid is not None

@@ -149,7 +149,7 @@ def test_top_level_holds_only_public_modules_and_the_core() -> None:
     assert private == ["_errors", "_options", "_pool", "_version"]
     packages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name.startswith("_")
                       and (p / "__init__.py").exists())
-    assert packages == ["_backends", "_cli", "_dropins", "_engine", "_journal", "_memory", "_worker"]
+    assert packages == ["_backends", "_cli", "_dropins", "_engine", "_journal", "_logs", "_memory", "_worker"]
 
 
 def test_a_journal_naming_the_old_module_of_its_errors_resumes(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "Event",
     "WorkerDied",
     "WorkerInitFailed",
+    "WorkerLog",
     "WorkerReady",
     "WorkerRetired",
 ]
@@ -83,9 +84,11 @@ class BatchDone(Event):
     """A batch finished: its results in item order, the failed positions, the compute time, and the
     size in bytes of the message that carried it (0 when nothing was serialised). ``raw``: the
     results list as the worker pickled it, when the run asked for it (``Backend.raw_results``) and
-    the batch had no failures; None otherwise."""
+    the batch had no failures; None otherwise. ``waited``: the seconds the worker waited for this
+    batch, from the end of its previous one (or from when it was ready), as the worker measured
+    them; None where not measured (the statistics then estimate it in the caller)."""
 
-    __slots__ = ("batch_id", "elapsed", "failures", "nbytes", "raw", "results")
+    __slots__ = ("batch_id", "elapsed", "failures", "nbytes", "raw", "results", "waited")
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class BatchDone(Event):
         elapsed: float,
         nbytes: int = 0,
         raw: bytes | None = None,
+        waited: float | None = None,
     ) -> None:
         super().__init__(worker)
         self.batch_id = batch_id
@@ -104,6 +108,7 @@ class BatchDone(Event):
         self.elapsed = elapsed
         self.nbytes = nbytes
         self.raw = raw
+        self.waited = waited
 
 
 class BatchUnreadable(Event):
@@ -125,9 +130,17 @@ class BatchUnreadable(Event):
 
 
 class WorkerReady(Event):
-    """A worker has built its object and takes items from now on (task deadlines start here)."""
+    """A worker has built its object and takes items from now on (task deadlines start here).
+    ``init_s``: the seconds building it took, as the worker measured them; ``at``: when it was
+    ready, on ``time.monotonic`` of this machine (which every process of it shares), where the
+    worker runs on it (None: not measured)."""
 
-    __slots__ = ()
+    __slots__ = ("at", "init_s")
+
+    def __init__(self, worker: int, init_s: float | None = None, at: float | None = None) -> None:
+        super().__init__(worker)
+        self.init_s = init_s
+        self.at = at
 
 
 class WorkerInitFailed(Event):
@@ -138,6 +151,19 @@ class WorkerInitFailed(Event):
     def __init__(self, worker: int, error: BaseException) -> None:
         super().__init__(worker)
         self.error = error
+
+
+class WorkerLog(Event):
+    """A log record the worker emitted, or a warning it issued, in its plain form
+    (``_logs.records``); the engine hands it to the caller's logging at once (``_logs.reemit``).
+    Backends whose workers run in the caller's process report none: their records are the
+    caller's already."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, worker: int, record: tuple[Any, ...]) -> None:
+        super().__init__(worker)
+        self.record = record
 
 
 class WorkerRetired(Event):
@@ -192,6 +218,10 @@ class Backend(ABC):
     #: set by a run that keeps the workers' pickled results (a journaled run writes them as they
     #: are instead of pickling the results again); backends that pickle nothing ignore it
     raw_results: bool = False
+    #: set by the run that holds the backend: a weak reference to what a task's progress report
+    #: (``mtasklite_like.progress``) calls when the task runs in the caller's thread, which cannot
+    #: call the run's heartbeat meanwhile; backends whose tasks run elsewhere ignore it
+    task_heartbeat: Callable[[], Callable[[], None] | None] | None = None
 
     #: the clock the engine measures deadlines with; a simulated backend brings its own
     clock: Callable[[], float] = staticmethod(time.monotonic)
@@ -255,3 +285,10 @@ class Backend(ABC):
     def pids(self) -> list[int | None]:
         """Process ids of the current workers, in worker order (empty when workers have none)."""
         return []
+
+    def fractions(self) -> float:
+        """The progress tasks reported from inside (``mtasklite_like.progress``): the fractions of
+        the items the workers run now, added up over the workers (0.0 when none did, or where they
+        cannot be read). Called from the caller, possibly from another thread than the engine's;
+        never blocks. This default reads none."""
+        return 0.0

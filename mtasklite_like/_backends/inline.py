@@ -14,10 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from .._worker.context import SLOTS, WorkerContext, enter, leave
+from .._worker.progress import fraction_of
 from .._worker.run import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerInitFailed, WorkerReady
 
 __all__ = ["InlineBackend"]
+
+_monotonic = time.monotonic
 
 
 class InlineBackend(Backend):
@@ -33,18 +36,23 @@ class InlineBackend(Backend):
         self._queue: deque[tuple[int, Sequence[int], list[Any]]] = deque()
         #: what the task's code sees of its worker (``_worker.context``), in the caller's thread
         self._context = WorkerContext(0, [-1] * SLOTS)
+        self._context.tick = self._tick  # a long task's progress reports keep the caller's bar moving
+        self._next_tick = 0.0
         self._events: list[Event] = []
         self._alive = False
         self._woken = threading.Event()
+        self._free_since = 0.0  # when the caller last finished an item for this worker
 
     def start(self) -> None:
         self._alive = True
+        building = time.perf_counter()
         try:
             self._call = build_worker_callable(self._spec, own_process=False)
         except Exception as exc:
             self._events.append(WorkerInitFailed(0, exc))
         else:
-            self._events.append(WorkerReady(0))
+            self._free_since = time.perf_counter()
+            self._events.append(WorkerReady(0, self._free_since - building, time.monotonic()))
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
         self._queue.append((batch_id, indices, items))
@@ -72,10 +80,26 @@ class InlineBackend(Backend):
             results, failures = run_batch(self._call, items, slots)
         finally:
             leave(own_process=False)
-        return [BatchDone(0, batch_id, results, failures, time.perf_counter() - t0)]
+        waited, self._free_since = t0 - self._free_since, time.perf_counter()
+        return [BatchDone(0, batch_id, results, failures, self._free_since - t0, waited=waited)]
 
     def wake(self) -> None:
         self._woken.set()
+
+    def fractions(self) -> float:
+        return fraction_of(self._context.slots)
+
+    def _tick(self) -> None:
+        """A task reported progress: the run's heartbeat, if one is due (see ``task_heartbeat``).
+        Looked at every 20 ms at most, since a task may report in a tight loop."""
+        now = _monotonic()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + 0.02
+        ref = self.task_heartbeat
+        beat = None if ref is None else ref()
+        if beat is not None:
+            beat()
 
     def replace_worker(self, worker: int, *, kill: bool = False) -> None:
         self._call = None

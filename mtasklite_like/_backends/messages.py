@@ -1,6 +1,6 @@
 """What the caller and its workers tell each other: one named type per kind of message.
 
-Process workers exchange the first nine through their pipes (``processes``, framed by ``wire``);
+Process workers exchange the first ten through their pipes (``processes``, framed by ``wire``);
 thread workers take ``RunBatch`` from their inbox as it is (``threads``); Ray actors return the
 last three, or ``InitFailed``, from their calls (``ray_worker``). The receiving side dispatches on
 the type.
@@ -30,6 +30,7 @@ __all__ = [
     "DoneRaw",
     "Fatal",
     "InitFailed",
+    "Log",
     "Message",
     "Ready",
     "Retire",
@@ -80,7 +81,11 @@ class Stop(Message):
 
 @dataclass(slots=True)
 class Ready(Message):
-    """The worker has built its object and takes batches from now on."""
+    """The worker has built its object and takes batches from now on; building it took
+    ``init_s`` seconds, and it was ready at ``at`` (``time.monotonic``)."""
+
+    init_s: float = 0.0
+    at: float | None = None
 
 
 @dataclass(slots=True)
@@ -95,12 +100,13 @@ class InitFailed(Message):
 @dataclass(slots=True)
 class Done(Message):
     """Batch ``batch_id`` ran: its results in item order (None where an item failed), its
-    ``failures``, and the seconds it took."""
+    ``failures``, the seconds it took, and the seconds the worker waited for it (``waited``)."""
 
     batch_id: int
     results: list[Any]
     failures: Sequence[PackedFailure]
     elapsed: float
+    waited: float = 0.0
 
 
 @dataclass(slots=True)
@@ -111,6 +117,7 @@ class DoneRaw(Message):
     batch_id: int
     raw: bytes
     elapsed: float
+    waited: float = 0.0
 
 
 @dataclass(slots=True)
@@ -143,6 +150,14 @@ class Retire(Message):
     peak: int | None
 
 
+@dataclass(slots=True)
+class Log(Message):
+    """A log record the worker emitted, or a warning it issued, in its plain form (``_logs.records``),
+    sent as it is emitted (``forward_logs``)."""
+
+    record: tuple[Any, ...]
+
+
 # -- what a Ray actor's calls return ------------------------------------------------------------------
 
 
@@ -154,6 +169,9 @@ class ActorReady(Message):
 
     pid: int
     writes_progress: bool
+    init_s: float = 0.0
+    #: log records emitted while the actor was built, in their plain form (``_logs.records``)
+    logs: Sequence[tuple[Any, ...]] = ()
 
 
 @dataclass(slots=True)
@@ -167,6 +185,9 @@ class ActorDone(Message):
     elapsed: float
     nbytes: int
     retire: tuple[int, int | None] | None = None
+    waited: float = 0.0
+    #: log records emitted since the actor's previous answer, in their plain form (``_logs.records``)
+    logs: Sequence[tuple[Any, ...]] = ()
 
 
 @dataclass(slots=True)
@@ -178,13 +199,14 @@ class ActorDied(Message):
     cause: str
     error: BaseException
     traceback: str
+    logs: Sequence[tuple[Any, ...]] = ()
 
 
 # -- on a process worker's pipes ----------------------------------------------------------------------
 
 #: the kinds that cross a process worker's pipes, each numbered by its place here
 _PIPE_KINDS: tuple[type[Message], ...] = (
-    RunBatch, Stop, Ready, InitFailed, Done, DoneRaw, Unreadable, Fatal, Retire
+    RunBatch, Stop, Ready, InitFailed, Done, DoneRaw, Unreadable, Fatal, Retire, Log
 )
 _CODES: dict[type[Message], int] = {kind: code for code, kind in enumerate(_PIPE_KINDS)}
 

@@ -3,8 +3,8 @@
 Transport
     The parent writes batches into a worker's task pipe and reads its results from the worker's
     result pipe. Each message is one of the named types of ``messages`` (``RunBatch`` and ``Stop``
-    one way; ``Ready``, ``InitFailed``, ``Done``, ``DoneRaw``, ``Unreadable`` and ``Fatal`` the
-    other), sent as a plain tuple (``messages.to_wire``) pickled by the standard pickler, with dill
+    one way; ``Ready``, ``InitFailed``, ``Done``, ``DoneRaw``, ``Unreadable``, ``Fatal`` and ``Log``
+    the other), sent as a plain tuple (``messages.to_wire``) pickled by the standard pickler, with dill
     as the fallback (see ``serialize``); the worker's function or object is sent once, when the
     worker starts. Large buffers (bytes, arrays) travel out of band, written straight through the
     pipe after their message's pickle, in both directions (``wire``).
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -40,9 +41,11 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .._errors import RemoteTraceback, TaskPicklingError
+from .._logs.forward import CallerLogging, caller_logging, forward
 from .._memory.limit import OwnLimit
 from .._worker.context import SLOTS, WorkerContext, enter
 from .._worker.coroutines import FailedItem, serve_coroutines
+from .._worker.progress import fraction_of
 from .._worker.run import (
     WorkerSpec,
     build_worker_callable,
@@ -59,6 +62,7 @@ from .base import (
     Event,
     WorkerDied,
     WorkerInitFailed,
+    WorkerLog,
     WorkerReady,
     WorkerRetired,
 )
@@ -67,6 +71,7 @@ from .messages import (
     DoneRaw,
     Fatal,
     InitFailed,
+    Log,
     Message,
     Ready,
     Retire,
@@ -75,17 +80,27 @@ from .messages import (
     Unreadable,
     from_wire,
     to_wire,
+    wire_code,
 )
 from .nesting import become_worker, check_may_have_children, may_die_with_parent, start_process
 from .serialize import dumps, dumps_oob, loads, main_needs_by_value
 from .wakeup import WakePipe
-from .wire import decode, leading_fields, pipe_capacity, recv_message, send_message, wait_readable
+from .wire import (
+    decode,
+    leading_fields,
+    pipe_capacity,
+    readable_check,
+    recv_message,
+    send_message,
+    wait_readable,
+)
 
 __all__ = ["ProcessBackend", "describe_exitcode"]
 
 # The two messages that never change, pickled once.
 _STOP_BYTES = dumps(to_wire(Stop()))
-_READY_BYTES = dumps(to_wire(Ready()))
+#: the number a log record's message travels under (``messages.Log``)
+_LOG_CODE = wire_code(Log)
 # How long a worker replaced in order may take to end before it is killed.
 _RETIRE_GRACE = 5.0
 # How often a worker's reader thread checks that its parent is still there.
@@ -123,15 +138,16 @@ def describe_exitcode(exitcode: int | None) -> str:
 
 
 def _encode_done(batch_id: int, indices: Sequence[int], results: list[Any],
-                 failures: list[tuple[int, Any]], elapsed: float) -> tuple[bytes, list[memoryview] | None]:
+                 failures: list[tuple[int, Any]], elapsed: float,
+                 waited: float = 0.0) -> tuple[bytes, list[memoryview] | None]:
     packed = [(pos, *pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
     try:
-        return dumps_oob(to_wire(Done(batch_id, results, packed, elapsed)))
+        return dumps_oob(to_wire(Done(batch_id, results, packed, elapsed, waited)))
     except Exception:
         pass
     # Some result cannot be pickled: find which, and fail those items alone.
     fail_unpicklable(indices, results, packed, dumps_oob)
-    return dumps_oob(to_wire(Done(batch_id, results, packed, elapsed)))
+    return dumps_oob(to_wire(Done(batch_id, results, packed, elapsed, waited)))
 
 
 def _reader(conn: Any, inbox: _Inbox, parent_pid: int) -> None:
@@ -179,9 +195,21 @@ def _reader(conn: Any, inbox: _Inbox, parent_pid: int) -> None:
         os._exit(1)
 
 
+def _log_sender(conn: Any, sending: threading.Lock, capacity: int) -> Any:
+    """What a process worker's log records are handed to (``_logs.forward``): each is written on
+    the result pipe as it is emitted, so a worker that dies loses at most the one it was writing."""
+    def deliver(record: tuple[Any, ...]) -> None:
+        # to_wire(Log(record)), without the message object (records are plain: pickle takes them)
+        data = pickle.dumps((_LOG_CODE, record), pickle.HIGHEST_PROTOCOL)
+        with sending:
+            send_message(conn, data, None, capacity)
+
+    return deliver
+
+
 def _process_main(
     spec_payload: Any, task_conn: Any, result_conn: Any, progress: Any, die_with_parent: bool, capacity: int,
-    pool_pid: int | None = None,
+    pool_pid: int | None = None, logs: CallerLogging | None = None,
 ) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it and stops the
     # workers, so workers must not each print a KeyboardInterrupt traceback.
@@ -194,25 +222,33 @@ def _process_main(
     parent_pid = os.getppid() if pool_pid is None else pool_pid
     become_worker(parent_pid, die_with_parent=die_with_parent)  # may run pools of its own (nesting.py)
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
+    # One writer at a time on the result pipe: the worker's loop, and log records from any thread.
+    sending = threading.Lock()
+    if logs is not None:  # before the initializer: its records are forwarded too
+        forward(logs, spec.index, _log_sender(result_conn, sending, capacity), detach=True)
     if spec.concurrency:
-        _serve_coroutines(spec, task_conn, result_conn, progress, parent_pid, capacity)
+        _serve_coroutines(spec, task_conn, result_conn, progress, parent_pid, capacity, sending)
         return
+    building = time.perf_counter()
     try:
         call = build_worker_callable(spec, own_process=True)
     except BaseException as exc:
-        result_conn.send_bytes(dumps(to_wire(InitFailed(*pack_exception(exc, f"worker {spec.index}")))))
+        with sending:
+            result_conn.send_bytes(dumps(to_wire(InitFailed(*pack_exception(exc, f"worker {spec.index}")))))
         return
     limit = None if spec.memory_limit is None else OwnLimit(spec.memory_limit)
     context = WorkerContext(spec.index, progress)
     enter(context, own_process=True)
     del spec
-    result_conn.send_bytes(_READY_BYTES)
+    with sending:
+        result_conn.send_bytes(dumps(to_wire(Ready(time.perf_counter() - building, time.monotonic()))))
 
     inbox: _Inbox = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
     try:
         def send(message: tuple[bytes, list[memoryview] | None]) -> int:
-            return send_message(result_conn, message[0], message[1], capacity)
+            with sending:
+                return send_message(result_conn, message[0], message[1], capacity)
 
         _serve(call, inbox, send, progress, parent_pid, limit, context)
     except (BrokenPipeError, EOFError, ConnectionError):
@@ -248,6 +284,8 @@ def _serve(
     ``Retire`` and returns, running nothing it still holds.
     """
     over = None
+    clock = time.perf_counter
+    free_since = clock()  # when the worker last finished a batch (or became ready)
     while True:
         msg = _next_batch(inbox, parent_pid)
         if type(msg) is not RunBatch:
@@ -262,7 +300,8 @@ def _serve(
         progress[0] = batch_id
         if context is not None:
             context.begin(batch_id, indices)
-        t0 = time.perf_counter()
+        t0 = clock()
+        waited = t0 - free_since
         try:
             task = _failing_unsendable(call) if msg.unsendable else call
             if limit is None:
@@ -274,25 +313,27 @@ def _serve(
             # as the task asked, but first tells the parent what ended it (reported with its death).
             _report_fatal(send, exc, indices, progress[1])
             raise _exit_for(exc) from None
-        elapsed = time.perf_counter() - t0
+        elapsed = clock() - t0
         if over is not None:
             # A partial batch travels as Done (DoneRaw stands for a whole one).
-            send(_encode_done(batch_id, indices, results, failures, elapsed))
+            send(_encode_done(batch_id, indices, results, failures, elapsed, waited))
             send((dumps(to_wire(Retire(over, limit.peak() if limit is not None else None))), None))
             return
         if not failures:
             # The common case: one pickling pass, no per-item work.
             try:
                 if msg.raw:
-                    message = dumps_oob(to_wire(DoneRaw(batch_id, dumps(results), elapsed)))
+                    message = dumps_oob(to_wire(DoneRaw(batch_id, dumps(results), elapsed, waited)))
                 else:
-                    message = dumps_oob(to_wire(Done(batch_id, results, (), elapsed)))
+                    message = dumps_oob(to_wire(Done(batch_id, results, (), elapsed, waited)))
             except Exception:
                 pass
             else:
                 send(message)
+                free_since = clock()
                 continue
-        send(_encode_done(batch_id, indices, results, failures, elapsed))
+        send(_encode_done(batch_id, indices, results, failures, elapsed, waited))
+        free_since = clock()
 
 
 def _report_fatal(send: Any, exc: BaseException, indices: Sequence[int], position: int) -> None:
@@ -313,9 +354,11 @@ def _exit_for(exc: BaseException) -> SystemExit:
 
 
 def _serve_coroutines(
-    spec: WorkerSpec, task_conn: Any, result_conn: Any, progress: Any, parent_pid: int, capacity: int
+    spec: WorkerSpec, task_conn: Any, result_conn: Any, progress: Any, parent_pid: int, capacity: int,
+    sending: threading.Lock | None = None,
 ) -> None:
     """A coroutine worker's process: batches run on its event loop (see ``_worker.coroutines``)."""
+    building = time.perf_counter()
     inbox: _Inbox = queue.SimpleQueue()
     threading.Thread(target=_reader, args=(task_conn, inbox, parent_pid), daemon=True).start()
 
@@ -333,8 +376,10 @@ def _serve_coroutines(
             items = [FailedItem(TaskPicklingError(x.message)) if type(x) is _Unsendable else x for x in items]
         return msg.batch_id, msg.indices, items
 
-    # The loop's thread reports batches; the inbox thread reports unreadable ones: one at a time.
-    sending = threading.Lock()
+    # The loop's thread reports batches, the inbox thread unreadable ones, any thread log records
+    # (``_process_main``'s lock): one at a time.
+    if sending is None:
+        sending = threading.Lock()
 
     def send(message: tuple[bytes, list[memoryview] | None]) -> None:
         try:
@@ -351,7 +396,8 @@ def _serve_coroutines(
             spec,
             own_process=True,
             next_message=next_message,
-            ready=lambda: send((_READY_BYTES, None)),
+            ready=lambda: send((dumps(to_wire(Ready(time.perf_counter() - building, time.monotonic()))),
+                                None)),
             init_failed=init_failed,
             done=lambda batch_id, indices, results, failures, elapsed: send(
                 _encode_done(batch_id, indices, results, failures, elapsed)
@@ -381,8 +427,8 @@ def _failing_unsendable(call: Any) -> Any:
 
 
 class _Proc:
-    __slots__ = ("fatal", "index", "pid", "process", "progress", "result_conn", "retired", "stop_by",
-                 "task_conn")
+    __slots__ = ("fatal", "index", "pid", "process", "progress", "readable", "result_conn", "retired",
+                 "stop_by", "task_conn")
 
     def __init__(self, index: int, process: Any, task_conn: Any, result_conn: Any, progress: Any) -> None:
         self.index = index
@@ -392,6 +438,8 @@ class _Proc:
         self.pid: int | None = process.pid
         self.task_conn = task_conn
         self.result_conn = result_conn
+        #: whether the result pipe has something to read, without waiting
+        self.readable = readable_check(result_conn)
         self.progress = progress
         #: what a task raised that ended this worker (``Fatal``), for the death report that follows
         self.fatal: BaseException | None = None
@@ -444,7 +492,7 @@ class ProcessBackend(Backend):
         process = self._ctx.Process(
             target=_process_main,
             args=(payload, task_r, result_w, progress, may_die_with_parent(), self._pipe_capacity,
-                  self._worker_parent_pid()),
+                  self._worker_parent_pid(), caller_logging() if spec.forward_logs else None),
             name=f"{self._name}-worker-{spec.index}",
             daemon=True,
         )
@@ -506,6 +554,9 @@ class ProcessBackend(Backend):
         """Process ids of the current workers, in worker order."""
         return [p.pid for p in self._procs]
 
+    def fractions(self) -> float:
+        return sum(fraction_of(p.progress) for p in self._procs)
+
     # -- transport ------------------------------------------------------------------------------
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
@@ -565,9 +616,9 @@ class ProcessBackend(Backend):
 
     def _drain(self, proc: _Proc, events: list[Event]) -> bool:
         """Read every message waiting on a worker's result pipe; False once the pipe is closed."""
-        conn = proc.result_conn
+        conn, readable = proc.result_conn, proc.readable
         try:
-            while conn.poll(0):
+            while readable():
                 event = self._decode(proc, *recv_message(conn))
                 if event is not None:
                     events.append(event)
@@ -601,15 +652,19 @@ class ProcessBackend(Backend):
             kind = type(msg)
             if kind is Done:
                 failures = [(pos, _attach_traceback(exc, tb)) for pos, exc, tb in msg.failures]
-                return BatchDone(worker, msg.batch_id, msg.results, failures, msg.elapsed, nbytes)
+                return BatchDone(worker, msg.batch_id, msg.results, failures, msg.elapsed, nbytes,
+                                 waited=msg.waited)
             if kind is DoneRaw:
-                return BatchDone(worker, msg.batch_id, loads(msg.raw), (), msg.elapsed, nbytes, msg.raw)
+                return BatchDone(worker, msg.batch_id, loads(msg.raw), (), msg.elapsed, nbytes, msg.raw,
+                                 msg.waited)
         except Exception as error:
             # Results the caller cannot unpickle (a class it cannot import, say): that batch's
             # items are settled one by one (see BatchUnreadable), the run goes on.
             return _unreadable_results(worker, data, error)
+        if kind is Log:
+            return WorkerLog(worker, msg.record)
         if kind is Ready:
-            return WorkerReady(worker)
+            return WorkerReady(worker, msg.init_s, msg.at)
         if kind is Unreadable:
             return BatchUnreadable(worker, msg.batch_id, _attach_traceback(msg.error, msg.traceback))
         if kind is Fatal:

@@ -21,12 +21,15 @@ Reports
     ``recv`` is one ``ray.wait`` over every call in flight (and the ``ready()`` calls). Ray cannot
     be woken from another thread, so this backend does not declare ``Capabilities.wakes``: while an
     input is read in the background, the engine comes back every few milliseconds to look at it.
+    Log records an actor emitted come back with the answer of the call they were emitted in
+    (``ActorDone.logs`` and the like: ``ray_worker``), and are reported as ``WorkerLog`` events
+    before that answer's own.
 
 Death
     When an actor dies (a crash, ``os._exit``, a signal, ``ray.kill``, its node lost), every call
     it held fails with Ray's actor error. Results it delivered before are handed on first, then one
-    ``WorkerDied`` names the item it was running, read from the actor's progress segment (16 bytes
-    of shared memory the caller makes for each actor and removes with it) when the actor ran on
+    ``WorkerDied`` names the item it was running, read from the actor's progress segment (a few
+    integers of shared memory the caller makes for each actor and removes with it) when the actor ran on
     this machine (see ``ray_worker``); elsewhere the batch it was running is known,
     and a batch of one item names its item.
 
@@ -46,7 +49,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from .._errors import RemoteTraceback
+from .._logs.forward import caller_logging
 from .._worker.context import SLOTS
+from .._worker.progress import fraction_of
 from .._worker.run import WorkerSpec
 from .base import (
     Backend,
@@ -55,6 +60,7 @@ from .base import (
     Event,
     WorkerDied,
     WorkerInitFailed,
+    WorkerLog,
     WorkerReady,
     WorkerRetired,
 )
@@ -65,6 +71,8 @@ from .ray_worker import PROGRESS_SIZE, RayWorker, Unsendable, measure
 
 __all__ = ["RayBackend"]
 
+#: how a progress segment is read (see ``ray_worker``)
+_SLOTS_FORMAT = "q" * SLOTS
 #: the message id of a worker's ``ready()`` call in the table of calls in flight
 _READY_CALL = -1
 
@@ -157,7 +165,8 @@ class RayBackend(Backend):
         options = dict(self._per_worker[spec.index])
         progress = _new_progress()
         name = None if progress is None else progress.name
-        handle = cls.options(**options).remote(spec, name) if options else cls.remote(spec, name)
+        logs = caller_logging() if spec.forward_logs else None
+        handle = cls.options(**options).remote(spec, name, logs) if options else cls.remote(spec, name, logs)
         actor = _Actor(spec.index, handle, progress)
         self._calls[handle.ready.remote()] = (actor, _READY_CALL)
         return actor
@@ -222,6 +231,16 @@ class RayBackend(Backend):
         """Process ids of the actors, in worker order (on the node each runs on)."""
         return [a.pid for a in self._actors]
 
+    def fractions(self) -> float:
+        """Read from the actors' progress segments: none for actors on other machines."""
+        total = 0.0
+        for actor in self._actors:
+            segment = actor.progress
+            if segment is not None and actor.writes_progress:
+                with contextlib.suppress(Exception):  # removed meanwhile (the actor was replaced)
+                    total += fraction_of(struct.unpack_from(_SLOTS_FORMAT, segment.buf, 0))
+        return total
+
     # -- transport ------------------------------------------------------------------------------
 
     def send(self, worker: int, batch_id: int, indices: Sequence[int], items: list[Any]) -> int:
@@ -278,21 +297,23 @@ class RayBackend(Backend):
         self._deliver(actor, msg_id, value, events)
 
     def _deliver(self, actor: _Actor, msg_id: int, value: Any, events: list[Event]) -> None:
-        """Turn what a call returned (a message of ``messages``) into its event."""
+        """Turn what a call returned (a message of ``messages``) into its event, after the log
+        records it carries (``_logs``)."""
         kind = type(value)
+        for record in getattr(value, "logs", ()):
+            events.append(WorkerLog(actor.index, record))
         if kind is ActorDone:
             self._pop_held(actor, msg_id)
             failures = [(pos, _with_traceback(exc, tb)) for pos, exc, tb in value.failures]
-            events.append(
-                BatchDone(actor.index, msg_id, value.results, failures, value.elapsed, value.nbytes)
-            )
+            events.append(BatchDone(actor.index, msg_id, value.results, failures, value.elapsed, value.nbytes,
+                                    waited=value.waited))
             if value.retire is not None:
                 # Over its memory limit: it runs nothing more (calls queued behind return empty).
                 self._forget(actor)
                 events.append(WorkerRetired(actor.index, *value.retire))
         elif kind is ActorReady:
             actor.pid, actor.writes_progress = value.pid, value.writes_progress
-            events.append(WorkerReady(actor.index))
+            events.append(WorkerReady(actor.index, value.init_s))
         elif kind is InitFailed:
             events.append(WorkerInitFailed(actor.index, _with_traceback(value.error, value.traceback)))
         elif kind is ActorDied:

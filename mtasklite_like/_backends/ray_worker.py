@@ -14,11 +14,16 @@ met only when the actor itself dies.
   The same pickling pass, with large buffers left out of band (not copied), measures the size of
   what is returned.
 - *Which item was running.* The actor writes the batch and position of each item it starts into
-  a 16-byte shared-memory segment the caller made for it. When the actor dies, the caller reads
+  a small shared-memory segment the caller made for it. When the actor dies, the caller reads
   it, so the death is reported against that item only. An actor on another machine cannot map
   the segment: there the batch it was running is known, not the position.
+- *Progress from inside a task* (``mtasklite_like.progress``) goes into the same segment, where
+  the caller reads it (``RayBackend.fractions``); an actor on another machine reports none.
 - ``SystemExit`` or ``KeyboardInterrupt`` raised by a task ends the worker, as it would end a
   process: the actor reports it against the item, and the caller replaces the actor.
+- *Log records* (``forward_logs``): records emitted in the actor, and its warnings, are kept and
+  returned with the answer of the call that follows (``ActorReady``, ``ActorDone``, ``ActorDied``),
+  so they reach the caller with their batch; those of an actor that dies mid-batch are lost.
 - *A memory limit* (``max_worker_memory``): the actor measures itself as a process worker does
   (``_memory.limit``); once over, it answers the batch with the items it ran and says it retires
   (``ActorDone.retire``). Calls queued behind return at once without running anything (the caller
@@ -36,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import TaskPicklingError
+from .._logs.forward import CallerLogging, Held, forward
 from .._memory.limit import OwnLimit
 from .._worker.context import SLOTS, WorkerContext, enter
 from .._worker.run import (
@@ -111,13 +117,21 @@ class _Progress:
 class RayWorker:
     """One worker: its object is built here, once; each call runs one batch on it."""
 
-    def __init__(self, spec: WorkerSpec, progress: str | None = None) -> None:
+    def __init__(
+        self, spec: WorkerSpec, progress: str | None = None, logs: CallerLogging | None = None
+    ) -> None:
         self._index = spec.index
         self._call: Callable[[Any], Any] | None = None
         self._progress: _Progress | None = None
         self._positions: Any = [-1] * SLOTS
         #: why the object could not be built (None: it was)
         self._init_failed: InitFailed | None = None
+        #: log records kept for the next answer (``forward_logs``; None: not forwarded)
+        self._logs: Held | None = None
+        if logs is not None:  # before the initializer: its records are forwarded too
+            self._logs = Held(spec.index)
+            forward(logs, spec.index, self._logs.put, detach=False)
+        building = time.perf_counter()
         self._limit = None if spec.memory_limit is None else OwnLimit(spec.memory_limit)
         #: set once the actor is over its memory limit: (its memory, its peak)
         self._retired: tuple[int, int | None] | None = None
@@ -132,13 +146,15 @@ class RayWorker:
                 self._positions = self._progress.view
         self._context = WorkerContext(spec.index, self._positions)
         enter(self._context, own_process=True)
+        self._free_since = time.perf_counter()
+        self._init_s = self._free_since - building
 
     def ready(self) -> ActorReady | InitFailed:
         """``ActorReady`` (this process's pid, and whether it writes the caller's progress segment),
         or ``InitFailed`` with the exception that kept the object from being built."""
         if self._init_failed is not None:
             return self._init_failed
-        return ActorReady(os.getpid(), self._progress is not None)
+        return ActorReady(os.getpid(), self._progress is not None, self._init_s, logs=self._take_logs())
 
     def run(
         self, batch_id: int, indices: Sequence[int], items: list[Any], unsendable: bool
@@ -150,7 +166,7 @@ class RayWorker:
         if call is None:  # never sent work before ready() answered ActorReady; defensive
             raise RuntimeError("this worker failed to start")
         if self._retired is not None:
-            return ActorDone([], [], 0.0, 0, self._retired)  # its items run elsewhere
+            return ActorDone([], [], 0.0, 0, self._retired, logs=self._take_logs())  # its items run elsewhere
         if unsendable:
             call = _failing_unsendable(call)
         progress = self._positions
@@ -158,6 +174,7 @@ class RayWorker:
         progress[0] = batch_id
         self._context.begin(batch_id, indices)
         t0 = time.perf_counter()
+        waited = t0 - self._free_since
         over = None
         try:
             if self._limit is None:
@@ -168,7 +185,7 @@ class RayWorker:
             cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
             position = progress[1]
             where = f"item #{indices[position]}" if 0 <= position < len(indices) else "a task"
-            return ActorDied(position, cause, *pack_exception(exc, where))
+            return ActorDied(position, cause, *pack_exception(exc, where), logs=self._take_logs())
         elapsed = time.perf_counter() - t0
         packed = [(pos, *pack_exception(exc, f"item #{indices[pos]}")) for pos, exc in failures]
         try:
@@ -177,7 +194,12 @@ class RayWorker:
             nbytes = _drop_unpicklable(indices, results, packed)
         if over is not None and self._limit is not None:
             self._retired = (over, self._limit.peak())
-        return ActorDone(results, packed, elapsed, nbytes, self._retired)
+        self._free_since = time.perf_counter()
+        return ActorDone(results, packed, elapsed, nbytes, self._retired, waited, logs=self._take_logs())
+
+    def _take_logs(self) -> list[tuple[Any, ...]]:
+        """The log records emitted since the last answer, which this answer carries."""
+        return [] if self._logs is None else self._logs.take()
 
     def close(self) -> None:
         """Unmap the progress segment (called when the pool stops this actor politely; the caller

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from .._worker.context import SLOTS, WorkerContext, enter
 from .._worker.coroutines import serve_coroutines
+from .._worker.progress import fraction_of
 from .._worker.run import WorkerSpec, build_worker_callable, run_batch
 from .base import Backend, BatchDone, Capabilities, Event, WorkerDied, WorkerInitFailed, WorkerReady
 from .messages import RunBatch, Stop
@@ -67,6 +68,10 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         _coroutine_thread_main(spec, slot)
         return
     index = spec.index
+    # Before the object is built: what its initializer logs names its worker too (``_logs``).
+    context = WorkerContext(index, slot.progress)
+    enter(context, own_process=False)
+    building = time.perf_counter()
     try:
         call = build_worker_callable(spec, own_process=False)
     except BaseException as exc:
@@ -74,9 +79,8 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         return
     # Drop the spec: the shell's cached state, if any, is not this thread's to keep alive.
     del spec
-    context = WorkerContext(index, slot.progress)
-    enter(context, own_process=False)
-    slot.outbox.put(WorkerReady(index))
+    free_since = time.perf_counter()
+    slot.outbox.put(WorkerReady(index, free_since - building, time.monotonic()))
     inbox = slot.inbox
     while True:
         msg = inbox.get()
@@ -90,6 +94,7 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
         progress[0] = batch_id
         context.begin(batch_id, msg.indices)
         t0 = time.perf_counter()
+        waited = t0 - free_since
         try:
             results, failures = run_batch(call, items, progress)
         except BaseException as exc:
@@ -97,12 +102,14 @@ def _thread_main(spec: WorkerSpec, slot: _Slot) -> None:
             cause = f"the task raised {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
             slot.outbox.put(WorkerDied(index, cause, running=(progress[0], progress[1]), error=exc))
             return
-        slot.outbox.put(BatchDone(index, batch_id, results, failures, time.perf_counter() - t0))
+        free_since = time.perf_counter()
+        slot.outbox.put(BatchDone(index, batch_id, results, failures, free_since - t0, waited=waited))
 
 
 def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
     """A coroutine worker: its own event loop in this thread (see ``_worker.coroutines``)."""
     index = spec.index
+    building = time.perf_counter()
 
     def next_message() -> tuple[int, Sequence[int], list[Any]] | None:
         msg = slot.inbox.get()
@@ -120,7 +127,9 @@ def _coroutine_thread_main(spec: WorkerSpec, slot: _Slot) -> None:
             spec,
             own_process=False,
             next_message=next_message,
-            ready=lambda: slot.outbox.put(WorkerReady(index)),
+            ready=lambda: slot.outbox.put(
+                WorkerReady(index, time.perf_counter() - building, time.monotonic())
+            ),
             init_failed=lambda exc: slot.outbox.put(WorkerInitFailed(index, exc)),
             done=done,
             progress=slot.progress,
@@ -196,6 +205,9 @@ class ThreadBackend(Backend):
 
     def wake(self) -> None:
         self._outbox.put(_WAKE)
+
+    def fractions(self) -> float:
+        return sum(fraction_of(slot.progress) for slot in self._slots)
 
     def stop(self, grace: float) -> None:
         if not self._alive:

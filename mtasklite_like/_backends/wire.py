@@ -33,7 +33,7 @@ from typing import Any
 from .messages import Message, wire_code
 from .serialize import loads_oob
 
-__all__ = ["decode", "leading_fields", "pipe_capacity", "recv_message", "send_message"]
+__all__ = ["decode", "leading_fields", "pipe_capacity", "readable_check", "recv_message", "send_message"]
 
 _MULTIPART = 0
 _COUNT = struct.Struct("<BI")
@@ -118,6 +118,17 @@ def recv_message(conn: Any, wait: Callable[[int], None] | None = None
         _read_into(fd, buf, wait)
         buffers.append(buf)
     return data[start:], buffers, len(data) + sum(sizes)
+
+
+def readable_check(conn: Any) -> Callable[[], bool]:
+    """A check, without waiting, that ``conn`` has something to read (or was closed): one ``poll``
+    system call on a poller made once. ``conn.poll(0)`` makes a selector on every call, which
+    counts when a worker sends many small messages (log records) and each is looked for alone."""
+    if not hasattr(select, "poll"):
+        return lambda: bool(conn.poll(0))
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return lambda: bool(poller.poll(0))
 
 
 def decode(data: bytes, buffers: list[bytearray] | None) -> Any:

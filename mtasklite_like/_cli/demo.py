@@ -35,7 +35,7 @@ import time
 import urllib.request
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -299,6 +299,8 @@ class Timing:
     items: int
     serial_s: float
     parallel_s: float
+    #: the parallel run's statistics (``RunStats``)
+    stats: Any = None
 
     @property
     def speedup(self) -> float:
@@ -315,8 +317,9 @@ def _run_serial(fn: Callable[[T], R], items: Sequence[T]) -> tuple[list[R], floa
 
 def _run_parallel(
     fn: Callable[[T], R], items: Sequence[T], *, n_jobs: int, use_threads: bool, desc: str, progress: bool
-) -> tuple[list[R], float]:
-    """Apply ``fn`` with a :class:`Pool` behind a progress bar; return the results and the seconds taken.
+) -> tuple[list[R], float, Any]:
+    """Apply ``fn`` with a :class:`Pool` behind a progress bar; return the results, the seconds taken
+    and the run's statistics.
 
     The time includes starting and stopping the workers, since a user pays for that too.
     """
@@ -325,9 +328,9 @@ def _run_parallel(
     start = time.perf_counter()
     pool = Pool(fn, n_jobs=n_jobs, use_threads=use_threads)
     with pool:
-        results: Iterable[R] = pool(items)
+        results = pool(items)
         collected = list(tqdm(results, total=len(items), desc=desc, disable=not progress, leave=False))
-    return collected, time.perf_counter() - start
+    return collected, time.perf_counter() - start, results.stats()
 
 
 def _compare(name: str, serial: list[Any], parallel: list[Any]) -> str | None:
@@ -377,6 +380,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="small workloads: the whole demo takes a few seconds"
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    parser.add_argument(
+        "--stats", action="store_true",
+        help="print each parallel run's statistics as a table (per worker: items, time in tasks and "
+        "waiting, start-up, bytes); without it, what limited each run, in one line",
+    )
     args = parser.parse_args(argv)
     if args.n_jobs < 1:
         parser.error("--n-jobs must be at least 1")
@@ -400,6 +408,12 @@ def main(argv: list[str] | None = None, *, read: Callable[[], LoadReading | None
     if note is not None:
         print("\nSpeed-ups are lower than on an idle machine: other work kept its CPUs busy before or during "
               "the runs\n(the load average, less what the demo itself can have added).")
+    print("\nWhat limited each parallel run (--stats for the figures):" if not args.stats else "")
+    for row in rows:
+        if args.stats:
+            print(f"{row.workload}:\n{row.stats}\n")
+        else:
+            print(f"  {row.workload}: {row.stats.verdict()}")
     print("\nParallel results equal the serial ones.")
     return 0
 
@@ -414,13 +428,13 @@ def _run_workloads(args: argparse.Namespace) -> list[Timing] | None:
     print(f"CPU-bound: analysing {n_docs} synthetic documents, serial vs. {processes}", flush=True)
     docs = make_documents(n_docs, words_per_doc)
     serial, serial_s = _run_serial(analyze_document, docs)
-    parallel, parallel_s = _run_parallel(
+    parallel, parallel_s, stats = _run_parallel(
         analyze_document, docs, n_jobs=args.n_jobs, use_threads=False, desc="documents", progress=progress
     )
     if (problem := _compare("CPU-bound", serial, parallel)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return None
-    rows.append(Timing(f"CPU-bound, {processes}", n_docs, serial_s, parallel_s))
+    rows.append(Timing(f"CPU-bound, {processes}", n_docs, serial_s, parallel_s, stats))
 
     print(f"I/O-bound: downloading {n_images} images from a local server, serial vs. {io_threads} threads")
     sys.stdout.flush()
@@ -431,7 +445,7 @@ def _run_workloads(args: argparse.Namespace) -> list[Timing] | None:
         host, port = str(server.server_address[0]), int(server.server_address[1])
         urls = [f"http://{host}:{port}{path}" for path in server.images]
         serial_io, serial_s = _run_serial(fetch_image, urls)
-        parallel_io, parallel_s = _run_parallel(
+        parallel_io, parallel_s, stats = _run_parallel(
             fetch_image, urls, n_jobs=io_threads, use_threads=True, desc="downloads", progress=progress
         )
     finally:
@@ -441,7 +455,7 @@ def _run_workloads(args: argparse.Namespace) -> list[Timing] | None:
     if (problem := _compare("I/O-bound", serial_io, parallel_io)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return None
-    rows.append(Timing(f"I/O-bound, {io_threads} threads", n_images, serial_s, parallel_s))
+    rows.append(Timing(f"I/O-bound, {io_threads} threads", n_images, serial_s, parallel_s, stats))
     return rows
 
 

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each result as one line of JSON (JSON lines) instead of str(result)",
     )
     parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="print the run's statistics as a table at the end (per worker: items, time in tasks and "
+        "waiting, start-up, bytes, restarts; and what limited the run); without it, one line",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="do not show the progress bar (shown on standard error by default)",
@@ -247,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._dropins.pqdm import BarNotes
     from .._journal import check_journal_options, journaled_run
+    from .._logs.console import route_console_through
     from .._options import check_n_jobs
     from .._pool import Pool
 
@@ -282,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
             stream.close()
             raise
         bar = tqdm(total=total, file=sys.stderr, disable=args.no_progress, unit="line", dynamic_ncols=True)
+        route_console_through(bar)  # records logged meanwhile are written above the bar
         notes = BarNotes(bar, stream)
         stream.heartbeat = notes.heartbeat
         written = 0
@@ -290,8 +298,8 @@ def run(args: argparse.Namespace) -> int:
                 for written, result in enumerate(stream, 1):
                     out.write(_format(result, args.json, written, args.unordered))
                     out.write("\n")
-                    notes.update()
-                    bar.update()
+                    notes.advance(1)  # and the fractions of lines in flight (mtasklite_like.progress)
+                notes.settle()
         except KeyboardInterrupt:
             bar.close()
             print(f"{PROG}: interrupted after {written} lines; {resume_hint(args.resume)}", file=sys.stderr)
@@ -310,6 +318,10 @@ def run(args: argparse.Namespace) -> int:
                 out.close()
             else:
                 out.flush()
+        if args.stats:
+            print(stream.stats(), file=sys.stderr)
+        elif not args.no_progress:
+            print(f"{PROG}: {stream.stats().summary()}", file=sys.stderr)
     finally:
         if source is not sys.stdin:
             source.close()

@@ -34,6 +34,7 @@ from tqdm import tqdm as tqdm_type
 from tqdm.auto import tqdm as tqdm_auto
 
 from .._engine.results import ResultIterator
+from .._logs.console import route_console_through
 from .._options import ArgumentType, ExceptionMode
 from .._pool import Pool
 from ..constants import ExceptionBehaviour
@@ -122,13 +123,27 @@ class BarNotes:
     (``status``: a pause while memory is short), as ``failed=2, paused: 1 GiB free < 2 GiB``.
 
     ``update()`` sets the postfix only when something changed (``set_postfix`` costs a formatting
-    pass); ``heartbeat`` is the run's heartbeat: it updates, then refreshes the bar's clock.
+    pass); ``heartbeat`` is the run's heartbeat: it updates, then refreshes the bar's clock;
+    ``close()`` closes the bar and, with ``report_stats`` (``pqdm(..., stats=True)``), prints the
+    run's statistics in one line under it (``RunStats.summary``).
+
+    It also keeps the bar's count: ``advance(n)`` counts ``n`` more results. Once a task has
+    reported progress from inside (``mtasklite_like.progress``), the bar shows the whole results
+    (``done``, an integer kept here) plus the fractions of the items in flight
+    (``results.partial``, to a tenth of an item), set as ``bar.n`` on each count and heartbeat:
+    ``tqdm.update`` adds onto ``bar.n``, which must not accumulate fractions. ``settle()`` (and
+    ``close()``) leaves whole results only, so a bar ends at exactly its total.
     """
 
-    def __init__(self, bar: Any, results: Any) -> None:
+    def __init__(self, bar: Any, results: Any, report_stats: bool = False) -> None:
         self.bar = bar
         self.results = results
+        self.report_stats = report_stats
         self._shown: tuple[int, str | None] = (0, None)
+        #: results counted on the bar (from where it starts: tqdm's ``initial``)
+        self.done: int = getattr(bar, "n", 0)
+        #: a task has reported progress: the bar shows fractions from now on
+        self._fractions = False
 
     def update(self) -> None:
         results = self.results
@@ -143,7 +158,45 @@ class BarNotes:
 
     def heartbeat(self) -> None:
         self.update()
-        self.bar.refresh()
+        bar = self.bar
+        value = self._value()
+        if value != bar.n:
+            bar.n = value
+        bar.refresh()
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` more results (and update the notes)."""
+        self.update()
+        self.done += n
+        bar = self.bar
+        if not self._fractions:
+            bar.update(n)
+            return
+        bar.n = self._value()
+        bar.update(0)  # tqdm's own pace of redrawing, and its rate, from the value just set
+
+    def _value(self) -> float:
+        """What the bar shows: the results counted, plus the fractions of the items in flight."""
+        partial = self.results.partial
+        if partial <= 0.0:
+            return self.done
+        self._fractions = True
+        tenths = int(partial * 10)
+        return round(self.done + tenths / 10, 1) if tenths else self.done
+
+    def settle(self) -> None:
+        """Whole results only, on the bar (the run is over: nothing is in flight that counts)."""
+        bar = self.bar
+        if bar.n != self.done:
+            bar.n = self.done
+            bar.refresh()
+
+    def close(self) -> None:
+        self.settle()
+        self.bar.close()
+        if self.report_stats:
+            self.report_stats = False  # once
+            print(self.results.stats().summary(), file=getattr(self.bar, "fp", None) or sys.stderr)
 
 
 class PqdmResult(Generic[R]):
@@ -162,10 +215,10 @@ class PqdmResult(Generic[R]):
     ``tqdm_obj`` is the bar and ``pool_obj`` the pool's result iterator, as in ``mtasklite``.
     """
 
-    def __init__(self, results: ResultIterator[R], bar: Any) -> None:
+    def __init__(self, results: ResultIterator[R], bar: Any, report_stats: bool = False) -> None:
         self.pool_obj = results
         self.tqdm_obj = bar
-        self._notes = BarNotes(bar, results)
+        self._notes = BarNotes(bar, results, report_stats)
         # While the caller waits on slow tasks, keep the bar's clock, rate and notes moving.
         results.heartbeat = self._notes.heartbeat
         self._buffer: deque[R] = deque()  # results taken from the pool, not yet streamed
@@ -227,18 +280,17 @@ class PqdmResult(Generic[R]):
         except BaseException:
             if pending:
                 self._flush(bar, results, pending)
-            bar.close()
+            self._notes.close()
             raise
         if pending:
             self._flush(bar, results, pending)
         self._exhausted = True
         bar.refresh()
         if emit:
-            self.tqdm_obj.close()
+            self._notes.close()
 
     def _flush(self, bar: Any, results: ResultIterator[R], n: int) -> None:
-        self._notes.update()
-        bar.update(n)
+        self._notes.advance(n)
 
     # -- list-like ----------------------------------------------------------------------------------
 
@@ -247,7 +299,7 @@ class PqdmResult(Generic[R]):
         if not self._exhausted:
             for _ in self._stream(keep=True, emit=False):
                 pass
-            self.tqdm_obj.close()
+            self._notes.close()
         return self._collected
 
     def __len__(self) -> int:
@@ -292,7 +344,7 @@ class PqdmResult(Generic[R]):
         self._touched = True
         self.pool_obj.close()
         self.pool_obj.parent_obj.close()
-        self.tqdm_obj.close()
+        self._notes.close()
 
     def __del__(self) -> None:
         # `pqdm(items, save_file, 4)` as a bare statement, or a result assigned and dropped without
@@ -327,8 +379,13 @@ def _build(
     kwargs: dict[str, Any],
     use_threads: bool,
     backend: str | None,
-) -> tuple[ResultIterator[R], Any]:
-    """Check the options, build the pool, its result iterator (nothing runs yet) and the bar."""
+) -> tuple[ResultIterator[R], Any, bool]:
+    """Check the options, build the pool, its result iterator (nothing runs yet) and the bar; say
+    whether the run's statistics are printed when the bar closes (``stats=True``)."""
+    report_stats = kwargs.pop("stats", False)
+    if not isinstance(report_stats, bool):
+        raise TypeError(f"stats must be True or False (print the run's statistics when the bar closes), "
+                        f"not {report_stats!r:.40}")
     # The American spelling is accepted too, as Pool accepts the British one.
     american = kwargs.pop("exception_behavior", None)
     if american is not None:
@@ -356,7 +413,9 @@ def _build(
     results = pool(input_iterable)
     if "total" not in bar_kw:
         bar_kw["total"] = results.total
-    return results, tqdm_class(**bar_kw)
+    bar = tqdm_class(**bar_kw)
+    route_console_through(bar)  # console logging is written through the bar while it is shown
+    return results, bar, report_stats
 
 
 def run_pqdm(
@@ -375,11 +434,11 @@ def run_pqdm(
     """The body of mtasklite's lazy ``pqdm`` (``processes``, ``threads``, ``ray``): nothing runs
     until the result is used. ``backend`` is the backend the module stands for (None: the one
     ``use_threads`` says, or what ``backend=`` in ``kwargs`` names)."""
-    results, bar = _build(
+    results, bar, report_stats = _build(
         input_iterable, worker_or_worker_arr, n_jobs, argument_type, bounded, exception_behaviour,
         tqdm_class, kwargs, use_threads, backend,
     )
-    return PqdmResult(results, bar)
+    return PqdmResult(results, bar, report_stats)
 
 
 def run_pqdm_list(
@@ -397,19 +456,20 @@ def run_pqdm_list(
     """The body of pqdm's eager ``pqdm`` (``mtasklite_like.pqdm.processes`` / ``.threads``): every
     item has run when it returns, and a failure the mode raises is raised from here. The workers
     are stopped and the bar is closed before it returns or raises."""
-    results, bar = _build(
+    results, bar, report_stats = _build(
         input_iterable, worker_or_worker_arr, n_jobs, argument_type, bounded, exception_behaviour,
         tqdm_class, kwargs, use_threads, None,
     )
+    notes = BarNotes(bar, results, report_stats)
     try:
-        return _collect(results, bar)
+        return _collect(results, bar, notes)
     finally:
-        bar.close()
+        notes.close()
         results.close()
         results.parent_obj.close()
 
 
-def _collect(results: ResultIterator[R], bar: Any) -> list[R]:
+def _collect(results: ResultIterator[R], bar: Any, notes: BarNotes) -> list[R]:
     """Every result of ``results``, in a list, with ``bar`` counting them.
 
     Results are taken in bulk (``take_ready``), so the bar and the clock cost a call per bulk, not
@@ -417,7 +477,6 @@ def _collect(results: ResultIterator[R], bar: Any) -> list[R]:
     before each wait for the next one.
     """
     # While the caller waits on slow tasks, keep the bar's clock, rate and notes moving.
-    notes = BarNotes(bar, results)
     results.heartbeat = notes.heartbeat
     out: list[R] = []
     take = results.take_ready
@@ -441,13 +500,11 @@ def _collect(results: ResultIterator[R], bar: Any) -> list[R]:
                         break
                     continue
             # Tell the bar: time for a new count, or nothing is ready and the next result may be slow.
-            notes.update()
-            bar.update(len(out) - shown)
+            notes.advance(len(out) - shown)
             shown = len(out)
     finally:
         if shown != len(out):
-            notes.update()
-            bar.update(len(out) - shown)
+            notes.advance(len(out) - shown)
     return out
 
 

@@ -60,7 +60,7 @@ def settle_death(
                 f"finished a batch); the last: {error.args[0]}",
             )
             return msgs, error
-    workers.replace(event.worker, kill=True)
+    workers.replace(event.worker, kill=True, reason="death" if memory is None else "memory kill")
     target = event.running if running is not None else None
     for msg_id, msg in held:
         batch = msg.batch
@@ -95,7 +95,7 @@ def settle_overdue(now: float, timeout: float, ledger: Ledger, workers: WorkerSe
     msgs: list[Msg] = []
     for worker in sorted(overdue):
         held = ledger.take(worker)
-        workers.replace(worker, kill=True)
+        workers.replace(worker, kill=True, reason="timeout")
         for _, msg in held:
             for pos in msg.item_positions():
                 error = timeout_error(msg.batch.indices[pos], timeout, worker, killed=killed)

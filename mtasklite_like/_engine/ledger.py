@@ -101,6 +101,7 @@ class Ledger:
         self.held = [0] * n_workers  # items each worker holds (coroutine workers' credit counts these)
         self.in_flight: dict[int, Msg] = {}
         self.retry: deque[tuple[Batch, int]] = deque()
+        self.retried = 0  # attempts run again: after a failure, or free of charge (a worker's fault)
         self.bytes_in_flight = 0  # serialised size of the messages workers hold
         self.items_in_flight = 0  # items of the messages workers hold
         self._next_batch = 0
@@ -154,6 +155,7 @@ class Ledger:
 
     def next_retry(self) -> tuple[Batch, int]:
         """The next item waiting to be run again: its batch and position."""
+        self.retried += 1
         return self.retry.popleft()
 
     def clear(self) -> None:

@@ -18,6 +18,7 @@ from .async_results import (
 )
 from .release import Sink
 from .run import Run
+from .stats import RunStats
 from .worker_set import WorkerSet
 
 if TYPE_CHECKING:
@@ -60,8 +61,9 @@ class ResultIterator(Generic[R]):
     For progress displays and wrappers: [`total`][mtasklite_like.ResultIterator.total],
     [`failure_count`][mtasklite_like.ResultIterator.failure_count],
     [`finished`][mtasklite_like.ResultIterator.finished],
-    [`take_ready`][mtasklite_like.ResultIterator.take_ready] and
-    [`heartbeat`][mtasklite_like.ResultIterator.heartbeat].
+    [`take_ready`][mtasklite_like.ResultIterator.take_ready],
+    [`heartbeat`][mtasklite_like.ResultIterator.heartbeat] and
+    [`partial`][mtasklite_like.ResultIterator.partial].
     """
 
     def __init__(
@@ -208,11 +210,30 @@ class ResultIterator(Generic[R]):
         ready.clear()
         return out
 
+    def stats(self) -> RunStats:
+        """What this run has spent its time on so far, per worker and in total: items, failures,
+        time in tasks and waiting, start-up, bytes each way, and what limited it
+        (``print(results.stats())`` for a table, ``.to_dict()`` for JSON; see docs/observability.md)."""
+        return self._run.snapshot()
+
     @property
     def status(self) -> str | None:
         """What holds the run back now, in a few words for a progress bar (``"paused: 1.2 GiB free <
         2 GiB"`` while memory is short, see ``min_available_memory``), or None."""
         return self._run.status
+
+    @property
+    def partial(self) -> float:
+        """How much of the items in flight is done, as their tasks reported it with
+        [`progress`][mtasklite_like.progress]: their fractions, added up (``0.0`` when no task
+        reports, and before the run starts or once it ends).
+
+        A progress bar shows ``results taken + partial`` (``12.4/100``). Safe to read from any
+        thread, and cheap (a few shared integers per worker), but meant to be read a few times a
+        second, not per item. An item's fraction counts from its report until it ends; workers of
+        a Ray actor on another machine than the caller report none (see docs/observability.md).
+        """
+        return self._run.partial
 
     @property
     def heartbeat(self) -> Callable[[], None] | None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,10 +63,12 @@ from .._backends.base import (
     Event,
     WorkerDied,
     WorkerInitFailed,
+    WorkerLog,
     WorkerReady,
     WorkerRetired,
 )
 from .._errors import DeferredExceptions, MemoryPressureError
+from .._logs.reemit import reemit
 from .._memory.pressure import LOOK_SECONDS, PressureGate
 from .._memory.watch import MemoryKill
 from .._options import RunOptions
@@ -76,6 +79,7 @@ from .feeder import Feeder, InputThread, make_feeder
 from .ledger import Ledger, Msg
 from .rate_limit import RateLimiter
 from .release import Release, Sink
+from .stats import RunStats
 from .worker_set import WorkerSet
 
 __all__ = ["HEARTBEAT_SECONDS", "Run"]
@@ -124,6 +128,10 @@ class Run:
         self._backend: Backend | None = None  # the worker set's backend, while the run holds it
         self._clock: Callable[[], float] = time.monotonic  # the backend's clock, once started
         self._ledger = Ledger(workers.n_workers, options.retries)
+        #: what the run spends its time on (``results.stats()``); counted per batch, never per item
+        self.stats = RunStats(workers.n_workers, clock=lambda: self._clock())
+        #: the last fill found the input with nothing to give (the run then waits for it)
+        self._starved = False
         self._admission: Admission | None = None  # made at the start: it needs the backend's capabilities
         self._budget = ByteBudget(options.memory_budget)
         #: closed while the machine is short of memory (min_available_memory); None: no such check
@@ -157,10 +165,13 @@ class Run:
 
     def next_slow(self) -> Any:
         """Produce the next result when none is ready: drive the pool until one is."""
+        stats = self.stats
+        stats.entered(self._clock())
         try:
             return self._drive()
         finally:
             self._feeder.close_gate()  # the input is read only while the engine runs
+            stats.left(self._clock())
 
     def _drive(self) -> Any:
         while True:
@@ -223,6 +234,8 @@ class Run:
                 and self.workers.quota is None
                 and (timeout is None or event.elapsed <= timeout)
             )
+        if isinstance(event, WorkerLog):
+            return True
         return isinstance(event, WorkerReady) and self.options.init_timeout is None
 
     def close(self) -> None:
@@ -243,12 +256,19 @@ class Run:
         backend = self.workers.acquire(self)
         sink = self.release.sink
         backend.raw_results = sink is not None and sink.wants_raw  # for this run only
+        backend.task_heartbeat = weakref.WeakMethod(self._heartbeat_in_task)  # (a weak one: see there)
         self._feeder.wake_with(backend.wake)
         self._backend = backend
         self.started = True
         self._clock = backend.clock
         self._last_heartbeat = self._clock()
         self._admission = Admission(self.options, backend.capabilities, backend.n_workers, self.total)
+        workers = self.workers
+        up = [ready is not None for ready in workers.ready_at]
+        # The run began when it started its workers (their start-up is the run's time too).
+        starting = [at for at, ready in zip(workers.started_at, up) if not ready]
+        self.stats.start(min([self._clock(), *starting]), up)
+        self.workers.on_replace = self.stats.gone
         self._wakes = backend.capabilities.wakes
         self._steps_nowait = backend.capabilities.polls and self._feeder.instant
 
@@ -282,6 +302,11 @@ class Run:
             wait = wait if poll is None else min(wait, poll)
         if self._held:
             events, self._held = [*self._held, *backend.recv(0)], []
+        elif self._starved:
+            # Workers have room and the input has nothing yet: this wait is the input's.
+            began = self._clock()
+            events = backend.recv(wait)
+            self.stats.input_wait(began, self._clock())
         else:
             events = backend.recv(wait)
         if self.heartbeat is not None:
@@ -317,6 +342,7 @@ class Run:
         guard = admission.guards_overdue(credit)
         busy_for = self.workers.busy_for(self._clock(), self._ledger.in_flight.values()) if guard else None
         self.paced_until = None
+        self._starved = False
         try:
             self._hand_out(credit, window, busy_for)
         finally:
@@ -343,10 +369,37 @@ class Run:
             self._fail(error)
         return True
 
+    def snapshot(self) -> RunStats:
+        """The run's statistics, brought up to date (what the release and the ledger counted, and
+        the workers' memory peaks)."""
+        stats = self.stats
+        stats.items = self.release.released
+        stats.failed = self.release.failure_count
+        stats.retried = self._ledger.retried
+        for worker, peak in zip(stats.workers, self.workers.memory.peaks):
+            worker.peak_rss = peak
+        return stats
+
     @property
     def status(self) -> str | None:
         """What the run is held back by, in a few words for a progress bar (None: nothing)."""
         return None if self._pressure is None else self._pressure.status
+
+    @property
+    def partial(self) -> float:
+        """The fractions of the items in flight that their tasks reported, added up (any thread)."""
+        backend = self._backend
+        return 0.0 if backend is None else backend.fractions()
+
+    def _heartbeat_in_task(self) -> None:
+        """A task running in the caller's thread reported progress: the heartbeat, if one is due.
+        The backend outlives the run, so it refers to this method weakly (``task_heartbeat``)."""
+        heartbeat = self.heartbeat
+        if heartbeat is not None:
+            now = self._clock()
+            if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                self._last_heartbeat = now
+                heartbeat()
 
     def _bytes_held(self) -> float:
         """Bytes held now (see :class:`~.budget.ByteBudget`)."""
@@ -391,8 +444,11 @@ class Run:
                     return  # the budget is full: wait for results to be consumed
             first = feeder.pulled
             # Whatever has been read, up to a batch: a slow input never makes items wait for more.
+            began = self._clock()
             items = feeder.take(size)
+            self.stats.input_wait(began, self._clock())  # (reading it in the caller)
             if not items:
+                self._starved = not feeder.done
                 return  # the input has nothing yet (its reader wakes the wait), or it ended
             batch = ledger.open_batch(range(first, first + len(items)), items)
             self._send(*ledger.dispatch(worker, batch, None, self._clock()))
@@ -450,7 +506,10 @@ class Run:
         items = msg.items()
         self.workers.spend_quota(msg.worker, len(items))
         assert self._backend is not None
+        began = self._clock()
         nbytes = self._backend.send(msg.worker, msg_id, msg.indices(), items)
+        now = self._clock()
+        self.stats.sent(msg.worker, len(items), nbytes, now - began, now)
         if self._budget.limit is not None:
             nbytes = self._budget.measure_items(items, nbytes)
         self._ledger.sent(msg, nbytes)
@@ -461,8 +520,15 @@ class Run:
     def _handle(self, event: Event) -> None:
         if isinstance(event, BatchDone):
             self._on_done(event)
+        elif isinstance(event, WorkerLog):
+            reemit(event.record)  # a worker's log record, in the caller's logging (_logs)
         elif isinstance(event, WorkerReady):
-            took = self.workers.mark_ready(event.worker, self._clock())
+            now = self._clock()
+            took = self.workers.mark_ready(event.worker, now)
+            # (when the worker says it was ready, if it can: the caller may have been busy since)
+            at = event.at if event.at is not None and self._clock is time.monotonic else now
+            self.stats.worker_ready(event.worker, at, event.init_s, took - (now - at),
+                                    not self._ledger.loads[event.worker])
             limit = self.options.init_timeout
             if limit is not None and took > limit:
                 # Ready, but late: with n_jobs=1 the object is built in the caller, where nothing
@@ -494,6 +560,9 @@ class Run:
             overrun = _faults.overrun_error
             failures = [(k, overrun(i, timeout, event.elapsed)) for k, i in enumerate(msg.indices())]
         self._ledger.record(msg, event.results, failures, event.raw)
+        worker = event.worker
+        self.stats.answered(worker, len(event.results), len(event.failures), event.elapsed, event.waited,
+                            event.nbytes, msg.sent_at, self._clock(), not self._ledger.loads[worker])
         self._answered(msg)
 
     def _on_unreadable(self, event: BatchUnreadable) -> None:
@@ -516,7 +585,7 @@ class Run:
         worker = msg.worker
         if self.workers.quota_spent(worker) and not self._ledger.loads[worker]:
             # The worker has done its share and holds nothing: replace it with a fresh one.
-            self.workers.replace(worker, kill=False)
+            self.workers.replace(worker, kill=False, reason="max_tasks")
         self._settle([msg])
 
     def _on_retired(self, event: WorkerRetired) -> None:
@@ -583,6 +652,11 @@ class Run:
 
     def _finish(self, *, clean: bool) -> None:
         self.finished = True
+        stats = self.stats
+        if stats.started_at is not None and stats.ended_at is None:
+            stats.finish(self._clock())
+            self.snapshot()
+            self.workers.stats_done(stats)
         self._feeder.stop()
         self._ledger.clear()
         self.release.clear()

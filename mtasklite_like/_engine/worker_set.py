@@ -16,7 +16,7 @@ The set never refers to the pool, so the pool's finalizer can stop it.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._backends import BackendOptions, make_backend
@@ -24,6 +24,7 @@ from .._backends.base import Backend, Capabilities
 from .._memory.watch import MemoryWatch
 from .._worker.run import WorkerSpec
 from .ledger import Msg
+from .stats import RunStats
 
 __all__ = ["WorkerSet"]
 
@@ -57,6 +58,10 @@ class WorkerSet:
         self.quota: list[int] | None = None
         self.deaths_in_a_row = 0
         self._holder: weakref.ref[Any] | None = None
+        #: the statistics of the runs that have ended, added up (``Pool.stats()``)
+        self.stats_total = RunStats.total([])
+        #: told of every replacement (worker, reason) by the run holding the workers
+        self.on_replace: Callable[[int, str], None] | None = None
         #: what is known of the workers' memory, for the pool's life
         self.memory = MemoryWatch(
             len(specs), max_worker_memory=specs[0].memory_limit if specs else None,
@@ -123,6 +128,7 @@ class WorkerSet:
         holder = self._holder() if self._holder is not None else None
         if holder is run:
             self._holder = None
+            self.on_replace = None
         if not clean or not self.keep:
             self.stop()
 
@@ -196,8 +202,15 @@ class WorkerSet:
     def quota_spent(self, worker: int) -> bool:
         return self.quota is not None and self.quota[worker] <= 0
 
-    def replace(self, worker: int, *, kill: bool) -> None:
-        """Start a fresh worker in place of ``worker``: its times and quota start anew."""
+    def stats_done(self, stats: RunStats) -> None:
+        """A run ended: add its statistics to the pool's."""
+        self.stats_total.add(stats)
+
+    def replace(self, worker: int, *, kill: bool, reason: str = "death") -> None:
+        """Start a fresh worker in place of ``worker``: its times and quota start anew. ``reason``
+        goes to the statistics (``death``, ``timeout``, ``memory``, ``memory kill``, ``max_tasks``)."""
+        if self.on_replace is not None:
+            self.on_replace(worker, reason)
         backend = self.backend
         assert backend is not None
         backend.replace_worker(worker, kill=kill)
@@ -209,7 +222,7 @@ class WorkerSet:
     def retire(self, worker: int, memory: int, peak: int | None) -> None:
         """``worker`` retired over its memory limit: count it and start a fresh one in its place."""
         self.memory.retired(worker, memory, peak)
-        self.replace(worker, kill=False)
+        self.replace(worker, kill=False, reason="memory")
 
     def death_unblamed(self) -> int:
         """Count a death no item can be blamed for; return how many happened in a row."""

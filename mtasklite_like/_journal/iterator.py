@@ -17,6 +17,7 @@ from .options import JournalOptions
 from .run import JournalRun
 
 if TYPE_CHECKING:
+    from .._engine.stats import RunStats
     from .._pool import Pool
 
 __all__ = ["JournaledIterator", "journaled_run"]
@@ -66,10 +67,21 @@ class JournaledIterator:
         self._ready.clear()
         return out
 
+    def stats(self) -> RunStats:
+        """What the run has spent its time on so far (see ``ResultIterator.stats``): the items
+        computed in this run (those resumed from the journal are not counted)."""
+        return self._core.stats()
+
     @property
     def status(self) -> str | None:
         """What holds the run back now, for a progress bar (see ``ResultIterator.status``), or None."""
         return self._core.status
+
+    @property
+    def partial(self) -> float:
+        """How much of the items in flight is done, as their tasks reported it (see
+        ``ResultIterator.partial``); items resumed from the journal are counted as results."""
+        return self._core.partial
 
     @property
     def heartbeat(self) -> Callable[[], None] | None:

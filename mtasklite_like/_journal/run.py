@@ -39,6 +39,7 @@ from .options import (
 from .sink import JournalSink
 
 if TYPE_CHECKING:
+    from .._engine.stats import RunStats
     from .._pool import Pool
 
 __all__ = ["JournalRun", "Kept"]
@@ -154,10 +155,19 @@ class JournalRun:
 
     # -- driving ----------------------------------------------------------------------------------
 
+    def stats(self) -> RunStats:
+        """The inner run's statistics (see ``ResultIterator.stats``)."""
+        return self._inner.stats()
+
     @property
     def status(self) -> str | None:
         """What holds the inner run back now (see ``ResultIterator.status``), or None."""
         return self._inner.status
+
+    @property
+    def partial(self) -> float:
+        """The fractions of the inner run's items in flight (see ``ResultIterator.partial``)."""
+        return float(self._inner.partial)
 
     def set_heartbeat(self, fn: Callable[[], None] | None) -> None:
         self.heartbeat = fn

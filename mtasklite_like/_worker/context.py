@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 
-__all__ = ["RUNNING", "SLOTS", "WorkerContext", "current", "enter", "leave"]
+__all__ = ["QUICK", "RUNNING", "SLOTS", "WorkerContext", "current", "enter", "leave"]
 
 #: how many integers a worker shares with the caller: batch id and position of the running item
 #: (death reports), then the batch id, position and fraction (in millionths) of the last progress
@@ -38,7 +38,7 @@ RUNNING: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar
 class WorkerContext:
     """One worker's identity and the input indices of the batches it runs."""
 
-    __slots__ = ("batches", "slots", "worker")
+    __slots__ = ("batches", "fraction_sum", "fractions", "slots", "tagged", "tick", "worker")
 
     def __init__(self, worker: int, slots: MutableSequence[int]) -> None:
         self.worker = worker
@@ -46,10 +46,22 @@ class WorkerContext:
         self.slots = slots
         #: input indices of the batches being run, by batch id
         self.batches: dict[int, Sequence[int]] = {}
+        #: a coroutine worker's progress reported from its running items, in millionths, by
+        #: ``(batch id, position)``, and their sum; None in a worker that runs one item at a time
+        #: (see ``_worker.progress``)
+        self.fractions: dict[tuple[int, int], int] | None = None
+        self.fraction_sum = 0
+        #: the position, in the batch begun last, of the item whose progress ``slots[2:4]`` name
+        #: (-1: none yet), so that a report of the same item writes the fraction alone
+        self.tagged = -1
+        #: called after each progress report when the task runs in the caller's thread (``n_jobs=1``),
+        #: which cannot call the run's heartbeat meanwhile; None elsewhere
+        self.tick: Callable[[], None] | None = None
 
     def begin(self, batch_id: int, indices: Sequence[int]) -> None:
         """A plain worker starts a batch (it runs one at a time: the previous one is over)."""
         self.batches = {batch_id: indices}
+        self.tagged = -1
 
     def running(self) -> tuple[int, int]:
         """``(batch id, position)`` of the item the calling code runs (-1 when none)."""
@@ -68,8 +80,20 @@ class WorkerContext:
         return indices[position]
 
 
+class _ThreadContext(threading.local):
+    #: the calling thread's context; a class default, so that a thread without one finds None at
+    #: the cost of an attribute lookup (``getattr`` with a default raises and catches inside)
+    context: WorkerContext | None = None
+
+
 _process: WorkerContext | None = None
-_threads = threading.local()
+_threads = _ThreadContext()
+#: the same context again, where a context variable reaches the calling code (the thread that
+#: entered it, and what it starts with a copy of its context): the quickest lookup, for
+#: ``_worker.progress``, which falls back on the two above (the items of a coroutine worker)
+QUICK: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar(
+    "mtasklite_like_worker", default=None
+)
 
 
 def enter(context: WorkerContext, *, own_process: bool) -> None:
@@ -78,8 +102,12 @@ def enter(context: WorkerContext, *, own_process: bool) -> None:
     global _process
     if own_process:
         _process = context
+        # A process forked by a thread that ran a worker (the caller under ``n_jobs=1``, say) starts
+        # with that thread's context: it is not this process's.
+        _threads.context = None
     else:
         _threads.context = context
+    QUICK.set(context)
 
 
 def leave(*, own_process: bool) -> None:
@@ -89,9 +117,10 @@ def leave(*, own_process: bool) -> None:
         _process = None
     else:
         _threads.context = None
+    QUICK.set(None)
 
 
 def current() -> WorkerContext | None:
     """The context of the worker running the calling code, or None outside workers."""
-    context: WorkerContext | None = getattr(_threads, "context", None)
+    context = _threads.context
     return context if context is not None else _process

@@ -46,6 +46,11 @@ Deaths
     one killed from outside while its loop waits is reported against the item that ran last. A
     coroutine raising ``SystemExit`` or ``KeyboardInterrupt`` ends the worker as it would end a
     plain one.
+
+Progress reported from tasks (``mtasklite_like.progress``)
+    Each item's coroutine reports its own fraction; the worker keeps them by item on its context
+    and shares their sum with the caller, and an item's fraction goes when it ends (see
+    ``_worker.progress``). Nothing is done per item until some task of the worker has reported.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from .._engine.rate_limit import StartGate
 from .._errors import TaskTimeoutError
 from .._memory.limit import OwnLimit
 from .context import RUNNING, SLOTS, WorkerContext, enter
+from .progress import item_ended
 from .run import WorkerSpec, build_worker_object, make_caller
 
 __all__ = ["FailedItem", "serve_coroutines"]
@@ -277,6 +283,9 @@ class _Runner:
         if entry is None:
             return
         batch, pos, started, handle = entry
+        context = self.context
+        if context is not None and context.fractions:
+            item_ended(context, (batch.id, pos))  # before its batch can be reported
         if handle is not None:
             handle.cancel()
         self.free += 1
@@ -412,6 +421,7 @@ async def _main(
     gate: StartGate | None = spec.start_gate
     limit = None if spec.memory_limit is None or retire is None else OwnLimit(spec.memory_limit)
     context = WorkerContext(spec.index, progress if progress is not None else [-1] * SLOTS)
+    context.fractions = {}  # several items at once: progress is kept per item (``_worker.progress``)
     enter(context, own_process=own_process)
     runner = _Runner(loop, call, max(1, spec.concurrency), spec.task_timeout, done, progress, gate, limit,
                      retire, context)

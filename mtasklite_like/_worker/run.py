@@ -40,10 +40,12 @@ class WorkerSpec:
     worker it is how many items the worker runs at once on its event loop (``coroutines``),
     each cancelled past ``task_timeout`` seconds. ``memory_limit``: the bytes of its own memory past
     which the worker retires (``max_worker_memory``; see ``_memory.limit``), or None.
+    ``forward_logs``: a worker in a process of its own sends its log records and warnings to the
+    caller (``_logs.forward``).
     """
 
-    __slots__ = ("argument_type", "concurrency", "env", "index", "initargs", "initializer", "memory_limit",
-                 "start_gate", "task_timeout", "worker")
+    __slots__ = ("argument_type", "concurrency", "env", "forward_logs", "index", "initargs", "initializer",
+                 "memory_limit", "start_gate", "task_timeout", "worker")
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class WorkerSpec:
         task_timeout: float | None = None,
         start_gate: StartGate | None = None,
         memory_limit: int | None = None,
+        forward_logs: bool = False,
     ) -> None:
         self.index = index
         self.worker = worker
@@ -71,6 +74,7 @@ class WorkerSpec:
         #: (``_engine.rate_limit.StartGate``), so that starts, not only hand-overs, are evenly spaced
         self.start_gate = start_gate
         self.memory_limit = memory_limit
+        self.forward_logs = forward_logs
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -147,8 +151,10 @@ def run_batch(
 
     A failed item holds ``None`` in the results. Only ``Exception`` is caught: ``SystemExit`` and
     ``KeyboardInterrupt`` raised by a task end the worker, and the backend reports its death.
-    ``progress`` (two integers shared with the parent, or None) receives the position of each item
-    as it starts, so that if the worker dies the parent knows which item was running.
+    ``progress`` (the integers shared with the parent, or None) receives the position of each item
+    as it starts, so that if the worker dies the parent knows which item was running; at the end of
+    the batch, before its results are sent, the progress its tasks reported stops counting
+    (``_worker.progress``).
     """
     results: list[Any] = []
     append = results.append
@@ -168,6 +174,7 @@ def run_batch(
             except Exception as exc:
                 failures.append((pos, exc))
                 append(None)
+        progress[2] = -1  # once per batch: its last item's progress is over (see _worker.progress)
     if results and (type(results[0]) is CoroutineType or type(results[-1]) is CoroutineType):
         _fail_coroutine_results(results, failures)
     return results, failures
@@ -203,6 +210,8 @@ def run_batch_limited(
             if over is not None:
                 break
     limit.measured(len(results), clock() - started)
+    if progress is not None:
+        progress[2] = -1  # the batch is over (see _worker.progress)
     if over is None and len(results) == len(items):
         over = limit.over()
     if results and (type(results[0]) is CoroutineType or type(results[-1]) is CoroutineType):

@@ -85,6 +85,21 @@ def pid_and_item(x):
     return os.getpid(), x
 
 
+def report_then_wait(job):
+    """Reports ``fraction`` from inside the task (``mtasklite_like.progress``), then waits for the
+    file ``release`` (a minute at most)."""
+    from mtasklite_like import progress
+
+    fraction, release = job
+    progress(fraction)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.005)
+    return fraction
+
+
 _KEPT: list[bytearray] = []
 
 
@@ -94,3 +109,16 @@ def keep_memory(x):
     block[::4096] = b"\x01" * len(range(0, len(block), 4096))
     _KEPT.append(block)
     return x, os.getpid()
+
+
+def log_item(x):
+    """Logs one INFO and one DEBUG record of the logger ``tests.ray_logs``; warns on item 5."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("tests.ray_logs")
+    logger.info("ray item %s", x)
+    logger.debug("ray hidden %s", x)
+    if x == 5:
+        warnings.warn("careful on ray", RuntimeWarning, stacklevel=1)
+    return x

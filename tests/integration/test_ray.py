@@ -340,6 +340,25 @@ def test_large_arrays_travel_through_the_object_store(ray):
     assert sums == [(2**20, False)] * 3
 
 
+def test_progress_reported_by_a_task_reaches_the_caller(ray, tmp_path):
+    """Through the actor's progress segment, on the caller's machine."""
+    release = tmp_path / "release"
+    with Pool(rh.report_then_wait, 1, backend="ray") as pool:
+        results = pool([(0.5, str(release))])
+        out: list[float] = []
+        consumer = threading.Thread(target=lambda: out.extend(results), daemon=True)
+        consumer.start()
+        deadline = time.monotonic() + 50
+        while results.partial != 0.5 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen = results.partial
+        release.touch()
+        consumer.join(50)
+        assert seen == 0.5
+        assert out == [0.5]
+        assert results.partial == 0.0
+
+
 def test_sizes_reported_count_large_buffers(ray):
     np = pytest.importorskip("numpy")
     from mtasklite_like._backends.ray_worker import measure
@@ -462,3 +481,35 @@ def test_without_ray_installed_the_error_names_the_extra():
     done = _run_script(code, dict(os.environ), timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "OK" in done.stdout
+
+
+def test_records_and_warnings_of_actors_reach_the_callers_logging(ray):
+    """Records travel back with their batch and are handed to the caller's logger, with the worker
+    and the item; the caller's level (INFO) is the actors' too; a warning is issued again here."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("tests.ray_logs")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            assert list(Pool(rh.log_item, 2, backend="ray")(range(12))) == list(range(12))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    numbers = [int(r.getMessage().split()[-1]) for r in records]
+    assert sorted(numbers) == list(range(12))
+    assert all(r.getMessage().startswith("ray item") for r in records)  # no DEBUG record
+    assert [r.item for r in records] == numbers
+    assert {r.worker for r in records} <= {0, 1}
+    ours = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert len(ours) == 1 and ours[0].startswith("careful on ray (worker ") and ours[0].endswith(", item 5)")
