@@ -13,6 +13,8 @@ Modules:
 - ``memory``: the peak-RSS probe, run in a child process of its own;
 - ``worker_memory``: the ``leak`` and ``pressure`` rows (``max_worker_memory`` against a leaking
   task, ``min_available_memory`` while another process takes memory), every run in a child process;
+- ``observability``: the ``logs`` and ``task-progress`` rows (workers' log records forwarded to the
+  caller against a file per worker, every run in a child process; ``progress()`` called in a task);
 - ``report``: the console table (also saved as ``benchmark.txt``), ``benchmark.json`` and the chart.
 
 This package imports nothing heavy at import time, so ``python -m benchmarks.memory`` starts a

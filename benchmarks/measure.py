@@ -130,6 +130,15 @@ def _time_once(w: Workload, cfg: Config, n: int) -> float:
     return elapsed
 
 
+def settle(row: Row, cfg: Config, log: Any) -> None:
+    """The row's target judged (or shown unjudged when the row failed to run), and the row logged."""
+    if row.error and cfg.target:
+        row.target = cfg.target.text
+    else:
+        _apply_target(row, cfg)
+    log(row)
+
+
 def _apply_target(row: Row, cfg: Config) -> None:
     if cfg.target is None:
         return
@@ -290,11 +299,7 @@ def run_memory(w: Workload, repeat: int, log: Any) -> list[Row]:
             rate = w.items / statistics.median(seconds[id(cfg)])
             how = f"largest of {len(row.samples)} runs, {rate:,.0f} items/s"
             row.note = f"{row.note}; {how}" if row.note else how
-        if row.error and cfg.target:
-            row.target = cfg.target.text
-        else:
-            _apply_target(row, cfg)
-        log(row)
+        settle(row, cfg, log)
     return list(rows.values())
 
 
@@ -345,11 +350,7 @@ def run_latency(w: Workload, repeat: int, log: Any) -> list[Row]:
                 row.measured, row.measured_unit = row.value, "ms"
             elif ref.value:
                 row.ratio = row.value / ref.value
-        if row.error and cfg.target:
-            row.target = cfg.target.text
-        else:
-            _apply_target(row, cfg)
-        log(row)
+        settle(row, cfg, log)
     return list(rows.values())
 
 
@@ -404,11 +405,7 @@ def run_child_rounds(w: Workload, repeat: int, log: Any, probe: Callable[[Config
         elif paired:
             row.ratio = statistics.median(r / p for r, p in paired)
             row.measured, row.measured_unit = row.ratio, "x"
-        if row.error and cfg.target:
-            row.target = cfg.target.text
-        else:
-            _apply_target(row, cfg)
-        log(row)
+        settle(row, cfg, log)
     return list(rows.values())
 
 
@@ -493,4 +490,12 @@ def run(w: Workload, repeat: int, log: Any) -> list[Row]:
         from .worker_memory import run_pressure
 
         return run_pressure(w, repeat, log)
+    if w.kind == "logs":
+        from .observability import run_logs
+
+        return run_logs(w, repeat, log)
+    if w.kind == "task-progress":
+        from .observability import run_task_progress
+
+        return run_task_progress(w, repeat, log)
     raise ValueError(f"unknown workload kind {w.kind!r}")

@@ -214,7 +214,12 @@ leak: each item maps and touches 20 MiB and keeps it; every run in a fresh child
 pressure: one run, in a fresh child process; another process takes the memory available below
   min_available_memory, holds it, frees it. "started": tasks whose start (their own timestamps) falls
   after the moment the memory was in plus the grace (sampling interval + longest task + 50 ms for a
-  batch in transit) and before the free; the pause is the longest gap between two starts."""
+  batch in transit) and before the free; the pause is the longest gap between two starts.
+logs: every run in a fresh child process; ours/this = time forwarded / time with a file per worker
+  (median of the rounds); the files are read back: records in order per worker, every item's there.
+task-progress: runs alternate without / with progress() per step (same step length, same items; the
+  order within a pair swaps every pair); ours/this = time with / time without, median of the pairs;
+  CPU per item from the tasks' thread_time."""
 
 
 def summary(rows: Sequence[Row], quick: bool = False) -> str:

@@ -138,7 +138,9 @@ class Workload:
     title: str
     kind: str  # "throughput", "ideal", "startup", "memory", "latency", "big" (time and memory of large
     # items), "rate" (starts per second under max_per_second, from the server's timestamps), "leak"
-    # (a leaking task: time and workers' peak RSS), "pressure" (no starts while memory is short)
+    # (a leaking task: time and workers' peak RSS), "pressure" (no starts while memory is short), "logs"
+    # (workers' log records into files, every run a child process), "task-progress" (a task calling
+    # progress() against the same task without the calls, paired by step length)
     reference: Config
     peers: list[Config]
     items: int = 0
@@ -539,12 +541,13 @@ def build(quick: bool) -> list[Workload]:
     )
 
     big = _big_items(quick)
-    # both import this module; the Ray rows come last (see ray_rows' docstring)
-    from . import ray_rows, worker_memory
+    # all three import this module; the Ray rows come last (see ray_rows' docstring)
+    from . import observability, ray_rows, worker_memory
 
     return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
             mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty, *big,
-            *worker_memory.workloads(quick), *ray_rows.workloads(quick), *_async_rows(quick)]
+            *worker_memory.workloads(quick), *observability.workloads(quick), *ray_rows.workloads(quick),
+            *_async_rows(quick)]
 
 
 def _async_rows(quick: bool) -> list[Workload]:
