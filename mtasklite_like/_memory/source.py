@@ -69,6 +69,8 @@ class ProcSource(MemorySource):
         #: looked up yet (limits are set when a container starts: looked up once)
         self._limited: tuple[Path, str, str, str] | bool | None = False
         self._cgroup: Path | bool | None = False
+        #: the files that count OOM kills here (looked up once: read at every pool's start)
+        self._oom_files: list[str] | None = None
 
     # -- one process ------------------------------------------------------------------------------
 
@@ -170,20 +172,24 @@ class ProcSource(MemorySource):
     def oom_kills(self) -> int | None:
         if not self._proc:
             return None
-        counts = []
-        vmstat = _read_fields("/proc/vmstat", separator=" ")
-        if vmstat is not None and "oom_kill" in vmstat:
-            counts.append(vmstat["oom_kill"])
+        if self._oom_files is None:
+            self._oom_files = self._find_oom_files()
+        counts = [_field(_read_raw(path), b"oom_kill ") for path in self._oom_files]
+        known = [c for c in counts if c is not None]
+        return sum(known) if known else None
+
+    def _find_oom_files(self) -> list[str]:
+        """/proc/vmstat, and the OOM counters of this process's memory cgroup and its parents."""
+        files = ["/proc/vmstat"]
         group = self._cgroup_dir()
         if group is not None:
             for directory in (group, *group.parents):
                 for name in ("memory.events", "memory.oom_control"):
-                    fields = _read_fields(directory / name, separator=" ")
-                    if fields is not None and "oom_kill" in fields:
-                        counts.append(fields["oom_kill"])
+                    if (directory / name).exists():
+                        files.append(str(directory / name))
                 if not (directory / "cgroup.procs").exists():
                     break
-        return sum(counts) if counts else None
+        return files
 
 
 def _find_cgroup() -> Path | None:
