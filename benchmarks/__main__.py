@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 leak = report.leak_cells(row)
                 line += (f"  [{leak[3]}; largest worker's peak RSS {leak[4]} (tasks), {leak[5]} (ru_maxrss), "
                          f"{leak[6]} (pool), shared {leak[7]}, own {leak[8]}; replaced {leak[9]}]")
-            if row.workload in ("logs", "task-progress") and row.note and not row.error:
+            noted = ("logs", "task-progress", "caller-cpu", "one-item")
+            if row.workload in noted and row.note and not row.error:
                 line += f"  [{row.note}]"
             if row.error:
                 line += f"  {row.error}"

@@ -34,8 +34,8 @@ class Row:
     short: str
     reference: bool
     items: int
-    unit: str  # of ``value``: "items/s", "s", "ms" or "MB"
-    samples: list[float] = field(default_factory=list)  # seconds, ms or MB per run
+    unit: str  # of ``value``: "items/s", "s", "ms", "us" (one-item), "ns/item" (caller-cpu) or "MB"
+    samples: list[float] = field(default_factory=list)  # seconds, ms, us, ns/item or MB per run (or call)
     value: float | None = None
     ratio: float | None = None  # ours / this, as throughputs (> 1: ours is faster)
     measured: float | None = None  # the figure compared with the target
@@ -44,7 +44,8 @@ class Row:
     status: str = ""  # "PASS", "FAIL", "ERROR" or ""
     note: str = ""
     error: str = ""
-    #: latency workloads: the 99th percentile (ms) and the median time to the first result (ms)
+    #: latency workloads: the 99th percentile (ms) and the median time to the first result (ms);
+    #: one-item workloads: the 99th percentile of the calls (us)
     p99: float | None = None
     first: float | None = None
     #: "big" workloads, MiB, largest over the runs: the caller's peak RSS growth, the sum of the
@@ -350,8 +351,158 @@ def run_latency(w: Workload, repeat: int, log: Any) -> list[Row]:
                 row.measured, row.measured_unit = row.value, "ms"
             elif ref.value:
                 row.ratio = row.value / ref.value
+                row.measured, row.measured_unit = row.ratio, "x"
         settle(row, cfg, log)
     return list(rows.values())
+
+
+# -- one item through a warm pool -------------------------------------------------------------------
+
+
+def run_one_item(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """One item at a time through a pool kept open: each configuration opens its pool, makes
+    ``ONE_ITEM_WARMUP`` untimed calls, then ``w.items`` timed ones, and closes it (not timed).
+    Configurations take turns, a pool each, ``ours, peer 1, peer 2, ...`` per round. p50 and p99
+    in microseconds over every call of every round; a peer's ours/this is its p50 / our p50."""
+    from .peers import ONE_ITEM_WARMUP
+
+    w.notes["warmup_calls"] = ONE_ITEM_WARMUP
+    configs = [w.reference, *w.peers]
+    rows = {
+        id(c): Row(w.name, c.label, c.short, c is w.reference, w.items, "us", note=c.note) for c in configs
+    }
+    samples: dict[int, list[float]] = {id(c): [] for c in configs}
+    for _ in range(pairs_for(w, repeat)):
+        for cfg in configs:
+            row = rows[id(cfg)]
+            if row.error:
+                continue
+            try:
+                with _deadline(cfg.label):
+                    took = cfg.run(w.task, ONE_ITEM_WARMUP, w.items)
+            except Exception as exc:
+                row.status, row.error = "ERROR", _error_text(exc)
+                continue
+            samples[id(cfg)].extend(t * 1e6 for t in took)
+    ref = rows[id(w.reference)]
+    for cfg in configs:  # the reference first: the peers' ratios need its p50
+        row = rows[id(cfg)]
+        values = samples[id(cfg)]
+        if values:
+            row.samples = values
+            row.value = statistics.median(values)
+            row.p99 = _percentile(values, 0.99)
+            how = f"p99 {row.p99:.1f} us over {len(values)} calls"
+            row.note = f"{row.note}; {how}" if row.note else how
+            if cfg is w.reference:
+                row.ratio = 1.0
+                row.measured, row.measured_unit = row.value, "us"
+            elif ref.value:
+                row.ratio = row.value / ref.value
+                row.measured, row.measured_unit = row.ratio, "x"
+        settle(row, cfg, log)
+    return list(rows.values())
+
+
+# -- the caller's CPU time per item -------------------------------------------------------------------
+
+
+def _cpu_once(w: Workload, cfg: Config, n: int) -> tuple[float, float]:
+    """One run of a caller-CPU workload: nanoseconds per item of the calling process's CPU time
+    (``time.process_time``: all of its threads, no other process) and of its workers' (the
+    children's user + system time from ``os.times``, which counts a process once it has been
+    reaped: closing the pool joins its workers; the clock ticks every 10 ms)."""
+    assert w.make_input is not None and w.expected is not None
+    expected = w.expected(n)
+    data = w.make_input(n)
+    gc.collect()
+    with _deadline(cfg.label):
+        before = os.times()
+        start = time.process_time()
+        out = cfg.run(w.task, data)
+        caller = time.process_time() - start
+        after = os.times()
+    if out != expected:
+        got = len(out) if hasattr(out, "__len__") else "?"
+        raise WrongResults(f"{cfg.label} returned wrong results ({got} results for {n} items)")
+    workers = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+    return caller / n * 1e9, workers / n * 1e9
+
+
+def run_caller_cpu(w: Workload, repeat: int, log: Any) -> list[Row]:
+    """The caller's CPU time per item (ns), measured around the whole call (pool start, the map,
+    pool close), as :func:`run_timed` does with wall time: a warm-up run per configuration, then
+    ``ours, peer, ours, peer, ...``. A row's value is the median over its runs; a peer's ours/this
+    is the median over the pairs of its CPU per item / ours (> 1: ours uses less). The workers' CPU
+    per item (median) is in each row's note."""
+    ref = w.reference
+    ref_n = _items(w, ref)
+    pairs = pairs_for(w, repeat)
+    unit = "ns/item"
+    ref_row = Row(w.name, ref.label, ref.short, True, ref_n, unit, ratio=1.0, note=ref.note)
+    rows = [ref_row]
+    workers: dict[int, list[float]] = {id(ref_row): []}
+    ref_ok = True
+    try:
+        _cpu_once(w, ref, ref_n)  # warm-up
+    except Exception as exc:
+        ref_row.status, ref_row.error = "ERROR", _error_text(exc)
+        ref_ok = False
+
+    def measure_ref() -> float | None:
+        nonlocal ref_ok
+        if not ref_ok:
+            return None
+        try:
+            caller, children = _cpu_once(w, ref, ref_n)
+        except Exception as exc:
+            ref_row.status, ref_row.error = "ERROR", _error_text(exc)
+            ref_ok = False
+            return None
+        ref_row.samples.append(caller)
+        workers[id(ref_row)].append(children)
+        return caller
+
+    def describe(row: Row) -> None:
+        if row.samples:
+            row.value = statistics.median(row.samples)
+            how = f"workers' CPU {statistics.median(workers[id(row)]):,.0f} ns/item"
+            row.note = f"{row.note}; {how}" if row.note else how
+
+    for cfg in w.peers:
+        n = _items(w, cfg)
+        cfg_pairs = max(1, round(pairs * cfg.repeat_factor))
+        row = Row(w.name, cfg.label, cfg.short, False, n, unit, note=cfg.note)
+        rows.append(row)
+        workers[id(row)] = []
+        ratios: list[float] = []
+        try:
+            _cpu_once(w, cfg, n)  # warm-up
+            for _ in range(cfg_pairs):
+                ours = measure_ref()
+                caller, children = _cpu_once(w, cfg, n)
+                row.samples.append(caller)
+                workers[id(row)].append(children)
+                if ours:
+                    ratios.append(caller / ours)
+        except Exception as exc:
+            row.status, row.error = "ERROR", _error_text(exc)
+        finally:
+            if cfg.cleanup is not None:
+                cfg.cleanup()
+        describe(row)
+        if ratios and not row.error:
+            row.ratio = statistics.median(ratios)
+            row.measured, row.measured_unit = row.ratio, "x"
+        settle(row, cfg, log)
+    if not w.peers:
+        for _ in range(pairs):
+            measure_ref()
+    describe(ref_row)
+    if ref_row.value is not None and not ref_row.error:
+        ref_row.measured, ref_row.measured_unit = ref_row.value, unit
+    settle(ref_row, ref, log)
+    return rows
 
 
 # -- every run in a fresh child process (large items, leaks) -------------------------------------------
@@ -478,6 +629,10 @@ def run(w: Workload, repeat: int, log: Any) -> list[Row]:
         return run_memory(w, repeat, log)
     if w.kind == "latency":
         return run_latency(w, repeat, log)
+    if w.kind == "one-item":
+        return run_one_item(w, repeat, log)
+    if w.kind == "caller-cpu":
+        return run_caller_cpu(w, repeat, log)
     if w.kind == "big":
         return run_big(w, repeat, log)
     if w.kind == "rate":

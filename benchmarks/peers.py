@@ -300,3 +300,58 @@ def latency_mpire(source: Iterable[Any], n: int, *, n_jobs: int) -> tuple[list[f
     with WorkerPool(n_jobs=n_jobs) as pool:
         # mpire unpacks a tuple item into arguments: wrap each item in a 1-tuple.
         return _latencies(pool.imap(stamped_task, ((x,) for x in source)), n, start)
+
+
+# -- one item through a warm pool: seconds per call, the pool kept open between calls ----------------
+
+#: calls made on a fresh pool before the timed ones: they start its workers and warm it up
+ONE_ITEM_WARMUP = 20
+
+
+def _one_item_calls(call: Callable[[Any], Any], task: Task, warmup: int, calls: int) -> list[float]:
+    """Time ``call(x)`` for ``warmup + calls`` successive items (the first ``warmup`` not kept);
+    each result is checked after its clock has stopped."""
+    out = []
+    for i in range(warmup + calls):
+        start = time.perf_counter()
+        result = call(i)
+        took = time.perf_counter() - start
+        if result != task(i):
+            raise AssertionError(f"one-item call returned {result!r} for {i!r}, expected {task(i)!r}")
+        if i >= warmup:
+            out.append(took)
+    return out
+
+
+def one_item_ours(task: Task, warmup: int, calls: int, *, n_jobs: int) -> list[float]:
+    """``list(pool([x]))`` on a ``mtasklite_like.Pool`` kept open by ``with`` (its workers stay up
+    between runs)."""
+    from mtasklite_like import Pool
+
+    with Pool(task, n_jobs=n_jobs) as pool:
+
+        def call(x: Any) -> Any:
+            [result] = pool([x])  # runs the iterator to its end, as list(pool([x])) does
+            return result
+
+        return _one_item_calls(call, task, warmup, calls)
+
+
+def one_item_mp_apply(task: Task, warmup: int, calls: int, *, n_jobs: int) -> list[float]:
+    """``multiprocessing.Pool.apply(task, (x,))`` on a pool kept open."""
+    with multiprocessing.Pool(n_jobs) as pool:
+        return _one_item_calls(lambda x: pool.apply(task, (x,)), task, warmup, calls)
+
+
+def one_item_cf_submit(task: Task, warmup: int, calls: int, *, n_jobs: int) -> list[float]:
+    """``ProcessPoolExecutor.submit(task, x).result()`` on an executor kept open."""
+    with ProcessPoolExecutor(n_jobs) as ex:
+        return _one_item_calls(lambda x: ex.submit(task, x).result(), task, warmup, calls)
+
+
+def one_item_mpire_apply(task: Task, warmup: int, calls: int, *, n_jobs: int) -> list[float]:
+    """``mpire.WorkerPool.apply(task, (x,))`` on a pool kept open."""
+    from mpire.pool import WorkerPool  # where it is defined: mypy sees no re-export in mpire
+
+    with WorkerPool(n_jobs=n_jobs) as pool:
+        return _one_item_calls(lambda x: pool.apply(task, (x,)), task, warmup, calls)

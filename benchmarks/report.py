@@ -33,6 +33,10 @@ def format_value(row: Row) -> str:
         return f"{v:.3f} s"
     if row.unit == "ms":
         return f"{v:.1f} ms"
+    if row.unit == "us":
+        return f"{v:.1f} us"
+    if row.unit == "ns/item":
+        return f"{v:,.0f} ns/item"
     if row.unit == "MB":
         return f"{v:.1f} MB"
     if row.unit == "items":
@@ -49,6 +53,8 @@ def format_measured(row: Row) -> str:
         return f"{row.measured:.{digits}f}{row.measured_unit}"
     if row.measured_unit == "items":
         return f"{row.measured:,.0f}"
+    if row.measured_unit == "ns/item":
+        return f"{row.measured:,.0f} ns/item"
     return f"{row.measured:.1f} {row.measured_unit}"
 
 
@@ -190,9 +196,16 @@ ours/this: our throughput / this configuration's throughput, median of the paire
   faster). Each workload's first row is its "ours"; times include creating and closing the pool.
 median: items/s (or seconds, ms, MB) over the runs; x ideal: seconds / (total sleep / workers).
 startup: from creating the pool to the first result; closing it is not timed.
+caller-cpu: CPU time of the calling process (time.process_time: its own threads, not the workers) per
+  item over the whole call, pool start and close included; median of the runs. ours/this: this CPU per
+  item / ours, median of the pairs (> 1: ours uses less). Workers' CPU per item (children's user + sys
+  from os.times once the pool is closed and its workers joined) in the notes.
+one-item: microseconds per call for one item through a pool kept open (after warm-up calls), p50 over
+  every call of every round (p99 in the notes); ours/this: this p50 / our p50 (> 1: ours is faster); a
+  target "p50 <= X" on X's row means our p50 <= X's p50, that is ours/this >= 1.
 latency-*: ms from an item leaving the source to its result reaching the consumer, p50 over every item
   of every run (p99 and the median time from creating the pool to the first result in the notes);
-  ours/this: this p50 / our p50 (> 1: ours is faster).
+  ours/this: this p50 / our p50 (> 1: ours is faster); "p50 <= X" as for one-item.
 * run on fewer items because the peer is slow; items/s stay comparable with the other rows.
 memory: peak RSS growth of the calling process (largest run), each run in a fresh child process.
 http-*: coroutine workers against a local HTTP server (its own process) answering after 50 ms; ideal =
@@ -349,11 +362,13 @@ def write_chart(path: Path, workloads: Sequence[Workload], rows: Sequence[Row], 
             ax.set_xlabel("requests started", fontsize=8)
             texts = [f"{v:,.0f}" for v in values]
         else:
-            limit = 10.0 if w.kind == "latency" else 50.0
-            ax.axvline(limit, color="black", linestyle="--", linewidth=1, label=f"target {limit:g} {unit}")
-            ax.legend(fontsize=7, loc="lower right")
+            limit = {"latency": 10.0, "caller-cpu": 150.0, "one-item": None}.get(w.kind, 50.0)
+            if limit is not None:
+                ax.axvline(limit, color="black", linestyle="--", linewidth=1,
+                           label=f"target {limit:g} {unit}")
+                ax.legend(fontsize=7, loc="lower right")
             ax.set_xlabel(f"{unit} (lower is better)", fontsize=8)
-            texts = [f"{v:.1f} {unit}" for v in values]
+            texts = [f"{v:,.0f} {unit}" if unit == "ns/item" else f"{v:.1f} {unit}" for v in values]
         for yi, (v, text) in enumerate(zip(values, texts)):
             ax.text(v, yi, " " + text, va="center", fontsize=7)
         ax.margins(x=0.35)

@@ -107,6 +107,12 @@ def caller_growth_at_most(mib: float) -> Target:
     return Target(f"caller RSS <= {mib:g} MiB", "<=", mib)
 
 
+def p50_at_most(peer: str) -> Target:
+    """On a peer's row of a latency or one-item workload: our p50 <= this peer's p50. The figure
+    judged is the row's ours/this, this p50 / our p50, which must be >= 1."""
+    return Target(f"p50 <= {peer}", ">=", 1.0)
+
+
 # -- configurations and workloads ----------------------------------------------------------------
 
 
@@ -114,10 +120,11 @@ def caller_growth_at_most(mib: float) -> Target:
 class Config:
     """One way to run a workload: a row of the table.
 
-    ``run`` is ``runner(task, data) -> list`` for throughput workloads, a zero-argument function
-    returning seconds for the start-up workload, and a probe name of ``benchmarks.memory`` for the
-    memory workload. ``items`` overrides the workload's item count (slow peers run fewer items;
-    their throughput in items/s is still comparable).
+    ``run`` is ``runner(task, data) -> list`` for throughput and caller-CPU workloads, a
+    zero-argument function returning seconds for the start-up workload, ``runner(task, warmup,
+    calls) -> seconds of each timed call`` for the one-item workload, and a probe name of
+    ``benchmarks.memory`` for the memory workload. ``items`` overrides the workload's item count
+    (slow peers run fewer items; their throughput in items/s is still comparable).
     """
 
     label: str
@@ -137,7 +144,8 @@ class Workload:
     name: str
     title: str
     kind: str  # "throughput", "ideal", "startup", "memory", "latency", "big" (time and memory of large
-    # items), "rate" (starts per second under max_per_second, from the server's timestamps), "leak"
+    # items), "caller-cpu" (the caller's CPU time per item), "one-item" (one item through a warm pool,
+    # per call), "rate" (starts per second under max_per_second, from the server's timestamps), "leak"
     # (a leaking task: time and workers' peak RSS), "pressure" (no starts while memory is short), "logs"
     # (workers' log records into files, every run a child process), "task-progress" (a task calling
     # progress() against the same task without the calls, paired by step length)
@@ -218,12 +226,13 @@ def build(quick: bool) -> list[Workload]:
                 repeat_factor=10.0,
             ),
             Config("serial list comprehension", "serial", peers.serial),
-            Config("multiprocessing.Pool.map (eager)", "mp.Pool.map", p(peers.mp_map, n_jobs=2)),
+            Config("multiprocessing.Pool.map (eager)", "mp.Pool.map", p(peers.mp_map, n_jobs=2),
+                   target=faster_than(1.3)),
             Config(
                 "multiprocessing.Pool.imap(chunksize=100)",
                 "mp.Pool.imap(100)",
                 p(peers.mp_imap, n_jobs=2, chunksize=100),
-                target=faster_than(1.0),
+                target=faster_than(3.0),
             ),
             Config(
                 "multiprocessing.Pool.imap(chunksize=1)",
@@ -257,6 +266,26 @@ def build(quick: bool) -> list[Workload]:
         ],
     )
 
+    cpu_items = 200_000  # also with --quick: the pool's start and stop would weigh on fewer items
+    caller_cpu = Workload(
+        name="caller-cpu",
+        title=(f"{cpu_items:,} x x*x, processes, sized list, ordered, 2 workers: CPU time of the calling "
+               "process per item (time.process_time around the run; workers' CPU in the notes)"),
+        kind="caller-cpu",
+        items=cpu_items,
+        task=square,
+        make_input=_sized,
+        expected=_squares,
+        reference=Config("ours: Pool(n_jobs=2)", "ours Pool", p(peers.ours_pool, n_jobs=2),
+                         target=Target("<= 150 ns/item", "<=", 150.0)),
+        peers=[
+            Config("multiprocessing.Pool.map (eager)", "mp.Pool.map", p(peers.mp_map, n_jobs=2)),
+            Config("multiprocessing.Pool.imap(chunksize=100)", "mp.Pool.imap(100)",
+                   p(peers.mp_imap, n_jobs=2, chunksize=100)),
+        ],
+        repeat_factor=3.0,
+    )
+
     square_generator = Workload(
         name="square-generator",
         title=f"{n(200_000, 20_000):,} x x*x, processes, unsized generator input, ordered, 2 workers",
@@ -272,7 +301,7 @@ def build(quick: bool) -> list[Workload]:
                 "ours: Pool(n_jobs=2), sized list input",
                 "ours, sized list",
                 p(peers.ours_pool, n_jobs=2),
-                target=faster_than(0.9),
+                target=faster_than(0.95),
                 note="input is list(range(n)) here",
             ),
             Config(
@@ -334,7 +363,9 @@ def build(quick: bool) -> list[Workload]:
                 target=faster_than(0.95),
                 note="bar on / bar off >= 0.95: the bar costs < 5%",
             ),
-            Config("ours: Pool(n_jobs=2), no wrapper", "ours Pool", p(peers.ours_pool, n_jobs=2)),
+            Config("ours: Pool(n_jobs=2), no wrapper", "ours Pool", p(peers.ours_pool, n_jobs=2),
+                   target=faster_than(0.97),
+                   note="pqdm with its bar / the plain pool >= 0.97: the wrapper and its bar cost < 3%"),
         ],
         repeat_factor=10.0,
     )
@@ -354,8 +385,8 @@ def build(quick: bool) -> list[Workload]:
                 "ours: Pool(n_jobs=2), no journal",
                 "ours Pool",
                 p(peers.ours_pool, n_jobs=2),
-                target=faster_than(0.9),
-                note="journal / plain >= 0.9: the journal costs <= 10%",
+                target=faster_than(0.95),
+                note="journal / plain >= 0.95: the journal costs <= 5%",
                 cleanup=peers.remove_journals,
             ),
         ],
@@ -402,7 +433,7 @@ def build(quick: bool) -> list[Workload]:
         expected=_mixed,
         ideal=lambda k: sum(_mixed(k)) / 4,
         reference=Config("ours: Pool(n_jobs=4)", "ours Pool", p(peers.ours_pool, n_jobs=4),
-                         target=Target("<= 1.15 x ideal", "<=", 1.15)),
+                         target=Target("<= 1.05 x ideal", "<=", 1.05)),
         peers=[
             Config("ours: Pool(n_jobs=4, chunk_prefill_ratio=2)", "ours prefill 2",
                    p(peers.ours_pool, n_jobs=4, chunk_prefill_ratio=2),
@@ -458,15 +489,17 @@ def build(quick: bool) -> list[Workload]:
         expected=lambda k: [spin(spin_iterations[0])] * k,
         reference=Config("ours: Pool(n_jobs=2)", "ours Pool", p(peers.ours_pool, n_jobs=2)),
         peers=[
-            Config("serial list comprehension", "serial", peers.serial, target=faster_than(1.85),
-                   note="speed-up over serial >= 1.85"),
+            Config("serial list comprehension", "serial", peers.serial, target=faster_than(1.9),
+                   note="speed-up over serial >= 1.9"),
             Config("multiprocessing.Pool.imap(chunksize=1)", "mp.Pool.imap(1)",
-                   p(peers.mp_imap, n_jobs=2, chunksize=1)),
+                   p(peers.mp_imap, n_jobs=2, chunksize=1), target=faster_than(1.0)),
             Config("ProcessPoolExecutor.map(chunksize=1)", "PPE.map(1)",
-                   p(peers.cf_process_map, n_jobs=2, chunksize=1)),
+                   p(peers.cf_process_map, n_jobs=2, chunksize=1), target=faster_than(1.0)),
             Config("Pool.map(chunksize=n/2): one chunk per worker", "mp.Pool.map(n/2)",
-                   p(peers.mp_map_halves, n_jobs=2),
+                   p(peers.mp_map_halves, n_jobs=2), target=faster_than(1.0),
                    note="two messages in all: the cost of the machine alone"),
+            Config("mpire WorkerPool(2).imap", "mpire imap", p(peers.mpire_imap, n_jobs=2),
+                   target=faster_than(1.0)),
         ],
         repeat_factor=2.0,
         prepare=prepare_cpu,
@@ -503,6 +536,26 @@ def build(quick: bool) -> list[Workload]:
         repeat_factor=3.0,
     )
 
+    one_calls = 200
+    one_item = Workload(
+        name="one-item",
+        title=(f"one x*x through a warm 2-worker process pool, kept open: {one_calls} timed calls after "
+               f"{peers.ONE_ITEM_WARMUP} warm-up calls (p50 per call; p99 in notes)"),
+        kind="one-item",
+        items=one_calls,
+        task=square,
+        reference=Config("ours: Pool(n_jobs=2), list(pool([x]))", "ours Pool",
+                         p(peers.one_item_ours, n_jobs=2)),
+        peers=[
+            Config("multiprocessing.Pool(2).apply(square, (x,))", "mp.Pool.apply",
+                   p(peers.one_item_mp_apply, n_jobs=2), target=p50_at_most("Pool.apply")),
+            Config("ProcessPoolExecutor(2).submit(square, x).result()", "PPE.submit",
+                   p(peers.one_item_cf_submit, n_jobs=2)),
+            Config("mpire WorkerPool(2).apply(square, (x,))", "mpire apply",
+                   p(peers.one_item_mpire_apply, n_jobs=2)),
+        ],
+    )
+
     slow_items = n(60, 20)
     latency_slow = Workload(
         name="latency-slow",
@@ -534,7 +587,7 @@ def build(quick: bool) -> list[Workload]:
         reference=Config("ours: Pool(n_jobs=2)", "ours Pool", p(peers.latency_ours, n_jobs=2)),
         peers=[
             Config("multiprocessing.Pool(2).imap(chunksize=1)", "mp.Pool.imap(1)",
-                   p(peers.latency_mp_imap, n_jobs=2)),
+                   p(peers.latency_mp_imap, n_jobs=2), target=p50_at_most("Pool.imap(1)")),
             Config("mpire WorkerPool(2).imap", "mpire imap", p(peers.latency_mpire, n_jobs=2)),
         ],
         repeat_factor=0.4,
@@ -544,8 +597,8 @@ def build(quick: bool) -> list[Workload]:
     # all three import this module; the Ray rows come last (see ray_rows' docstring)
     from . import observability, ray_rows, worker_memory
 
-    return [square_processes, square_generator, square_threads, pqdm_bar, journal, sleep_threads, mixed,
-            mixed_short, cpu_bound, memory, startup, latency_slow, latency_bursty, *big,
+    return [square_processes, caller_cpu, square_generator, square_threads, pqdm_bar, journal, sleep_threads,
+            mixed, mixed_short, cpu_bound, memory, startup, one_item, latency_slow, latency_bursty, *big,
             *worker_memory.workloads(quick), *observability.workloads(quick), *ray_rows.workloads(quick),
             *_async_rows(quick)]
 
@@ -633,22 +686,27 @@ def _big_items(quick: bool) -> list[Workload]:
         ("big-bytes-echo", "bytes-echo", n_bytes, "x 1 MiB bytes in, 1 MiB out (reversed)", 1.0),
         ("big-numpy", "numpy", n_arrays, "x 8 MiB float64 NumPy arrays in, array out (negated)", 1.5),
     ]
+    #: big-bytes-len: a tighter bound on the caller, and ours/this >= 1 against every peer
+    strict = "big-bytes-len"
     out = []
     for name, data, items, what, imap_target in kinds:
+        every_peer = faster_than(1.0) if name == strict else None
         out.append(Workload(
             name=name,
             title=f"{items:,} {what}, generator input, processes, 2 workers: time, caller and worker RSS",
             kind="big",
             items=items,
             data=data,
-            reference=Config("ours: Pool(n_jobs=2)", "ours Pool", "ours", target=caller_growth_at_most(128)),
+            reference=Config("ours: Pool(n_jobs=2)", "ours Pool", "ours",
+                             target=caller_growth_at_most(64 if name == strict else 128)),
             peers=[
                 Config("multiprocessing.Pool(2).imap(chunksize=1)", "mp.Pool.imap(1)", "mp_imap",
                        target=faster_than(imap_target)),
-                Config("ProcessPoolExecutor(2).map", "PPE.map", "cf_map", note="submits every item up front"),
-                Config("mpire WorkerPool(2).imap", "mpire imap", "mpire"),
+                Config("ProcessPoolExecutor(2).map", "PPE.map", "cf_map", note="submits every item up front",
+                       target=every_peer),
+                Config("mpire WorkerPool(2).imap", "mpire imap", "mpire", target=every_peer),
                 Config("joblib Parallel(2, return_as='generator')", "joblib", "joblib",
-                       note="memmaps arrays over 1 MB" if data == "numpy" else ""),
+                       note="memmaps arrays over 1 MB" if data == "numpy" else "", target=every_peer),
             ],
             repeat_factor=0.4,
         ))

@@ -28,9 +28,11 @@ Wake-up
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import queue
+import select
 import signal
 import threading
 import time
@@ -117,6 +119,51 @@ class _Unsendable:
 
     def __init__(self, message: str) -> None:
         self.message = message
+
+
+class _Watched:
+    """What ``recv`` waits on (result pipes, process sentinels, the wake-up pipe), each mapped to
+    its worker, and registered once with a ``select.poll`` object: ``connection.wait`` would build
+    and fill a selector on every call (some 20 us per wait, paid per result of a one-item run).
+    Where ``select.poll`` is missing (Windows), ``connection.wait`` it is."""
+
+    def __init__(self) -> None:
+        self.owners: dict[Any, tuple[_Proc, bool]] = {}
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        self._by_fd: dict[int, Any] = {}
+        self._fds: dict[Any, int] = {}
+
+    def add(self, obj: Any, owner: tuple[_Proc, bool] | None) -> None:
+        """Watch ``obj`` (a connection or a file descriptor); ``owner``: its worker and whether it
+        is the result pipe (None: the wake-up pipe)."""
+        if owner is not None:
+            self.owners[obj] = owner
+        fd = obj if type(obj) is int else obj.fileno()
+        self._fds[obj] = fd
+        if self._poll is not None:
+            self._poll.register(fd, select.POLLIN)
+            self._by_fd[fd] = obj
+
+    def discard(self, obj: Any) -> None:
+        self.owners.pop(obj, None)
+        fd = self._fds.pop(obj, None)
+        if fd is not None and self._poll is not None:
+            self._by_fd.pop(fd, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._poll.unregister(fd)
+
+    def clear(self) -> None:
+        for obj in list(self._fds):
+            self.discard(obj)
+        self.owners.clear()
+
+    def wait(self, timeout: float | None) -> list[Any]:
+        """The watched objects that are ready (readable, closed, or an ended process)."""
+        if self._poll is None:
+            return list(wait(list(self._fds), timeout))
+        ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+        by_fd = self._by_fd
+        return [by_fd[fd] for fd, _ in self._poll.poll(ms) if fd in by_fd]
 
 
 def describe_exitcode(exitcode: int | None) -> str:
@@ -220,6 +267,8 @@ def _process_main(
     # Under ``fork`` nothing else would end it: it holds its own task pipe's write end, so never
     # sees EOF. None (``forkserver``): the parent is the fork server, which only the worker knows.
     parent_pid = os.getppid() if pool_pid is None else pool_pid
+    # The same shared integers through a memoryview: written per item, ~15 ns cheaper than ctypes.
+    progress = memoryview(progress).cast("B").cast("q")
     become_worker(parent_pid, die_with_parent=die_with_parent)  # may run pools of its own (nesting.py)
     spec: WorkerSpec = loads(spec_payload) if isinstance(spec_payload, bytes) else spec_payload
     # One writer at a time on the result pipe: the worker's loop, and log records from any thread.
@@ -467,7 +516,8 @@ class ProcessBackend(Backend):
         self._procs: list[_Proc] = []
         #: workers replaced in order that may still be ending (reaped in ``recv``, never waited for)
         self._ending: list[_Proc] = []
-        self._by_waitable: dict[Any, tuple[_Proc, bool]] = {}
+        self._watched = _Watched()
+        self._by_waitable = self._watched.owners
         self._alive = False
         self._wakeup: WakePipe | None = None
 
@@ -477,6 +527,7 @@ class ProcessBackend(Backend):
         check_may_have_children()
         self._alive = True
         self._wakeup = WakePipe()
+        self._watched.add(self._wakeup.fd, None)
         for spec in self._specs:
             self._procs.append(self._start_one(spec))
 
@@ -503,8 +554,8 @@ class ProcessBackend(Backend):
         task_r.close()
         result_w.close()
         proc = _Proc(spec.index, process, task_w, result_r, progress)
-        self._by_waitable[result_r] = (proc, True)
-        self._by_waitable[process.sentinel] = (proc, False)
+        self._watched.add(result_r, (proc, True))
+        self._watched.add(process.sentinel, (proc, False))
         return proc
 
     def _worker_parent_pid(self) -> int | None:
@@ -514,8 +565,8 @@ class ProcessBackend(Backend):
 
     def replace_worker(self, worker: int, *, kill: bool = False) -> None:
         old = self._procs[worker]
-        self._by_waitable.pop(old.result_conn, None)
-        self._by_waitable.pop(old.process.sentinel, None)
+        self._watched.discard(old.result_conn)
+        self._watched.discard(old.process.sentinel)
         if kill:
             _stop_procs([old], grace=0.0, kill=True)
         else:
@@ -540,7 +591,7 @@ class ProcessBackend(Backend):
         self._alive = False
         procs, self._procs = self._procs, []
         ending, self._ending = self._ending, []
-        self._by_waitable.clear()
+        self._watched.clear()
         _stop_procs([*procs, *ending], grace)
         if self._wakeup is not None:
             self._wakeup.close()
@@ -588,8 +639,7 @@ class ProcessBackend(Backend):
         events: list[Event] = []
         wakeup = self._wakeup
         wake_fd = None if wakeup is None else wakeup.fd
-        for obj in wait([*self._by_waitable, wake_fd] if wake_fd is not None else list(self._by_waitable),
-                        timeout):
+        for obj in self._watched.wait(timeout):
             if wakeup is not None and type(obj) is int and obj == wake_fd:
                 wakeup.drain()
                 continue
@@ -627,8 +677,8 @@ class ProcessBackend(Backend):
         return True
 
     def _report_death(self, proc: _Proc, events: list[Event]) -> None:
-        self._by_waitable.pop(proc.result_conn, None)
-        self._by_waitable.pop(proc.process.sentinel, None)
+        self._watched.discard(proc.result_conn)
+        self._watched.discard(proc.process.sentinel)
         if proc.retired:
             return  # it ended as it said it would; the engine replaces it (WorkerRetired)
         proc.process.join(1.0)

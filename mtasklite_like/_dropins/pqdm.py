@@ -25,8 +25,9 @@ import inspect
 import sys
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
+from operator import length_hint
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
 
@@ -221,7 +222,10 @@ class PqdmResult(Generic[R]):
         self._notes = BarNotes(bar, results, report_stats)
         # While the caller waits on slow tasks, keep the bar's clock, rate and notes moving.
         results.heartbeat = self._notes.heartbeat
-        self._buffer: deque[R] = deque()  # results taken from the pool, not yet streamed
+        #: the piece a for loop is reading (see _pieces), None: none
+        self._unread: Iterator[R] | None = None
+        self._pending = 0  # results read and not yet shown on the bar
+        self._shown_at = time.monotonic()
         self._collected: list[R] = []
         self._exhausted = False
         self._touched = False
@@ -234,72 +238,90 @@ class PqdmResult(Generic[R]):
         if self._exhausted:
             return iter(self._collected)
         self._streaming = True
-        return self._stream(keep=self.pool_obj.total is not None, emit=True)
+        return chain.from_iterable(self._pieces(keep=self.pool_obj.total is not None))
 
-    def _stream(self, *, keep: bool, emit: bool) -> Iterator[R]:
-        bar = self.tqdm_obj
+    def _pieces(self, *, keep: bool) -> Iterator[Iterable[R]]:
+        """What a ``for`` loop reads: results in pieces, which ``itertools.chain`` hands over one
+        by one in C, so streaming costs no Python call per result.
+
+        A piece is counted on the bar (and kept, with ``keep``) when the loop takes it. Pieces
+        start at one result and double while the loop reads them quickly, and halve when one takes
+        longer than ``_BAR_INTERVAL``, so the bar runs at most about that far ahead of the loop. A
+        piece a loop left unread (``break``) comes first for the next loop.
+        """
+        unread = self._unread
+        if unread is not None and length_hint(unread):
+            yield unread
+        size = 1
+        last = time.monotonic()
+        for piece in self._pull(keep=keep):
+            start, end = 0, len(piece)
+            while start < end:
+                part = piece if start == 0 and size >= end else piece[start:start + size]
+                start += len(part)
+                self._unread = it = iter(part)
+                self._count(len(part))
+                yield it
+                now = time.monotonic()
+                took, last = now - last, now
+                if took >= _BAR_INTERVAL:
+                    size = max(1, size // 2)
+                elif took < _BAR_INTERVAL / 4:
+                    size = min(size * 2, 1 << 16)
+        self._unread = None
+
+    def _pull(self, *, keep: bool) -> Iterator[list[R]]:
+        """The results in the lists the pool hands them over in (everything ready, else the next
+        one, waited for), kept in ``_collected`` with ``keep``; the bar's count is brought up to
+        date before each wait and at the end."""
         results = self.pool_obj
-        ready = self._buffer
         take = results.take_ready
         nxt = results.__next__
         collected = self._collected if keep else None
-        pending = 0
-        # Check the clock once per `stride` items, and resize the stride so checks happen about
-        # every _BAR_INTERVAL: the bar costs a counter increment per item, not a tqdm call.
-        stride = 1
-        last = time.monotonic()
         try:
             while True:
-                if not ready:
-                    ready.extend(take())
-                if ready:
-                    result = ready.popleft()
-                else:
-                    if pending:
-                        self._flush(bar, results, pending)
-                        pending = 0
+                piece = take()
+                if not piece:
+                    self._flush_count()  # the next result may be slow: show what was read
                     try:
-                        result = nxt()
+                        piece = [nxt()]
                     except StopIteration:
                         break
-                pending += 1
-                if pending >= stride:
-                    now = time.monotonic()
-                    elapsed = now - last
-                    if elapsed >= _BAR_INTERVAL:
-                        self._flush(bar, results, pending)
-                        pending = 0
-                        last = now
-                        stride = max(1, stride // 2)
-                    elif elapsed < _BAR_INTERVAL / 4:
-                        stride = min(stride * 2, 1 << 16)
                 if collected is not None:
-                    collected.append(result)
-                if emit:
-                    yield result
+                    collected.extend(piece)
+                yield piece
         except BaseException:
-            if pending:
-                self._flush(bar, results, pending)
+            self._flush_count()
             self._notes.close()
             raise
-        if pending:
-            self._flush(bar, results, pending)
+        self._flush_count()
         self._exhausted = True
-        bar.refresh()
-        if emit:
-            self._notes.close()
+        self.tqdm_obj.refresh()
+        self._notes.close()
 
-    def _flush(self, bar: Any, results: ResultIterator[R], n: int) -> None:
-        self._notes.advance(n)
+    def _count(self, n: int) -> None:
+        """``n`` more results were read: told to the bar at most every ``_BAR_INTERVAL``."""
+        self._pending += n
+        now = time.monotonic()
+        if now - self._shown_at >= _BAR_INTERVAL:
+            self._flush_count()
+            self._shown_at = now
+
+    def _flush_count(self) -> None:
+        if self._pending:
+            self._notes.advance(self._pending)
+            self._pending = 0
 
     # -- list-like ----------------------------------------------------------------------------------
 
     def _materialize(self) -> list[R]:
         self._touched = True
         if not self._exhausted:
-            for _ in self._stream(keep=True, emit=False):
-                pass
-            self._notes.close()
+            unread, self._unread = self._unread, None
+            if unread is not None and self.pool_obj.total is None:
+                self._collected.extend(unread)  # streamed from an unsized input: not kept yet
+            for piece in self._pull(keep=True):
+                self._count(len(piece))
         return self._collected
 
     def __len__(self) -> int:

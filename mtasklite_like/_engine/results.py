@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from itertools import chain
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -16,6 +17,7 @@ from .async_results import (
     async_results,
     check_not_in_running_loop,
 )
+from .handover import chunks
 from .release import Sink
 from .run import Run
 from .stats import RunStats
@@ -90,10 +92,22 @@ class ResultIterator(Generic[R]):
         # over ``pool(items)``), and at interpreter exit. The callback must not refer to ``self``.
         self._finalizer = weakref.finalize(self, self._stopper.close)
 
-    def __iter__(self) -> ResultIterator[R]:
-        return self
+    def __iter__(self) -> Iterator[R]:
+        """The results, for a ``for`` loop (or ``list()``): each batch's results are handed over
+        in C (``itertools.chain`` over a list of them), so reading a result costs no Python call.
+
+        ``next()`` on this object and every loop over it read the same results: whatever a loop
+        left unread (after ``break``) comes first for the next reader.
+        """
+        run = self._run
+        return chain.from_iterable(chunks(self, run, self._ready, run.next_slow, self._loop_guard))
 
     def __next__(self) -> R:
+        unread = self._run.unread
+        if unread is not None:
+            for value in unread:  # what a for loop over this iterator left
+                return value  # type: ignore[no-any-return]
+            self._run.unread = None
         # Not a try/except IndexError: an exception raised by next_slow() inside the handler
         # would carry the IndexError as its __context__ and print it above the real traceback.
         ready = self._ready
@@ -106,6 +120,7 @@ class ResultIterator(Generic[R]):
     # -- async iteration --------------------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[R]:
+        self._run.put_back_unread()  # what a for loop left unread comes first
         if GENERATORS_RESUME_FASTER:
             return async_results(self._ready, self._anext_slow)  # the same, faster (see there)
         return self
@@ -205,8 +220,12 @@ class ResultIterator(Generic[R]):
         A consumer that handles results in bulk (a progress bar counting them) saves a call per
         item; ``next()`` is still what waits for the next result.
         """
-        ready = self._ready
-        out = list(ready)
+        ready, unread = self._ready, self._run.unread
+        if unread is not None:
+            self._run.unread = None
+            out = [*unread, *ready]
+        else:
+            out = list(ready)
         ready.clear()
         return out
 

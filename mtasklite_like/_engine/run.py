@@ -53,7 +53,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from operator import length_hint
 from typing import Any
 
 from .._backends.base import (
@@ -123,6 +124,9 @@ class Run:
         self.total = self._feeder.total
         self.release = Release(ordered=options.ordered, mode=options.exception_behavior, sink=sink)
         self.ready = self.release.ready
+        #: results taken out of ``ready`` in one piece by a ``for`` loop over the result iterator
+        #: and not read yet (an iterator over them; None: none); see ``ResultIterator.__iter__``
+        self.unread: Iterator[Any] | None = None
         self.started = False
         self.finished = False
         self._backend: Backend | None = None  # the worker set's backend, while the run holds it
@@ -246,7 +250,14 @@ class Run:
     @property
     def consumed(self) -> int:
         """Results the consumer has taken so far."""
-        return self.release.released - len(self.ready)
+        unread = self.unread
+        return self.release.released - len(self.ready) - (0 if unread is None else length_hint(unread))
+
+    def put_back_unread(self) -> None:
+        """Return what a ``for`` loop took out of ``ready`` and did not read to the front of it."""
+        unread, self.unread = self.unread, None
+        if unread is not None:
+            self.ready.extendleft(reversed(list(unread)))
 
     # -- the loop -------------------------------------------------------------------------------
 

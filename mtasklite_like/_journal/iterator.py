@@ -8,10 +8,12 @@ docs/resumable_runs.md for the guarantees.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .._engine.handover import chunks
 from .format import JournalState
 from .options import JournalOptions
 from .run import JournalRun
@@ -63,8 +65,13 @@ class JournaledIterator:
 
     def take_ready(self) -> list[Any]:
         """Take every result already available, without waiting (possibly none)."""
-        out = list(self._ready)
-        self._ready.clear()
+        ready, unread = self._ready, self._core.unread
+        if unread is not None:
+            self._core.unread = None
+            out = [*unread, *ready]
+        else:
+            out = list(ready)
+        ready.clear()
         return out
 
     def stats(self) -> RunStats:
@@ -92,10 +99,18 @@ class JournaledIterator:
     def heartbeat(self, fn: Callable[[], None] | None) -> None:
         self._core.set_heartbeat(fn)
 
-    def __iter__(self) -> JournaledIterator:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        """The results for a ``for`` loop, handed over in C a chunk at a time (as
+        ``ResultIterator.__iter__``); ``next()`` and the next loop read on from what a loop left."""
+        core = self._core
+        return chain.from_iterable(chunks(self, core, self._ready, core.next_slow))
 
     def __next__(self) -> Any:
+        unread = self._core.unread
+        if unread is not None:
+            for value in unread:  # what a for loop over this iterator left
+                return value
+            self._core.unread = None
         ready = self._ready
         if ready:
             return ready.popleft()

@@ -64,6 +64,9 @@ class JournalRun:
         self.pool = pool
         self.options = options
         self.out: deque[Any] = deque()
+        #: results a ``for`` loop took out of ``out`` in one piece and has not read yet (see
+        #: ``_engine.results.chunks``)
+        self.unread: Iterator[Any] | None = None
         self.started = False
         self.finished = False
         self.heartbeat: Callable[[], None] | None = None
