@@ -124,3 +124,47 @@ def test_errors_still_come_after_the_results_before_them():
             for value in pool(range(N)):
                 got.append(value)
     assert got == list(range(5000))
+
+
+def bursts(n_bursts, size, pause):
+    """An unsized source that gives ``size`` items at once, then nothing for ``pause`` seconds."""
+    import time
+
+    for b in range(n_bursts):
+        yield from range(b * size, (b + 1) * size)
+        time.sleep(pause)
+
+
+def two_ms(x):
+    import time
+
+    time.sleep(0.002)
+    return x
+
+
+def test_a_burst_from_a_waiting_input_is_spread_item_by_item():
+    # 2 ms tasks travel five to a batch (about 10 ms of work) while the workers are the limit;
+    # when the workers wait for the input, each item travels alone, so no result of a burst
+    # waits for the other items of its batch.
+    with Pool(two_ms, n_jobs=2, use_threads=True) as pool:
+        warm = pool(range(40))
+        assert list(warm) == list(range(40))
+        assert warm.stats().batch_max >= 4  # the sizer has learnt the task time
+        results = pool(bursts(6, 8, 0.05))
+        assert list(results) == list(range(48))
+        stats = results.stats()
+    # (the first burst may come before the run has waited for its input: a batch of two there)
+    assert stats.batch_count >= 40 and stats.batch_max <= 2, (stats.batch_count, stats.batch_max)
+
+
+@pytest.mark.parametrize("n_read", [1, 2, 3, 5, 8, 13, 100])
+def test_pqdm_partly_streamed_then_used_as_a_list_loses_nothing(n_read):
+    import io
+
+    for source in (iter(range(300)), range(300)):  # unsized: the rest only; sized: everything
+        result = pqdm(source, square, n_jobs=2, file=io.StringIO())
+        stream = iter(result)
+        assert [next(stream) for _ in range(n_read)] == [x * x for x in range(n_read)]
+        first = 0 if isinstance(source, range) else n_read
+        assert result == [x * x for x in range(first, 300)]
+        assert result.tqdm_obj.n == 300  # every result counted once on the bar

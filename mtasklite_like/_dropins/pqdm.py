@@ -26,7 +26,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain
+from itertools import chain, islice
 from operator import length_hint
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
@@ -224,6 +224,7 @@ class PqdmResult(Generic[R]):
         results.heartbeat = self._notes.heartbeat
         #: the piece a for loop is reading (see _pieces), None: none
         self._unread: Iterator[R] | None = None
+        self._mark = 0  # what was left in _unread when the bar last counted
         self._pending = 0  # results read and not yet shown on the bar
         self._shown_at = time.monotonic()
         self._collected: list[R] = []
@@ -244,24 +245,28 @@ class PqdmResult(Generic[R]):
         """What a ``for`` loop reads: results in pieces, which ``itertools.chain`` hands over one
         by one in C, so streaming costs no Python call per result.
 
-        A piece is counted on the bar (and kept, with ``keep``) when the loop takes it. Pieces
-        start at one result and double while the loop reads them quickly, and halve when one takes
-        longer than ``_BAR_INTERVAL``, so the bar runs at most about that far ahead of the loop. A
-        piece a loop left unread (``break``) comes first for the next loop.
+        Each list the pool hands over is kept (with ``keep``) when taken, and read through one
+        iterator, ``_unread``, in parts: the first of one result, then twice as many while the loop
+        reads them quickly, half as many once a part takes longer than ``_BAR_INTERVAL``. The bar
+        counts what the loop has read each time it comes back for more, so it lags the loop by at
+        most about that long. What a loop left unread (``break``) comes first for the next loop,
+        or for the list-like use of the object.
         """
         unread = self._unread
         if unread is not None and length_hint(unread):
             yield unread
+            self._settle()
         size = 1
         last = time.monotonic()
         for piece in self._pull(keep=keep):
-            start, end = 0, len(piece)
-            while start < end:
-                part = piece if start == 0 and size >= end else piece[start:start + size]
-                start += len(part)
-                self._unread = it = iter(part)
-                self._count(len(part))
-                yield it
+            self._unread = unread = iter(piece)
+            self._mark = len(piece)
+            while True:
+                left = length_hint(unread)
+                if not left:
+                    break
+                yield unread if size >= left else islice(unread, size)
+                self._settle()
                 now = time.monotonic()
                 took, last = now - last, now
                 if took >= _BAR_INTERVAL:
@@ -269,6 +274,15 @@ class PqdmResult(Generic[R]):
                 elif took < _BAR_INTERVAL / 4:
                     size = min(size * 2, 1 << 16)
         self._unread = None
+
+    def _settle(self) -> None:
+        """Count on the bar what was read from ``_unread`` since the last count."""
+        unread = self._unread
+        if unread is not None:
+            left = length_hint(unread)
+            if left != self._mark:
+                self._count(self._mark - left)
+                self._mark = left
 
     def _pull(self, *, keep: bool) -> Iterator[list[R]]:
         """The results in the lists the pool hands them over in (everything ready, else the next
@@ -317,9 +331,13 @@ class PqdmResult(Generic[R]):
     def _materialize(self) -> list[R]:
         self._touched = True
         if not self._exhausted:
+            self._settle()
             unread, self._unread = self._unread, None
-            if unread is not None and self.pool_obj.total is None:
-                self._collected.extend(unread)  # streamed from an unsized input: not kept yet
+            if unread is not None:
+                rest = list(unread)  # what a loop left of the list it was reading
+                self._count(len(rest))
+                if self.pool_obj.total is None:
+                    self._collected.extend(rest)  # streamed from an unsized input: not kept yet
             for piece in self._pull(keep=True):
                 self._count(len(piece))
         return self._collected

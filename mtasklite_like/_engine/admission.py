@@ -130,11 +130,13 @@ class Admission:
         return worker
 
     def batch_size(
-        self, remaining: int | None, quota_left: int | None, room: int | None, credit_left: int | None = None
+        self, remaining: int | None, quota_left: int | None, room: int | None, credit_left: int | None = None,
+        *, input_bound: bool = False,
     ) -> int:
         """Items for the next batch: ``remaining`` input (if known), the worker's quota, the window's
-        room, and what is left of the worker's credit when it counts items."""
-        size = self.sizer.size(remaining)
+        room, and what is left of the worker's credit when it counts items; smaller while the run
+        is ``input_bound`` (``BatchSizer.INPUT_BOUND_SECONDS``)."""
+        size = self.sizer.size(remaining, input_bound=input_bound)
         if credit_left is not None:
             size = min(size, credit_left)
         if quota_left is not None:

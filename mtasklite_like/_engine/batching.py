@@ -26,6 +26,10 @@ class BatchSizer:
     #: a batch should keep a worker busy about this long: long enough to amortise the cost of a
     #: message, short enough to keep ordering latency and load imbalance small
     TARGET_SECONDS = 0.01
+    #: while the input, not the workers, limits the run, a batch holds about this much work: the
+    #: workers would wait for the input anyway, so smaller batches cost no throughput, and each
+    #: result comes back sooner (a burst of items spreads over the workers item by item)
+    INPUT_BOUND_SECONDS = 0.001
     #: upper bound without a user chunk_size (memory held per batch stays modest)
     DEFAULT_MAX = 4096
     #: growth per observation, so a mis-measured first batch cannot jump straight to the maximum
@@ -83,9 +87,12 @@ class BatchSizer:
         mean = self._per_item or 0.0
         return running_seconds > mean + max(3 * math.sqrt(self._variance), 0.5 * mean)
 
-    def size(self, remaining: int | None = None) -> int:
-        """Size of the next batch; ``remaining`` is the number of input items left, when known."""
+    def size(self, remaining: int | None = None, *, input_bound: bool = False) -> int:
+        """Size of the next batch; ``remaining`` is the number of input items left, when known;
+        ``input_bound``: the run waited for its input a moment ago (see ``INPUT_BOUND_SECONDS``)."""
         size = self._size
+        if input_bound and self.adaptive and self._per_item:
+            size = min(size, max(1, int(self.INPUT_BOUND_SECONDS / self._per_item)))
         if remaining is not None and self.adaptive:
             # Keep at least ~4 batches per worker for what is left, for an even finish.
             size = min(size, max(1, remaining // (4 * self.n_workers)))

@@ -95,6 +95,9 @@ _UNWOKEN_POLL_SECONDS = 0.005
 _FINE_WAIT = 0.002
 #: how much of the caller's lateness a hand-over to workers behind a start gate may make up for
 _MAKE_UP = 0.002
+#: how long after the input last kept workers waiting the run counts as limited by its input
+#: (batches of about ``BatchSizer.INPUT_BOUND_SECONDS`` of work, for results that come back sooner)
+_INPUT_BOUND_FOR = 0.25
 
 
 def _in_event_loop() -> bool:
@@ -136,6 +139,9 @@ class Run:
         self.stats = RunStats(workers.n_workers, clock=lambda: self._clock())
         #: the last fill found the input with nothing to give (the run then waits for it)
         self._starved = False
+        #: when a fill last found the input with nothing to give (None: never): for a while after,
+        #: the input limits the run, and batches stay small (see ``_INPUT_BOUND_FOR``)
+        self._starved_at: float | None = None
         self._admission: Admission | None = None  # made at the start: it needs the backend's capabilities
         self._budget = ByteBudget(options.memory_budget)
         #: closed while the machine is short of memory (min_available_memory); None: no such check
@@ -345,6 +351,11 @@ class Run:
         assert admission is not None
         if feeder.fatal is not None:
             raise feeder.fatal  # e.g. SystemExit from the input: at once, as in the caller
+        if feeder.done and not self._ledger.retry:
+            # Nothing is left to send (the common case at the end of a short run): no sums to make.
+            self.paced_until = None
+            self._starved = False
+            return
         if self._pressure is not None and self._held_back():
             return
         credit = admission.credit()
@@ -448,7 +459,10 @@ class Run:
             if room is not None and room <= 0:
                 return
             left = credit - loads[worker] if admission.counts_items else None
-            size = admission.batch_size(feeder.remaining(), workers.quota_left(worker), room, left)
+            starved_at = self._starved_at
+            input_bound = starved_at is not None and self._clock() - starved_at < _INPUT_BOUND_FOR
+            size = admission.batch_size(feeder.remaining(), workers.quota_left(worker), room, left,
+                                        input_bound=input_bound)
             if bounded_in_bytes:
                 size = budget.batch_items(size, self._bytes_held(), feeder.buffered())
                 if size <= 0:
@@ -460,6 +474,8 @@ class Run:
             self.stats.input_wait(began, self._clock())  # (reading it in the caller)
             if not items:
                 self._starved = not feeder.done
+                if self._starved:
+                    self._starved_at = self._clock()
                 return  # the input has nothing yet (its reader wakes the wait), or it ended
             batch = ledger.open_batch(range(first, first + len(items)), items)
             self._send(*ledger.dispatch(worker, batch, None, self._clock()))

@@ -28,6 +28,11 @@ from .stats import RunStats
 
 __all__ = ["WorkerSet"]
 
+#: a pool adds up the statistics of its finished runs once this many have ended (or when asked),
+#: and at once after a run of more than ``_FOLD_BATCHES`` batches
+_FOLD = 32
+_FOLD_BATCHES = 4
+
 
 class WorkerSet:
     """Workers of one pool: their backend, start and ready times, quotas and death count."""
@@ -58,8 +63,11 @@ class WorkerSet:
         self.quota: list[int] | None = None
         self.deaths_in_a_row = 0
         self._holder: weakref.ref[Any] | None = None
-        #: the statistics of the runs that have ended, added up (``Pool.stats()``)
-        self.stats_total = RunStats.total([])
+        #: the statistics of the runs that have ended, added up (``Pool.stats()``; see stats_total)
+        self._stats_total = RunStats.total([])
+        #: finished runs not yet added to ``stats_total``: adding up takes some 15 us, which a run of
+        #: one item should not pay; done when asked for, or every ``_FOLD`` runs
+        self._stats_done: list[RunStats] = []
         #: told of every replacement (worker, reason) by the run holding the workers
         self.on_replace: Callable[[int, str], None] | None = None
         #: what is known of the workers' memory, for the pool's life
@@ -203,8 +211,21 @@ class WorkerSet:
         return self.quota is not None and self.quota[worker] <= 0
 
     def stats_done(self, stats: RunStats) -> None:
-        """A run ended: add its statistics to the pool's."""
-        self.stats_total.add(stats)
+        """A run ended: its statistics count in the pool's."""
+        self._stats_done.append(stats)
+        if stats.batch_count > _FOLD_BATCHES or len(self._stats_done) >= _FOLD:
+            self._fold()  # (a long run's timeline is not kept waiting)
+
+    @property
+    def stats_total(self) -> RunStats:
+        """The statistics of the pool's finished runs, added up."""
+        self._fold()
+        return self._stats_total
+
+    def _fold(self) -> None:
+        done, self._stats_done = self._stats_done, []
+        for stats in done:
+            self._stats_total.add(stats)
 
     def replace(self, worker: int, *, kill: bool, reason: str = "death") -> None:
         """Start a fresh worker in place of ``worker``: its times and quota start anew. ``reason``
