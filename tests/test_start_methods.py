@@ -563,3 +563,45 @@ def test_code_in_a_main_without_a_file_reaches_new_processes(tmp_path: Path, met
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "RESULT " + json.dumps([0, 3, 6, 9, 12, 15])
+
+
+_SLOW_IMPORT_SCRIPT = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+from mtasklite_like import Pool
+
+def items():
+    import slow_module_for_fork  # takes 0.3 s, in the input thread, while the workers fork
+    for i in range(20):
+        yield slow_module_for_fork.Thing(i)
+
+def task(thing):
+    return thing.value * 2
+
+if __name__ == "__main__":
+    with Pool(task, n_jobs=2, start_method="fork") as pool:
+        print("RESULT", sum(pool(items())), flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_forked_while_the_input_imports_a_module_can_import_it(tmp_path: Path) -> None:
+    # The input (read in a thread of its own) imports a module when the workers fork. A worker
+    # forked in the middle of that import would hold a copy of the module's import lock, held
+    # forever, and hang when unpickling the first item of that module: forks wait for the read.
+    (tmp_path / "slow_module_for_fork.py").write_text(
+        "import time\ntime.sleep(0.3)\n\nclass Thing:\n    def __init__(self, value):\n"
+        "        self.value = value\n"
+    )
+    script = tmp_path / "slow_import.py"
+    script.write_text(_SLOW_IMPORT_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=str(Path(__file__).parent.parent))
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the run hung: a worker forked during the input's import waits on its import lock")
+    assert proc.returncode == 0, err
+    assert f"RESULT {sum(2 * i for i in range(20))}" in out

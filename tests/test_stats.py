@@ -100,6 +100,20 @@ def test_a_pool_adds_its_runs_up():
     assert total.wall_s == pytest.approx(first.stats().wall_s + second.stats().wall_s)
 
 
+def test_a_pool_adds_up_many_short_runs_and_long_ones():
+    # Short runs are added up in groups (and when asked); every one counts, once.
+    with Pool(nap, 2, use_threads=True) as pool:
+        for i in range(45):
+            assert list(pool([i])) == [i]
+            if i == 10:
+                assert pool.stats().runs == 11
+        list(pool(range(200)))  # a longer run is added at once
+        total = pool.stats()
+        assert pool.stats().items == total.items  # asking twice adds nothing twice
+    assert total.runs == 46 and total.items == 245
+    assert sum(w.items for w in total.workers) == 245
+
+
 def test_statistics_print_as_a_table_and_a_line():
     results = Pool(nap, 2, use_threads=True)(range(10))
     list(results)

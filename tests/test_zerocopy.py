@@ -205,3 +205,18 @@ def test_numpy_not_imported_for_a_bytes_workload():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def _size_or_value(x):
+    return len(x) if isinstance(x, bytes) else x
+
+
+def test_large_and_small_messages_to_a_worker_keep_their_order():
+    # Large messages are written by a thread of their own; a small one sent meanwhile to the same
+    # worker must follow them, never cut into one.
+    mib = 1 << 20
+    items = [bytes(mib + i) if i % 3 == 0 else i for i in range(60)]
+    with Pool(_size_or_value, n_jobs=2, chunk_size=1) as pool:
+        assert list(pool(items)) == [mib + i if i % 3 == 0 else i for i in range(60)]
+        # and again on the same workers, with batches of small items between the large ones
+        assert list(pool(x for x in items)) == [mib + i if i % 3 == 0 else i for i in range(60)]

@@ -33,7 +33,10 @@ from typing import Any
 from .messages import Message, wire_code
 from .serialize import loads_oob
 
-__all__ = ["decode", "leading_fields", "pipe_capacity", "readable_check", "recv_message", "send_message"]
+__all__ = [
+    "decode", "leading_fields", "message_size", "pipe_capacity", "readable_check", "recv_message",
+    "send_message",
+]
 
 _MULTIPART = 0
 _COUNT = struct.Struct("<BI")
@@ -96,6 +99,13 @@ def send_message(conn: Any, data: bytes, buffers: list[memoryview] | None, capac
     for buf in buffers:
         _write_all(fd, buf)
     return len(head) + len(data) + sum(sizes)
+
+
+def message_size(data: bytes, buffers: list[memoryview] | None) -> int:
+    """What :func:`send_message` returns for this message, without sending it."""
+    if buffers is None:
+        return len(data)
+    return _COUNT.size + 8 * len(buffers) + len(data) + sum(b.nbytes for b in buffers)
 
 
 def recv_message(conn: Any, wait: Callable[[int], None] | None = None

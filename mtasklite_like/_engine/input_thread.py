@@ -28,8 +28,10 @@ it looks at the buffer every few milliseconds (:meth:`InputThread.poll_interval`
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
@@ -44,6 +46,44 @@ _THREAD_HINT = (
     "the input is read in a background thread (so that results flow while it waits); an input that "
     "must be read in the thread that created it needs Pool(..., input_thread=False)"
 )
+
+#: how long a fork waits for input threads to finish the read they are in (see _before_fork)
+_FORK_WAIT = 0.5
+#: the input threads of this process that are running, and those a fork in progress holds still
+_RUNNING: weakref.WeakSet[InputThread] = weakref.WeakSet()
+_HELD: list[InputThread] = []
+
+
+def _before_fork() -> None:
+    """Before this process forks (a worker starting, or any other ``os.fork``): wait, up to
+    ``_FORK_WAIT`` in all, until no input thread is inside the input's ``next()``, and keep them
+    out of it until the fork is done.
+
+    A child process gets copies of the locks the parent's threads held at the fork, held forever:
+    an input that was importing a module (``import numpy`` on its first array) leaves that
+    module's import lock held in a worker forked just then, and the worker hangs the first time it
+    imports the module itself, to unpickle an item. Reads are short (a chunk is read at once only
+    while items come fast), so the wait is too; an input that stays inside ``next()`` longer (a
+    slow source) is not waited for past the limit, and a fork from an input thread itself never
+    waits for its own read.
+    """
+    deadline = time.monotonic() + _FORK_WAIT
+    me = threading.current_thread()
+    for reader in list(_RUNNING):
+        if reader._thread is me:
+            continue
+        if reader._reading.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _HELD.append(reader)
+
+
+def _after_fork() -> None:
+    while _HELD:
+        _HELD.pop()._reading.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+
 
 class InputThread:
     """The input, read ahead in a daemon thread within the gate and the limit (see the module)."""
@@ -71,6 +111,9 @@ class InputThread:
         self._chunk_started: float | None = None
         self._wake: Callable[[], None] = _nothing
         self._thread: threading.Thread | None = None
+        #: held by the thread while it is inside the input's ``next()``, and by a fork (see
+        #: ``_before_fork``)
+        self._reading = threading.Lock()
 
     # -- engine side ----------------------------------------------------------------------------
 
@@ -81,8 +124,9 @@ class InputThread:
         self.allow(first)
         context = contextvars.copy_context()  # the input sees the caller's context variables
         self._thread = threading.Thread(
-            target=context.run, args=(self._main,), name="mtasklite_like-input", daemon=True
+            target=context.run, args=(self._run,), name="mtasklite_like-input", daemon=True
         )
+        _RUNNING.add(self)
         self._thread.start()
 
     def wake_with(self, wake: Callable[[], None]) -> None:
@@ -150,6 +194,12 @@ class InputThread:
 
     # -- the thread -----------------------------------------------------------------------------
 
+    def _run(self) -> None:
+        try:
+            self._main()
+        finally:
+            _RUNNING.discard(self)
+
     def _main(self) -> None:
         it, self._it = self._it, None
         assert it is not None
@@ -166,7 +216,8 @@ class InputThread:
             start = clock()
             got = 0
             try:
-                got, n = self._read(it, n, start)
+                with self._reading:
+                    got, n = self._read(it, n, start)
             except StopIteration:
                 self._exhausted = True
             except Exception as exc:
