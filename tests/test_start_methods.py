@@ -605,3 +605,37 @@ def test_a_worker_forked_while_the_input_imports_a_module_can_import_it(tmp_path
         pytest.fail("the run hung: a worker forked during the input's import waits on its import lock")
     assert proc.returncode == 0, err
     assert f"RESULT {sum(2 * i for i in range(20))}" in out
+
+
+def test_a_forked_child_forgets_the_parents_input_threads() -> None:
+    import threading
+
+    from mtasklite_like._engine import input_thread
+
+    release = threading.Event()
+
+    def source():
+        release.wait(30)  # inside the input's next() while the fork below happens
+        yield 1
+
+    reader = input_thread.InputThread(source(), None)
+    reader.start(1)
+    deadline = time.monotonic() + 30
+    while not reader._reading.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader._reading.locked()
+    read, write = os.pipe()
+    pid = os.fork()  # waits up to 0.5 s for the read, then forks anyway
+    if pid == 0:
+        os.close(read)
+        # The parent's input thread does not exist here: a fork from this child must not wait for it.
+        os.write(write, b"%d" % len(input_thread._RUNNING))
+        os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 16) == b"0"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+        release.set()
+        reader.stop()

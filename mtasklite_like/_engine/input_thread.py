@@ -81,8 +81,16 @@ def _after_fork() -> None:
         _HELD.pop()._reading.release()
 
 
+def _after_fork_in_child() -> None:
+    """The child has none of the parent's input threads: forget them (a lock one of them held,
+    when the fork did not wait for it, stays held in the child, and must not make its own forks
+    wait)."""
+    _after_fork()
+    _RUNNING.clear()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork_in_child)
 
 
 class InputThread:
