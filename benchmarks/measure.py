@@ -335,6 +335,19 @@ def run_latency(w: Workload, repeat: int, log: Any) -> list[Row]:
                 continue
             samples[id(cfg)].extend(s * 1000 for s in latencies)
             firsts[id(cfg)].append(first * 1000)
+    def how(cfg: Config, row: Row) -> str:
+        row.first = statistics.median(firsts[id(cfg)])
+        return f"p99 {row.p99:.1f} ms, first result {row.first:.0f} ms"
+
+    return _percentile_rows(w, configs, rows, samples, "ms", how, log)
+
+
+def _percentile_rows(
+    w: Workload, configs: list[Config], rows: dict[int, Row], samples: dict[int, list[float]], unit: str,
+    how: Callable[[Config, Row], str], log: Any,
+) -> list[Row]:
+    """Settle rows measured as many samples each: p50 (the figure) and p99, ``how(cfg, row)`` for
+    the note; a peer's ours/this is its p50 / our p50 (the reference first: the peers need it)."""
     ref = rows[id(w.reference)]
     for cfg in configs:
         row = rows[id(cfg)]
@@ -343,12 +356,11 @@ def run_latency(w: Workload, repeat: int, log: Any) -> list[Row]:
             row.samples = values
             row.value = statistics.median(values)
             row.p99 = _percentile(values, 0.99)
-            row.first = statistics.median(firsts[id(cfg)])
-            how = f"p99 {row.p99:.1f} ms, first result {row.first:.0f} ms"
-            row.note = f"{row.note}; {how}" if row.note else how
+            text = how(cfg, row)
+            row.note = f"{row.note}; {text}" if row.note else text
             if cfg is w.reference:
                 row.ratio = 1.0
-                row.measured, row.measured_unit = row.value, "ms"
+                row.measured, row.measured_unit = row.value, unit
             elif ref.value:
                 row.ratio = row.value / ref.value
                 row.measured, row.measured_unit = row.ratio, "x"
@@ -384,24 +396,10 @@ def run_one_item(w: Workload, repeat: int, log: Any) -> list[Row]:
                 row.status, row.error = "ERROR", _error_text(exc)
                 continue
             samples[id(cfg)].extend(t * 1e6 for t in took)
-    ref = rows[id(w.reference)]
-    for cfg in configs:  # the reference first: the peers' ratios need its p50
-        row = rows[id(cfg)]
-        values = samples[id(cfg)]
-        if values:
-            row.samples = values
-            row.value = statistics.median(values)
-            row.p99 = _percentile(values, 0.99)
-            how = f"p99 {row.p99:.1f} us over {len(values)} calls"
-            row.note = f"{row.note}; {how}" if row.note else how
-            if cfg is w.reference:
-                row.ratio = 1.0
-                row.measured, row.measured_unit = row.value, "us"
-            elif ref.value:
-                row.ratio = row.value / ref.value
-                row.measured, row.measured_unit = row.ratio, "x"
-        settle(row, cfg, log)
-    return list(rows.values())
+    def how(cfg: Config, row: Row) -> str:
+        return f"p99 {row.p99:.1f} us over {len(samples[id(cfg)])} calls"
+
+    return _percentile_rows(w, configs, rows, samples, "us", how, log)
 
 
 # -- the caller's CPU time per item -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .async_results import check_not_in_running_loop
 
-__all__ = ["Reader", "chunks"]
+__all__ = ["Reader", "chunks", "take_all"]
 
 
 class Reader(Protocol):
@@ -59,3 +59,16 @@ def chunks(
         except StopIteration:
             return
         yield (value,)
+
+
+def take_all(reader: Reader, ready: deque[Any]) -> list[Any]:
+    """Everything released and not read yet, without waiting: what a loop left (``reader.unread``)
+    first, then ``ready`` (``take_ready()`` of the result iterators)."""
+    unread = reader.unread
+    if unread is not None:
+        reader.unread = None
+        out = [*unread, *ready]
+    else:
+        out = list(ready)
+    ready.clear()
+    return out

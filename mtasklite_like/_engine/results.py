@@ -17,7 +17,7 @@ from .async_results import (
     async_results,
     check_not_in_running_loop,
 )
-from .handover import chunks
+from .handover import chunks, take_all
 from .release import Sink
 from .run import Run
 from .stats import RunStats
@@ -220,14 +220,7 @@ class ResultIterator(Generic[R]):
         A consumer that handles results in bulk (a progress bar counting them) saves a call per
         item; ``next()`` is still what waits for the next result.
         """
-        ready, unread = self._ready, self._run.unread
-        if unread is not None:
-            self._run.unread = None
-            out = [*unread, *ready]
-        else:
-            out = list(ready)
-        ready.clear()
-        return out
+        return take_all(self._run, self._ready)
 
     def stats(self) -> RunStats:
         """What this run has spent its time on so far, per worker and in total: items, failures,

@@ -13,7 +13,7 @@ from itertools import chain
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._engine.handover import chunks
+from .._engine.handover import chunks, take_all
 from .format import JournalState
 from .options import JournalOptions
 from .run import JournalRun
@@ -65,14 +65,7 @@ class JournaledIterator:
 
     def take_ready(self) -> list[Any]:
         """Take every result already available, without waiting (possibly none)."""
-        ready, unread = self._ready, self._core.unread
-        if unread is not None:
-            self._core.unread = None
-            out = [*unread, *ready]
-        else:
-            out = list(ready)
-        ready.clear()
-        return out
+        return take_all(self._core, self._ready)
 
     def stats(self) -> RunStats:
         """What the run has spent its time on so far (see ``ResultIterator.stats``): the items
